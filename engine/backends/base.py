@@ -1,0 +1,155 @@
+"""The one Backend interface every model runner implements.
+
+A backend turns a prompt into streamed text. Everything around it — context, prompt templates,
+caching, postprocessing — lives in the engine, so that all backends give the user the same thing.
+The contract shared by all of them:
+
+- `generate()` streams text through `on_text` and returns the whole text with its stats;
+- it stops at the first stop sequence (which is cut off), at an end-of-generation token, at
+  `max_tokens`, when `cancel` is set (checked between tokens), or when `time_budget_s` runs out;
+- the reason it stopped is in `stats.stop_reason`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..models import ModelRef
+    from ..prompt import Prompt
+
+STOP_EOS = "eos"
+STOP_SEQUENCE = "stop"
+STOP_MAX_TOKENS = "max_tokens"
+STOP_TIME_BUDGET = "time_budget"
+STOP_CANCELLED = "cancelled"
+
+
+@dataclass
+class GenerationRequest:
+    prompt: Prompt
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int = 0
+    stop: Sequence[str] = ()
+    cancel: threading.Event = field(default_factory=threading.Event)
+    time_budget_s: float | None = None
+
+    @classmethod
+    def from_settings(cls, prompt: Prompt, settings: Settings, **overrides: object) -> GenerationRequest:
+        values: dict[str, object] = {
+            "max_tokens": settings.max_tokens,
+            "temperature": settings.temperature,
+            "top_k": settings.top_k,
+            "top_p": settings.top_p,
+            "min_p": settings.min_p,
+            "repeat_penalty": settings.repeat_penalty,
+            "seed": settings.seed,
+            "time_budget_s": settings.time_budget_ms / 1000,
+        }
+        values.update(overrides)
+        return cls(prompt=prompt, **values)  # type: ignore[arg-type]
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    prompt_tokens_evaluated: int = 0  # prompt tokens not served from the KV cache
+    generated_tokens: int = 0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    first_token_ms: float | None = None
+    stop_reason: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    stats: GenerationStats
+
+
+TextCallback = Callable[[str], None]
+
+
+class Backend(ABC):
+    """Subclass, set `name`, implement `load`, `count_tokens` and `generate`, then register."""
+
+    name: ClassVar[str] = ""
+    # Whether the backend can be given a model file/folder, or only talks to a server.
+    needs_local_model: ClassVar[bool] = True
+
+    def __init__(self, model: ModelRef | None, settings: Settings) -> None:
+        self.model = model
+        self.settings = settings
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model; called once, on the model worker, before anything else."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in this model's vocabulary (plain text, no special tokens)."""
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
+        """Stream a completion of `request.prompt`; see the module docstring for the contract."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model's memory."""
+
+
+class StopMatcher:
+    """Finds stop sequences in streamed text, holding back what could be the start of one.
+
+    Text is released to the caller only once no stop sequence can begin inside it, so a stop
+    sequence split over two tokens is never shown half.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.released = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """Add a piece; return the newly releasable text. Sets `stopped` at a stop sequence."""
+        start = max(0, len(self.text) - self.hold)
+        self.text += piece
+        cut = min((i for s in self.stops if (i := self.text.find(s, start)) >= 0), default=-1)
+        if cut >= 0:
+            self.text = self.text[:cut]
+            self.stopped = True
+            return self._release(len(self.text))
+        return self._release(max(self.released, len(self.text) - self.hold))
+
+    def flush(self) -> str:
+        return self._release(len(self.text))
+
+    def _release(self, upto: int) -> str:
+        out = self.text[self.released : upto]
+        self.released = max(self.released, upto)
+        return out
+
+
+class Deadline:
+    """A wall-clock budget; None means none."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def expired(self) -> bool:
+        return self.end is not None and time.monotonic() >= self.end

@@ -1,0 +1,87 @@
+"""A fake backend for unit tests: it replays queued outputs and records every request.
+
+It honours the same contract as the real backends — streaming, stop sequences, max tokens (one
+"token" is one character here), cancel and time budget — so engine code can be tested without a
+model. Tests that need real model behaviour use the real backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from .base import (
+    STOP_CANCELLED,
+    STOP_EOS,
+    STOP_MAX_TOKENS,
+    STOP_SEQUENCE,
+    STOP_TIME_BUDGET,
+    Backend,
+    Deadline,
+    GenerationRequest,
+    GenerationResult,
+    GenerationStats,
+    StopMatcher,
+    TextCallback,
+)
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    needs_local_model = False
+
+    def __init__(self, model: Any = None, settings: Any = None) -> None:
+        super().__init__(model, settings)
+        self.outputs: deque[str] = deque()
+        self.requests: list[GenerationRequest] = []
+        self.loaded = False
+        self.delay_per_char = 0.0
+
+    def queue(self, *outputs: str) -> FakeBackend:
+        self.outputs.extend(outputs)
+        return self
+
+    def load(self) -> None:
+        self.loaded = True
+
+    def count_tokens(self, text: str) -> int:
+        # About four characters a token, like real BPE vocabularies on code.
+        return (len(text) + 3) // 4
+
+    def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
+        self.requests.append(request)
+        output = self.outputs.popleft() if self.outputs else ""
+        stats = GenerationStats(prompt_tokens=self.count_tokens(request.prompt.render()))
+        stats.prompt_tokens_evaluated = stats.prompt_tokens
+        deadline = Deadline(request.time_budget_s)
+        matcher = StopMatcher(request.stop)
+        out: list[str] = []
+        reason = STOP_EOS
+        for char in output:
+            if request.cancel.is_set():
+                reason = STOP_CANCELLED
+                break
+            if deadline.expired():
+                reason = STOP_TIME_BUDGET
+                break
+            if stats.generated_tokens >= request.max_tokens:
+                reason = STOP_MAX_TOKENS
+                break
+            if self.delay_per_char:
+                time.sleep(self.delay_per_char)
+            stats.generated_tokens += 1
+            piece = matcher.feed(char)
+            if piece:
+                out.append(piece)
+                if on_text:
+                    on_text(piece)
+            if matcher.stopped:
+                reason = STOP_SEQUENCE
+                break
+        if not matcher.stopped and (tail := matcher.flush()):
+            out.append(tail)
+            if on_text:
+                on_text(tail)
+        stats.stop_reason = reason
+        return GenerationResult("".join(out), stats)

@@ -1,0 +1,212 @@
+"""The default backend: a quantized GGUF model on the CPU through llama-cpp-python.
+
+One `Llama` object lives as long as the backend, because its KV cache is the cheapest speed-up
+we have: a new prompt that shares its first N tokens with the last one evaluates only the rest.
+Editor prompts change at the cursor and stay the same above it, so most of each keystroke's
+prefill is reused. We evaluate the new part of the prompt ourselves in small chunks, so that a
+cancel or an exhausted time budget can stop a long prefill too — and what was evaluated before
+the stop stays in the cache for the next request at the same place.
+
+llama.cpp is not thread-safe: callers run one backend on one worker thread.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import time
+from typing import Any
+
+from ..errors import BackendError
+from ..prompt import Prompt, Special
+from .base import (
+    STOP_CANCELLED,
+    STOP_EOS,
+    STOP_MAX_TOKENS,
+    STOP_SEQUENCE,
+    STOP_TIME_BUDGET,
+    Backend,
+    Deadline,
+    GenerationRequest,
+    GenerationResult,
+    GenerationStats,
+    StopMatcher,
+    TextCallback,
+)
+
+# Prompt tokens evaluated per llama.cpp call. Small enough that cancel is seen within about
+# 0.2 s on two cores, large enough that prefill keeps most of its batch speed.
+PREFILL_CHUNK = 32
+
+
+class LlamaCppBackend(Backend):
+    name = "llama_cpp"
+
+    def __init__(self, model: Any, settings: Any) -> None:
+        super().__init__(model, settings)
+        self.llm: Any = None
+        self._eog_cache: dict[int, bool] = {}
+
+    def load(self) -> None:
+        if self.llm is not None:
+            return
+        if self.model is None or not self.model.is_gguf:
+            raise BackendError("the llama_cpp backend needs a GGUF model file; use backend torch for a HF folder")
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise BackendError(f"llama-cpp-python is not installed ({exc}): pip install llama-cpp-python") from exc
+        threads = self.settings.n_threads or os.cpu_count() or 1
+        try:
+            self.llm = Llama(
+                model_path=str(self.model.path),
+                n_ctx=self.settings.n_ctx,
+                n_batch=512,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=self.settings.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendError(f"llama.cpp could not load {self.model.path}: {exc}") from exc
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, special: bool = False, add_bos: bool = False) -> list[int]:
+        data = text.encode("utf-8", errors="replace")
+        return list(self.llm.tokenize(data, add_bos=add_bos, special=special)) if data or add_bos else []
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def prompt_tokens(self, prompt: Prompt) -> list[int]:
+        ids: list[int] = [self.llm.token_bos()] if prompt.add_bos else []
+        for part in prompt.parts:
+            ids += self.tokenize(part.text, special=isinstance(part, Special))
+        return ids
+
+    def _special_ids(self, texts: tuple[str, ...]) -> set[int]:
+        ids: set[int] = set()
+        for text in texts:
+            found = self.tokenize(text, special=True)
+            if len(found) == 1:
+                ids.add(found[0])
+        return ids
+
+    def _is_eog(self, token: int) -> bool:
+        if token not in self._eog_cache:
+            import llama_cpp
+
+            self._eog_cache[token] = bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+        return self._eog_cache[token]
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading tokens of `tokens` the KV cache already holds."""
+        held = self.llm.input_ids[: self.llm.n_tokens]
+        n = 0
+        for a, b in zip(held, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def _prefill(self, tokens: list[int], request: GenerationRequest, deadline: Deadline) -> tuple[int, str]:
+        """Evaluate what the cache lacks of `tokens`; returns (evaluated, stop reason or '')."""
+        llm = self.llm
+        # Keep at least the last prompt token to evaluate: its logits pick the first new token.
+        keep = min(self.cached_prefix(tokens), len(tokens) - 1)
+        if keep < llm.n_tokens:
+            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            llm.n_tokens = keep
+        evaluated = 0
+        for start in range(keep, len(tokens), PREFILL_CHUNK):
+            if request.cancel.is_set():
+                return evaluated, STOP_CANCELLED
+            if deadline.expired():
+                return evaluated, STOP_TIME_BUDGET
+            chunk = tokens[start : start + PREFILL_CHUNK]
+            llm.eval(chunk)
+            evaluated += len(chunk)
+        return evaluated, ""
+
+    def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
+        self.load()
+        llm = self.llm
+        stats = GenerationStats()
+        started = time.perf_counter()
+        deadline = Deadline(request.time_budget_s)
+        tokens = self.prompt_tokens(request.prompt)
+        if not tokens:
+            tokens = [llm.token_bos()]
+        room = llm.n_ctx() - len(tokens)
+        if room <= 0:
+            raise BackendError(
+                f"the prompt has {len(tokens)} tokens but the context holds {llm.n_ctx()}: lower contextTokens"
+            )
+        stats.prompt_tokens = len(tokens)
+        stats.prompt_tokens_evaluated, reason = self._prefill(tokens, request, deadline)
+        stats.prefill_ms = (time.perf_counter() - started) * 1000
+        if reason:
+            stats.stop_reason = reason
+            return GenerationResult("", stats)
+
+        stop_ids = self._special_ids(request.prompt.stop_tokens)
+        matcher = StopMatcher(request.stop)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        out: list[str] = []
+        llm.set_seed(request.seed)
+        generator = llm.generate(
+            tokens,
+            top_k=request.top_k,
+            top_p=request.top_p,
+            min_p=request.min_p,
+            temp=request.temperature,
+            repeat_penalty=request.repeat_penalty,
+        )
+        decode_start = time.perf_counter()
+        reason = STOP_MAX_TOKENS
+        try:
+            for token in generator:
+                if stats.first_token_ms is None:
+                    stats.first_token_ms = (time.perf_counter() - started) * 1000
+                if token in stop_ids or self._is_eog(token):
+                    reason = STOP_EOS
+                    break
+                stats.generated_tokens += 1
+                piece = matcher.feed(decoder.decode(llm.detokenize([token])))
+                if piece:
+                    out.append(piece)
+                    if on_text:
+                        on_text(piece)
+                if matcher.stopped:
+                    reason = STOP_SEQUENCE
+                    break
+                if stats.generated_tokens >= min(request.max_tokens, room):
+                    break
+                if request.cancel.is_set():
+                    reason = STOP_CANCELLED
+                    break
+                if deadline.expired():
+                    reason = STOP_TIME_BUDGET
+                    break
+        finally:
+            generator.close()
+        if not matcher.stopped:
+            tail = matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
+            if tail:
+                out.append(tail)
+                if on_text:
+                    on_text(tail)
+        stats.decode_ms = (time.perf_counter() - decode_start) * 1000
+        stats.stop_reason = reason
+        return GenerationResult("".join(out), stats)
+
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
+
+
+__all__ = ["PREFILL_CHUNK", "LlamaCppBackend"]

@@ -1,0 +1,121 @@
+"""Settings: one fully defaulted dataclass, read from camelCase keys.
+
+The same names are the LSP `initializationOptions` / `fimble` configuration section and the
+CLI's `--set KEY=VALUE`. A bad key or value never stops anything: it becomes a warning and the
+default stays, so a typo in an editor config cannot take completions away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MULTILINE_MODES = ("auto", "always", "never")
+
+
+def _opt(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, lo: float | None = None,
+         hi: float | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = _opt("qwen2.5-coder-0.5b", "a GGUF file, a Hugging Face folder, or a known model name")
+    backend: str = _opt("llama_cpp", "which backend runs the model: llama_cpp, torch or openai")
+    openai_base_url: str = _opt("http://127.0.0.1:8080/v1", "base URL of an OpenAI-compatible server")
+    openai_api_key: str = _opt("", "API key for the OpenAI-compatible server (else $OPENAI_API_KEY)")
+    max_tokens: int = _opt(128, "most tokens generated for one completion", lo=1, hi=8192)
+    temperature: float = _opt(0.0, "0 is greedy: the same prompt gives the same completion", lo=0, hi=5)
+    top_k: int = _opt(40, "sample only from the k most likely tokens (temperature > 0)", lo=0, hi=100000)
+    top_p: float = _opt(0.95, "nucleus sampling threshold (temperature > 0)", lo=0, hi=1)
+    min_p: float = _opt(0.05, "drop tokens less likely than min_p times the best (temperature > 0)", lo=0, hi=1)
+    repeat_penalty: float = _opt(1.0, "1.0 is off; >1 discourages repeating tokens", lo=0.1, hi=5)
+    seed: int = _opt(0, "sampling seed, so sampled runs can be reproduced", lo=0, hi=2**31 - 1)
+    debounce_ms: int = _opt(75, "wait this long after a keystroke before asking the model", lo=0, hi=5000)
+    context_tokens: int = _opt(1024, "prompt budget: prefix, suffix and extra context together", lo=64, hi=32768)
+    multiline: str = _opt("auto", "auto decides from the syntax at the cursor", choices=MULTILINE_MODES)
+    time_budget_ms: int = _opt(1500, "stop generating after this long and keep what is there", lo=50,
+                               hi=600_000)
+    n_threads: int = _opt(0, "CPU threads for llama.cpp; 0 means all cores", lo=0, hi=1024)
+    n_ctx: int = _opt(4096, "llama.cpp context window in tokens (prompt plus output)", lo=256, hi=131072)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {to_camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def to_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def to_snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = type(f.default)
+    if isinstance(value, bool) != (kind is bool):
+        raise ValueError(f"expected {'true or false' if kind is bool else kind.__name__}, got {value!r}")
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind):
+        expected = {int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
+        raise ValueError(f"expected {expected}, got {value!r}")
+    meta = f.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta["lo"] is not None and value < meta["lo"]:
+        raise ValueError(f"must be at least {meta['lo']}, got {value!r}")
+    if meta["hi"] is not None and value > meta["hi"]:
+        raise ValueError(f"must be at most {meta['hi']}, got {value!r}")
+    return value
+
+
+def apply_options(base: Settings, options: dict[str, Any] | None) -> tuple[Settings, list[str]]:
+    """Merge camelCase options into `base`. Returns the new settings and a warning per bad key."""
+    warnings: list[str] = []
+    changes: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        f = _FIELDS.get(to_snake(key))
+        if f is None:
+            known = ", ".join(sorted(to_camel(n) for n in _FIELDS))
+            warnings.append(f"fimble: unknown option {key!r} ignored (known: {known})")
+            continue
+        if value is None:
+            continue
+        try:
+            changes[f.name] = _coerce(f, value)
+        except ValueError as exc:
+            default = getattr(base, f.name)
+            warnings.append(f"fimble: option {key!r} {exc}; using {default!r}")
+    return base.replace(**changes), warnings
+
+
+def parse_set_arguments(pairs: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs → options; VALUE is read as JSON when it parses, else as text."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(camelCase name, default, doc) for every option: the README table and `--help` use it."""
+    return [(to_camel(f.name), f.default, f.metadata["doc"]) for f in dataclasses.fields(Settings)]

@@ -1,0 +1,206 @@
+"""The `fimble` command line: complete, explain, serve, model, eval.
+
+This is an edge: engine errors become one line on stderr and exit status 1 here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine import models
+from engine.config import Settings, apply_options, describe, parse_set_arguments
+from engine.errors import EngineError
+from engine.service import CompletionRequest, CompletionService, language_for_path
+from engine.text import offset_at
+
+EXIT_ERROR = 1
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A tqdm bar on stderr when it is a terminal; nothing otherwise (logs stay clean)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="GGUF file, Hugging Face folder, or a known name (default: qwen2.5-coder-0.5b)")
+    parser.add_argument("--backend", help="llama_cpp (default), torch or openai")
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="any option by its LSP name, e.g. --set maxTokens=64 (repeatable)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    options = parse_set_arguments(args.options)
+    if args.model:
+        options["model"] = args.model
+    if args.backend:
+        options["backend"] = args.backend
+    settings, warnings = apply_options(Settings(), options)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    return settings
+
+
+def _read_source(path: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise EngineError(f"no such file: {path}")
+    data = file.read_bytes()
+    if b"\0" in data[:8192]:
+        raise EngineError(f"{path} looks like a binary file; fimble completes text")
+    return data.decode("utf-8", errors="replace")
+
+
+def _load(service: CompletionService) -> None:
+    with progress_bar("assembling model") as update:
+        service.load(update)
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    text = _read_source(args.file)
+    offset_at(text, args.line, args.character, strict=True)  # refuse a line past the end
+    service = CompletionService(settings_from_args(args))
+    _load(service)
+    result = service.complete(
+        CompletionRequest(text, args.line, args.character, language=language_for_path(args.file), path=args.file)
+    )
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    text = _read_source(args.file)
+    lines = text.splitlines()
+    end = args.end_line if args.end_line is not None else args.line
+    if not 0 <= args.line < len(lines) or end < args.line:
+        raise EngineError(f"lines {args.line}..{end} are not in {args.file} ({len(lines)} lines)")
+    code = "\n".join(lines[args.line : end + 1])
+    if args.end_line is None:
+        code = _enclosing_block(lines, args.line)
+    service = CompletionService(settings_from_args(args))
+    _load(service)
+
+    def write(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    service.explain(code, language_for_path(args.file), on_text=write)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _enclosing_block(lines: list[str], line: int) -> str:
+    """The line and what is indented under it — a function header gives the whole function."""
+    head = lines[line]
+    indent = len(head) - len(head.lstrip())
+    block = [head]
+    for following in lines[line + 1 :]:
+        if following.strip() and len(following) - len(following.lstrip()) <= indent:
+            break
+        block.append(following)
+    return "\n".join(block).rstrip()
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        print(json.dumps({"home": str(models.fimble_home()), "models": models.status()}, indent=2))
+        return 0
+    name = args.name or models.DEFAULT_MODEL
+    if args.action == "assemble":
+        with progress_bar(f"assembling {name}") as update:
+            path = models.assemble(name, update)
+    else:
+        with progress_bar(f"verifying {name}") as update:
+            path = models.verify(name, update)
+    print(path)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(tcp=args.tcp)
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    for name, default, doc in describe():
+        print(f"{name:16} {default!r:28} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fimble", description="Local, offline code completion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    complete = sub.add_parser("complete", help="complete FILE at a 0-based position; prints the text to insert")
+    complete.add_argument("file")
+    complete.add_argument("--line", type=int, required=True)
+    complete.add_argument("--character", type=int, required=True)
+    complete.add_argument("--json", action="store_true", help='print {"text", "range", "reason", "timings"}')
+    _add_model_options(complete)
+    complete.set_defaults(func=cmd_complete)
+
+    explain = sub.add_parser("explain", help="explain the code at --line (to --end-line) in markdown")
+    explain.add_argument("file")
+    explain.add_argument("--line", type=int, required=True)
+    explain.add_argument("--end-line", type=int)
+    _add_model_options(explain)
+    explain.set_defaults(func=cmd_explain)
+
+    model = sub.add_parser("model", help="where the model is; assemble or verify it")
+    model.add_argument("action", choices=["status", "assemble", "verify"])
+    model.add_argument("name", nargs="?", help=f"a known model ({', '.join(models.KNOWN_MODELS)})")
+    model.set_defaults(func=cmd_model)
+
+    serve = sub.add_parser("serve", help="run the language server (stdio unless --tcp)")
+    serve.add_argument("--tcp", metavar="HOST:PORT")
+    serve.set_defaults(func=cmd_serve)
+
+    options = sub.add_parser("options", help="list every option with its default")
+    options.set_defaults(func=cmd_options)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EngineError as exc:
+        print(f"fimble: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as exc:  # bad --set syntax
+        print(f"fimble: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,68 @@
+"""Shared fixtures.
+
+`FIMBLE_HOME` points at one temp dir for the whole session, so the real model is assembled once
+per test run (not per test) and nothing is written into the user's cache or the repository.
+Tests that need the real model take `model_path` or `real_service`; the first such test pays the
+assembly (about 5 s) and load (about 1 s).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine.backends.fake import FakeBackend
+from engine.config import Settings
+from engine.service import CompletionService, ModelInfo
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fimble_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = Path(os.environ.get("FIMBLE_TEST_HOME") or tmp_path_factory.mktemp("fimble-home"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FIMBLE_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="session")
+def model_path(fimble_home: Path) -> Path:
+    from engine.models import assemble
+
+    return assemble()
+
+
+@pytest.fixture(scope="session")
+def real_service(model_path: Path) -> Iterator[CompletionService]:
+    service = CompletionService(Settings(model=str(model_path)))
+    service.load()
+    yield service
+    service.close()
+
+
+@pytest.fixture()
+def fake_backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture()
+def qwen_info() -> ModelInfo:
+    """Model info of a Qwen-style vocabulary, without a model file."""
+    from engine.prompt import FIM_TEMPLATES
+
+    return ModelInfo(FIM_TEMPLATES[0], None, "<|endoftext|>", "<|im_end|>", False)
+
+
+@pytest.fixture()
+def fake_service(fake_backend: FakeBackend, qwen_info: ModelInfo) -> CompletionService:
+    service = CompletionService(Settings(backend="fake"), backend=fake_backend, model_info=qwen_info)
+    service.load()
+    return service

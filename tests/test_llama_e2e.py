@@ -1,0 +1,126 @@
+"""The llama.cpp backend with the real default model, end to end."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import threading
+import time
+
+import pytest
+
+from engine.backends import GenerationRequest
+from engine.errors import BackendError, ModelError
+from engine.models import resolve_model
+from engine.service import CompletionRequest, CompletionService
+
+pytestmark = pytest.mark.model
+
+FUNCTION = '''def mean(values: list[float]) -> float:
+    """Return the arithmetic mean of values."""
+    total = sum(values)
+    return 
+
+print(mean([1.0, 2.0, 3.0]))
+'''
+
+
+def test_fim_completion_inside_a_function_parses_in_place(real_service):
+    result = real_service.complete(CompletionRequest(FUNCTION, 3, 11, language="python"))
+    assert result.text.strip(), result
+    lines = FUNCTION.split("\n")
+    lines[3] = lines[3][:11] + result.text + lines[3][11:]
+    ast.parse("\n".join(lines))  # the completed document is valid Python
+    assert "total" in result.text or "len(values)" in result.text
+
+
+def _long_request(service, **kw):
+    prompt = service.build_prompt("# a long story about numbers\ndef count():\n    n = 0\n", "")
+    return GenerationRequest.from_settings(prompt, service.settings, max_tokens=400, **kw)
+
+
+def test_cancel_stops_generation_within_100ms(real_service):
+    backend = real_service.load()
+    cancel = threading.Event()
+    flagged_at: list[float] = []
+    tokens_seen = []
+
+    def on_text(piece):
+        tokens_seen.append(piece)
+        if len(tokens_seen) == 5:
+            flagged_at.append(time.perf_counter())
+            threading.Timer(0.0, cancel.set).start()
+
+    result = backend.generate(_long_request(real_service, cancel=cancel, time_budget_s=None), on_text)
+    stopped = time.perf_counter()
+    assert result.stats.stop_reason == "cancelled"
+    assert stopped - flagged_at[0] < 0.1
+
+
+def test_time_budget_holds(real_service):
+    backend = real_service.load()
+    started = time.perf_counter()
+    result = backend.generate(_long_request(real_service, time_budget_s=0.6))
+    elapsed = time.perf_counter() - started
+    assert result.stats.stop_reason == "time_budget"
+    assert elapsed < 0.6 + 0.15
+    assert result.stats.generated_tokens < 400
+
+
+def test_stop_sequence_cuts_before_it(real_service):
+    backend = real_service.load()
+    prompt = real_service.build_prompt("def f():\n    return 1\n\n\ndef g():\n    return 2\n\n\ndef h", "")
+    free = backend.generate(GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=40,
+                                                            time_budget_s=None))
+    assert "(" in free.text, free.text  # the model goes on past the name
+    cut = backend.generate(GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=40,
+                                                           time_budget_s=None, stop=["("]))
+    assert cut.stats.stop_reason == "stop"
+    assert cut.text == free.text.split("(")[0]
+
+
+def test_second_request_reuses_the_shared_prefix(real_service):
+    backend = real_service.load()
+    shared = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n" for i in range(60))
+    template = real_service.info.fim  # the whole prompt, not cut to the default budget
+    first = template.build(shared + "def first(", "")
+    second = template.build(shared + "def second(", "")
+    settings = real_service.settings
+    a = backend.generate(GenerationRequest.from_settings(first, settings, max_tokens=2, time_budget_s=None))
+    b = backend.generate(GenerationRequest.from_settings(second, settings, max_tokens=2, time_budget_s=None))
+    assert a.stats.prompt_tokens > 1000
+    assert b.stats.prompt_tokens_evaluated < 20 < a.stats.prompt_tokens_evaluated
+    assert b.stats.prefill_ms * 5 < a.stats.prefill_ms
+
+
+def test_truncated_model_file_gives_a_clear_error(model_path, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    with model_path.open("rb") as src, cut.open("wb") as dst:
+        shutil.copyfileobj(src, dst, length=1 << 20)
+        dst.truncate(300_000_000)
+    with pytest.raises(ModelError, match=r"cut\.gguf: truncated: its tensors need 491,400,064 bytes"):
+        resolve_model(str(cut))
+
+
+def test_corrupt_model_file_gives_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"\x7fELF" + b"\0" * 4096)
+    service = CompletionService(real_settings(str(bad)))
+    with pytest.raises(ModelError, match=r"bad\.gguf: not a GGUF file"):
+        service.load()
+
+
+def test_damaged_tensor_data_surfaces_as_backend_error(model_path, tmp_path):
+    """A header that parses but tensors llama.cpp cannot use: an error, not a crash."""
+    from gguf_writer import write_gguf
+
+    fake = write_gguf(tmp_path / "empty.gguf", {"general.architecture": "qwen2"})
+    service = CompletionService(real_settings(str(fake)))
+    with pytest.raises(BackendError, match="llama.cpp could not load"):
+        service.load()
+
+
+def real_settings(model: str):
+    from engine.config import Settings
+
+    return Settings(model=model)

@@ -1,0 +1,60 @@
+"""CompletionService with the fake backend: what reaches the backend and what comes back."""
+
+import threading
+
+from engine.service import CompletionRequest
+
+SOURCE = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
+
+
+def test_mid_line_cursor_asks_for_one_line(fake_service, fake_backend):
+    fake_backend.queue("a + b\nprint('junk')")
+    text = "x = foo()\n"
+    result = fake_service.complete(CompletionRequest(text, 0, 4, language="python"))
+    assert fake_backend.requests[0].stop == ["\n"]
+    assert result.text == "a + b"
+
+
+def test_fim_prompt_splits_at_the_cursor(fake_service, fake_backend):
+    fake_backend.queue("a + b")
+    result = fake_service.complete(CompletionRequest(SOURCE, 1, 11, language="python"))
+    rendered = fake_backend.requests[0].prompt.render()
+    assert rendered == ("<|fim_prefix|>def add(a, b):\n    return <|fim_suffix|>\n\nprint(add(1, 2))\n"
+                        "<|fim_middle|>")
+    assert result.as_dict() == {
+        "text": "a + b",
+        "range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 11}},
+        "reason": "eos",
+        "timings": result.timings,
+    }
+
+
+def test_whitespace_only_output_is_no_completion(fake_service, fake_backend):
+    fake_backend.queue("   \n  ")
+    result = fake_service.complete(CompletionRequest(SOURCE, 1, 11))
+    assert (result.text, result.reason) == ("", "empty")
+
+
+def test_cancelled_request_returns_nothing(fake_service, fake_backend):
+    fake_backend.queue("a + b")
+    cancel = threading.Event()
+    cancel.set()
+    result = fake_service.complete(CompletionRequest(SOURCE, 1, 11, cancel=cancel))
+    assert (result.text, result.reason) == ("", "cancelled")
+
+
+def test_budget_options_reach_the_backend(fake_service, fake_backend):
+    fake_service.settings = fake_service.settings.replace(max_tokens=7, time_budget_ms=900, temperature=0.3)
+    fake_backend.queue("x")
+    fake_service.complete(CompletionRequest(SOURCE, 1, 11))
+    request = fake_backend.requests[0]
+    assert (request.max_tokens, request.time_budget_s, request.temperature) == (7, 0.9, 0.3)
+
+
+def test_explain_streams_through_the_chat_prompt(fake_service, fake_backend):
+    fake_backend.queue("`add` returns the sum.")
+    pieces = []
+    answer = fake_service.explain("def add(a, b):\n    return a + b", "python", on_text=pieces.append)
+    assert answer == "`add` returns the sum." == "".join(pieces)
+    assert fake_backend.requests[0].prompt.kind == "chat"
+    assert "```python\ndef add(a, b):" in fake_backend.requests[0].prompt.render()
