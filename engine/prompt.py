@@ -186,12 +186,17 @@ class Window:
     kept: dict[str, int] = field(default_factory=dict)
 
 
-def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefix_share: float = 0.75) -> Window:
+def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefix_share: float = 0.75,
+               line_step: int = 1) -> Window:
     """Cut prefix and suffix at line boundaries to fit `budget` tokens, prefix favoured 3:1.
 
     Lines are added outward from the cursor, so what is nearest the cursor always stays; the
     cursor's own line is kept whole on both sides. Budget the suffix leaves unused goes to the
     prefix and the other way round.
+
+    When the prefix is cut, its first line is rounded to a multiple of `line_step`: typing then
+    moves the start of the prompt only every `line_step` lines, and a backend that reuses the
+    cached prefix of the last prompt (llama.cpp) keeps reusing it.
     """
     before = prefix.split("\n")
     after = suffix.split("\n")
@@ -213,6 +218,11 @@ def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefi
 
     n_suf, used_suf = take(after, suffix_budget, used_suf, from_end=False)
     n_pre, used_pre = take(before, budget - used_suf, used_pre, from_end=True)
+    if n_pre < len(before) and line_step > 1:
+        first = len(before) - n_pre
+        first = -(-first // line_step) * line_step
+        n_pre = len(before) - min(first, len(before))
+        used_pre = count(head_line) + sum(count(line + "\n") for line in before[len(before) - n_pre :])
     if used_pre < prefix_budget:
         # The prefix did not need all of its share, or the suffix ran out: give the rest back.
         n_suf, used_suf = take(after, budget - used_pre, count(tail_line), from_end=False)

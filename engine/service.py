@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .backends import Backend, GenerationRequest, get_backend_class
 from .config import Settings
+from .context import LINE, CursorInfo, OpenDocument, Snippet, analyze_cursor, extra_snippets, names_near, pinned_lines
 from .errors import EngineError
 from .gguf import read_gguf
 from .models import ModelRef, Progress, resolve_model
-from .prompt import FimTemplate, Prompt, chat_prompt, detect_fim_template, fit_window, prefix_only_prompt
+from .postprocess import RULES, Site, left_block, postprocess
+from .prompt import (
+    FimTemplate,
+    Part,
+    Prompt,
+    Special,
+    Text,
+    chat_prompt,
+    detect_fim_template,
+    fit_window,
+    prefix_only_prompt,
+)
+from .syntax import SyntaxTree
 from .text import offset_at, position_at
 
 LANGUAGE_BY_SUFFIX = {
@@ -45,6 +58,13 @@ class CompletionRequest:
     language: str = "plaintext"
     path: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The document's parsed tree, when the caller keeps one (the language server does); its
+    # text must equal `text`. Without it the service parses `text` itself.
+    tree: SyntaxTree | None = None
+    # The other open documents, for extra context.
+    others: Sequence[OpenDocument] = ()
+    # Skip postprocessing: the raw output cut only at stop tokens (for measuring the rules).
+    raw: bool = False
 
 
 @dataclass
@@ -90,6 +110,20 @@ class ModelInfo:
         return cls(None, None, "", "", False)
 
 
+# The prompt's first line moves in steps of this many lines (see prompt.fit_window).
+WINDOW_LINE_STEP = 16
+
+
+def repo_context(template: FimTemplate, snippets: Sequence[Snippet], path: str) -> list[Part]:
+    """Snippets in the model's repository format: `<|repo_name|>` then `<|file_sep|>path` blocks."""
+    assert template.repo_name and template.file_sep
+    parts: list[Part] = [Special(template.repo_name), Text("fimble\n")]
+    for snippet in snippets:
+        parts += [Special(template.file_sep), Text(f"{snippet.path}\n{snippet.text}\n")]
+    parts += [Special(template.file_sep), Text(f"{path or 'current'}\n")]
+    return parts
+
+
 class CompletionService:
     def __init__(
         self,
@@ -104,6 +138,9 @@ class CompletionService:
         self._lock = threading.Lock()
         self.model_ref: ModelRef | None = None
         self.load_ms: float | None = None
+        self._counts: dict[str, int] = {}
+        # How often each postprocessing rule changed a completion, for fimble/status and eval.
+        self.rule_counts: dict[str, int] = {name: 0 for name, _ in RULES}
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -141,46 +178,85 @@ class CompletionService:
 
     # -- completion ----------------------------------------------------------------------------
 
-    def build_prompt(self, prefix: str, suffix: str) -> Prompt:
-        backend = self.load()
+    def count_tokens(self, text: str) -> int:
+        """Token count with a per-text cache: prompt building counts the same lines again and again."""
+        cached = self._counts.get(text)
+        if cached is None:
+            cached = self.load().count_tokens(text)
+            if len(self._counts) > 50_000:
+                self._counts.clear()
+            self._counts[text] = cached
+        return cached
+
+    def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo,
+                     others: Sequence[OpenDocument] = (), path: str = "") -> tuple[Prompt, Site, list[Snippet]]:
+        """The prompt for a cursor, and the site (prefix/suffix as the model saw them)."""
         info = self.info
-        window = fit_window(prefix, suffix, backend.count_tokens, self.settings.context_tokens)
+        text, count = tree.text, self.count_tokens
+        prefix, suffix = text[:offset], text[offset:]
+        budget = self.settings.context_tokens
+        repo_format = info.fim is not None and info.fim.file_sep is not None and bool(others)
+        extra_budget = budget // 4 if repo_format else 0
+        local_budget = budget - extra_budget
+        window = fit_window(prefix, suffix, count, local_budget, line_step=WINDOW_LINE_STEP)
+        pinned_text = ""
+        if window.first_line > 0 and (rows := pinned_lines(tree, offset, window.first_line)):
+            lines = text.split("\n")
+            pinned_text = "".join(lines[r] + "\n" for r in rows)
+            window = fit_window(prefix, suffix, count, local_budget - count(pinned_text), line_step=WINDOW_LINE_STEP)
+            rows = [r for r in rows if r < window.first_line]
+            pinned_text = "".join(lines[r] + "\n" for r in rows)
+        local_prefix = pinned_text + window.prefix
+        site = Site(local_prefix, window.suffix, cursor, tree.spec)
         if info.fim is None:
-            return prefix_only_prompt(window.prefix, add_bos=info.add_bos)
-        return info.fim.build(window.prefix, window.suffix, add_bos=info.add_bos)
+            return prefix_only_prompt(local_prefix, add_bos=info.add_bos), site, []
+        snippets: list[Snippet] = []
+        context: list[Part] = []
+        if repo_format and info.fim.file_sep and info.fim.repo_name:
+            snippets = extra_snippets(names_near(text, offset), others, local_prefix + window.suffix, extra_budget,
+                                      count)
+            context = repo_context(info.fim, snippets, path)
+        return info.fim.build(local_prefix, window.suffix, context=context, add_bos=info.add_bos), site, snippets
 
     def complete(self, request: CompletionRequest) -> CompletionResult:
         started = time.perf_counter()
         offset = offset_at(request.text, request.line, request.character, request.encoding)
-        cursor = position_at(request.text, offset, request.encoding).as_dict()
-        empty_range = {"start": cursor, "end": cursor}
+        cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
+        empty_range = {"start": cursor_pos, "end": cursor_pos}
         backend = self.load()
-        prefix, suffix = request.text[:offset], request.text[offset:]
-        prompt = self.build_prompt(prefix, suffix)
+        tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+        cursor = analyze_cursor(tree, offset, self.settings.multiline)
+        prompt, site, snippets = self.build_prompt(tree, offset, cursor, request.others, request.path)
         prompt_ms = (time.perf_counter() - started) * 1000
-        single_line = self._single_line(prefix, suffix)
         gen_request = GenerationRequest.from_settings(
-            prompt, self.settings, cancel=request.cancel, stop=["\n"] if single_line else ["\n\n\n"]
+            prompt, self.settings, cancel=request.cancel, stop=["\n"] if cursor.mode == LINE else [],
+            stop_when=None if request.raw else (lambda so_far: left_block(so_far, site)),
         )
         result = backend.generate(gen_request)
-        text = result.text.rstrip()
+        post_started = time.perf_counter()
+        if request.raw:
+            text, reason = result.text, result.stats.stop_reason
+        else:
+            outcome = postprocess(result.text, site)
+            for rule in outcome.fired:
+                self.rule_counts[rule] = self.rule_counts.get(rule, 0) + 1
+            text = outcome.text
+            reason = f"filtered:{outcome.emptied_by}" if outcome.emptied_by else result.stats.stop_reason
         timings = {
             "prompt_ms": round(prompt_ms, 1),
+            "post_ms": round((time.perf_counter() - post_started) * 1000, 1),
             "total_ms": round((time.perf_counter() - started) * 1000, 1),
             "load_ms": round(self.load_ms or 0.0, 1),
+            "mode": cursor.mode,
+            "mode_why": cursor.why,
+            "snippets": len(snippets),
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
         }
         if result.stats.stop_reason == "cancelled":
             return CompletionResult("", empty_range, "cancelled", timings)
-        reason = result.stats.stop_reason if text.strip() else "empty"
-        return CompletionResult(text if text.strip() else "", empty_range, reason, timings)
-
-    def _single_line(self, prefix: str, suffix: str) -> bool:
-        mode = self.settings.multiline
-        if mode != "auto":
-            return mode == "never"
-        # In the middle of a line, finish that line; at its end (or on a blank line), go on.
-        return bool(suffix.split("\n", 1)[0].strip())
+        if not text.strip():
+            return CompletionResult("", empty_range, reason if reason.startswith("filtered:") else "empty", timings)
+        return CompletionResult(text, empty_range, reason, timings)
 
     # -- explain -------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def test_fim_completion_inside_a_function_parses_in_place(real_service):
 
 
 def _long_request(service, **kw):
-    prompt = service.build_prompt("# a long story about numbers\ndef count():\n    n = 0\n", "")
+    prompt = service.info.fim.build("# a long story about numbers\ndef count():\n    n = 0\n", "")
     return GenerationRequest.from_settings(prompt, service.settings, max_tokens=400, **kw)
 
 
@@ -69,7 +69,7 @@ def test_time_budget_holds(real_service):
 
 def test_stop_sequence_cuts_before_it(real_service):
     backend = real_service.load()
-    prompt = real_service.build_prompt("def f():\n    return 1\n\n\ndef g():\n    return 2\n\n\ndef h", "")
+    prompt = real_service.info.fim.build("def f():\n    return 1\n\n\ndef g():\n    return 2\n\n\ndef h", "")
     free = backend.generate(GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=40,
                                                             time_budget_s=None))
     assert "(" in free.text, free.text  # the model goes on past the name

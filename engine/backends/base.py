@@ -44,6 +44,12 @@ class GenerationRequest:
     stop: Sequence[str] = ()
     cancel: threading.Event = field(default_factory=threading.Event)
     time_budget_s: float | None = None
+    # Called with the text so far each time a line is finished; True ends generation there
+    # (reason "stop"). The engine uses it to stop once a completion has left its block.
+    stop_when: Callable[[str], bool] | None = None
+
+    def line_done(self, piece: str, text: str) -> bool:
+        return self.stop_when is not None and "\n" in piece and self.stop_when(text)
 
     @classmethod
     def from_settings(cls, prompt: Prompt, settings: Settings, **overrides: object) -> GenerationRequest:

@@ -76,7 +76,7 @@ class FakeBackend(Backend):
                 out.append(piece)
                 if on_text:
                     on_text(piece)
-            if matcher.stopped:
+            if matcher.stopped or request.line_done(char, matcher.text):
                 reason = STOP_SEQUENCE
                 break
         if not matcher.stopped and (tail := matcher.flush()):

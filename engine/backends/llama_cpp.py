@@ -180,7 +180,7 @@ class LlamaCppBackend(Backend):
                     out.append(piece)
                     if on_text:
                         on_text(piece)
-                if matcher.stopped:
+                if matcher.stopped or request.line_done(piece, matcher.text):
                     reason = STOP_SEQUENCE
                     break
                 if stats.generated_tokens >= min(request.max_tokens, room):

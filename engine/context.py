@@ -1,0 +1,215 @@
+"""What goes into the prompt besides the text around the cursor, and how much to ask for.
+
+- `analyze_cursor`: from the syntax at the cursor, whether to ask for several lines, the rest of
+  the line, or one line (inside a string or comment).
+- `pinned_lines`: the file's imports and the headers of the enclosing definitions, kept in the
+  prompt even when the token budget cuts the prefix below them.
+- `extra_snippets`: definitions from the other open documents of names used near the cursor, and
+  regions edited recently, in a stable order so the KV cache survives keystrokes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .syntax import (
+    COMMENT_TYPES,
+    DEFINITION_TYPES,
+    IMPORT_TYPES,
+    STRING_TYPES,
+    SyntaxTree,
+    iter_nodes,
+)
+
+MULTI, LINE = "multi", "line"
+_OPENERS = {"indent": (":",), "brace": ("{", "(", "[", "=>"), "keyword": ("do", "then", "{", "(", "else")}
+
+
+@dataclass(frozen=True)
+class CursorInfo:
+    mode: str  # MULTI or LINE
+    why: str  # which syntax decided it, for fimble/status and tests
+    indent: str  # indentation of the line the completion continues
+
+
+def _line_at(text: str, offset: int) -> tuple[str, str]:
+    start = text.rfind("\n", 0, offset) + 1
+    end = text.find("\n", offset)
+    return text[start:offset], text[offset : len(text) if end < 0 else end]
+
+
+def _enclosing(tree: SyntaxTree, offset: int, types: frozenset[str], *, inclusive_end: bool) -> Any:
+    """The innermost node of one of `types` that holds the cursor, or None."""
+    if tree.tree is None:
+        return None
+    byte = len(tree.text[:offset].encode("utf-8", errors="surrogatepass"))
+    node = tree.tree.root_node.descendant_for_byte_range(max(byte - 1, 0), byte)
+    while node is not None:
+        inside = node.start_byte < byte < node.end_byte or (inclusive_end and node.start_byte < byte == node.end_byte)
+        if node.type in types and inside:
+            return node
+        node = node.parent
+    return None
+
+
+def analyze_cursor(tree: SyntaxTree, offset: int, mode: str = "auto") -> CursorInfo:
+    before, after = _line_at(tree.text, offset)
+    indent = before[: len(before) - len(before.lstrip())]
+    if mode == "always":
+        return CursorInfo(MULTI, "option", indent)
+    if mode == "never":
+        return CursorInfo(LINE, "option", indent)
+    if _enclosing(tree, offset, STRING_TYPES, inclusive_end=False) is not None:
+        return CursorInfo(LINE, "in_string", indent)
+    if _enclosing(tree, offset, COMMENT_TYPES, inclusive_end=True) is not None:
+        return CursorInfo(LINE, "in_comment", indent)
+    if after.strip():
+        return CursorInfo(LINE, "mid_line", indent)
+    if not before.strip():
+        return CursorInfo(MULTI, "blank_line", indent)
+    style = tree.spec.block_style if tree.spec else "brace"
+    stripped = before.rstrip()
+    if any(stripped.endswith(o) for o in _OPENERS[style]):
+        return CursorInfo(MULTI, "block_header", indent)
+    return CursorInfo(LINE, "end_of_line", indent)
+
+
+def pinned_lines(tree: SyntaxTree, offset: int, first_line: int) -> list[int]:
+    """Line numbers above `first_line` to keep: imports and enclosing definition headers."""
+    if tree.tree is None or first_line <= 0:
+        return []
+    rows: set[int] = set()
+    for child in tree.tree.root_node.children:
+        if child.type in IMPORT_TYPES and child.start_point[0] < first_line:
+            rows.update(range(child.start_point[0], min(child.end_point[0], first_line - 1) + 1))
+    node = _enclosing(tree, offset, DEFINITION_TYPES, inclusive_end=True)
+    while node is not None:
+        if node.type in DEFINITION_TYPES:
+            body = node.child_by_field_name("body")
+            header_end = body.start_point[0] if body is not None else node.start_point[0]
+            if body is not None and body.start_point[0] > node.start_point[0] and body.start_point[1] > 0:
+                header_end -= 1  # the body starts on its own line: the header ends above it
+            rows.update(r for r in range(node.start_point[0], header_end + 1) if r < first_line)
+        node = node.parent
+    return sorted(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra context from other open documents.
+
+
+@dataclass
+class OpenDocument:
+    """Another document the editor has open, as the context builder sees it."""
+
+    path: str
+    tree: SyntaxTree
+    recent_lines: Sequence[int] = field(default_factory=tuple)  # lines edited lately, newest first
+
+
+@dataclass(frozen=True)
+class Snippet:
+    path: str
+    start_line: int
+    text: str
+    why: str  # "definition:<name>" or "recent_edit"
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SNIPPET_MAX_LINES = 12
+
+
+def names_near(text: str, offset: int, radius_lines: int = 12) -> set[str]:
+    """Identifiers within a few lines of the cursor."""
+    start = offset
+    for _ in range(radius_lines):
+        start = text.rfind("\n", 0, start - 1) if start > 0 else 0
+        if start <= 0:
+            start = 0
+            break
+    end = offset
+    for _ in range(radius_lines // 3):
+        found = text.find("\n", end + 1)
+        if found < 0:
+            end = len(text)
+            break
+        end = found
+    return set(_WORD.findall(text[start:end]))
+
+
+def _definition_name(node: Any) -> str | None:
+    target = node
+    if node.type == "decorated_definition":
+        target = node.child_by_field_name("definition") or node
+    name = target.child_by_field_name("name")
+    if name is None and target.type == "lexical_declaration":
+        declarator = target.named_children[0] if target.named_children else None
+        name = declarator.child_by_field_name("name") if declarator is not None else None
+    return name.text.decode("utf-8", errors="replace") if name is not None and name.text else None
+
+
+def definitions(tree: SyntaxTree, depth: int = 2) -> list[tuple[str, int, int]]:
+    """(name, first line, last line) of definitions at the top level and one level down."""
+    if tree.tree is None:
+        return []
+    found: list[tuple[str, int, int]] = []
+    for node in iter_nodes(tree.tree.root_node):
+        if node.type in DEFINITION_TYPES and _depth(node) <= depth and (name := _definition_name(node)):
+            found.append((name, node.start_point[0], node.end_point[0]))
+    return found
+
+
+def _depth(node: Any) -> int:
+    depth = 0
+    parent = node.parent
+    while parent is not None:
+        if parent.type in DEFINITION_TYPES:
+            depth += 1
+        parent = parent.parent
+    return depth
+
+
+def _near_duplicate(snippet: str, window: str, threshold: float = 0.8) -> bool:
+    lines = [line.strip() for line in snippet.splitlines() if line.strip()]
+    if not lines:
+        return True
+    present = {line.strip() for line in window.splitlines()}
+    return sum(line in present for line in lines) / len(lines) >= threshold
+
+
+def extra_snippets(
+    names: set[str],
+    others: Sequence[OpenDocument],
+    window_text: str,
+    budget: int,
+    count: Callable[[str], int],
+) -> list[Snippet]:
+    """Snippets from `others` within `budget` tokens, in a stable (path, line) order."""
+    candidates: list[Snippet] = []
+    for doc in others:
+        lines = doc.tree.text.split("\n")
+        for name, first, last in definitions(doc.tree):
+            if name in names:
+                end = min(last, first + SNIPPET_MAX_LINES - 1)
+                candidates.append(Snippet(doc.path, first, "\n".join(lines[first : end + 1]), f"definition:{name}"))
+        for line in list(doc.recent_lines)[:2]:
+            first = max(0, line - 3)
+            candidates.append(Snippet(doc.path, first, "\n".join(lines[first : line + 4]), "recent_edit"))
+    chosen: list[Snippet] = []
+    used = 0
+    seen: set[tuple[str, int]] = set()
+    # Definitions first (they answer "what is this name"), then recent edits; within each, by place.
+    for snippet in sorted(candidates, key=lambda s: (s.why == "recent_edit", s.path, s.start_line)):
+        key = (snippet.path, snippet.start_line)
+        if key in seen or _near_duplicate(snippet.text, window_text):
+            continue
+        cost = count(snippet.text) + 8
+        if used + cost > budget:
+            continue
+        used += cost
+        seen.add(key)
+        chosen.append(snippet)
+    return sorted(chosen, key=lambda s: (s.path, s.start_line))

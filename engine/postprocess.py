@@ -1,0 +1,225 @@
+"""Syntax-aware postprocessing: make the model's raw output something worth showing.
+
+The default model is an instruct model: asked to fill a hole it often fills it and runs on —
+repeating the suffix, writing test calls, closing a markdown fence, explaining itself. Each rule
+below is a named function `(candidate, Site) -> candidate`; `postprocess` runs them in order and
+records which ones changed the text, so `fimble/status` and `--json` can say why a completion is
+shorter, or why there is none (`filtered:<rule>`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .context import LINE, CursorInfo
+from .syntax import LanguageSpec, error_count, parse
+
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_QUOTES = "\"'`"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the candidate goes: the text before and after it, and what the cursor looks like."""
+
+    prefix: str
+    suffix: str
+    cursor: CursorInfo
+    spec: LanguageSpec | None
+
+
+@dataclass
+class Outcome:
+    text: str
+    fired: list[str] = field(default_factory=list)
+    emptied_by: str | None = None
+
+
+def _indent(line: str) -> int:
+    expanded = line.expandtabs(4)
+    return len(expanded) - len(expanded.lstrip())
+
+
+def _cursor_line_before(site: Site) -> str:
+    return site.prefix[site.prefix.rfind("\n") + 1 :]
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+
+def markdown_fence(text: str, site: Site) -> str:
+    """An instruct model closing or opening a markdown fence has left the code."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            return "\n".join(lines[:i])
+    return text
+
+
+def loop(text: str, site: Site) -> str:
+    """The same non-empty line three times in a row: cut before the repetition starts."""
+    lines = text.split("\n")
+    for i in range(len(lines) - 2):
+        if lines[i].strip() and lines[i] == lines[i + 1] == lines[i + 2]:
+            return "\n".join(lines[:i])
+    return text
+
+
+def single_line(text: str, site: Site) -> str:
+    """In line mode only the first line counts (a stop sequence usually did this already)."""
+    if site.cursor.mode == LINE:
+        return text.split("\n", 1)[0]
+    return text
+
+
+def block_end(text: str, site: Site) -> str:
+    """Cut where the completion leaves the block it started in."""
+    style = site.spec.block_style if site.spec else "indent"
+    if style == "brace":
+        return _brace_block_end(text, site)
+    lines = text.split("\n")
+    before = _cursor_line_before(site)
+    if site.cursor.why == "block_header":
+        # After `def f():` the body is indented deeper; a line back at the header's level ends it.
+        limit, inclusive = _indent(before), True
+    else:
+        first = (before + lines[0]) if not before.strip() else before
+        limit, inclusive = _indent(first), False
+    for i in range(1, len(lines)):
+        line = lines[i]
+        if not line.strip():
+            continue
+        level = _indent(line)
+        if level < limit or (inclusive and level <= limit):
+            return "\n".join(lines[:i])
+    return text
+
+
+def _brace_block_end(text: str, site: Site) -> str:
+    depth = 0
+    quote = ""
+    for i, char in enumerate(text):
+        if quote:
+            if char == quote and text[i - 1] != "\\":
+                quote = ""
+            continue
+        if char in _QUOTES:
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth < 0:
+                line_start = text.rfind("\n", 0, i) + 1
+                suffix_head = site.suffix.lstrip()
+                if suffix_head.startswith(char) or line_start == 0:
+                    # The closer is already in the document: stop before the line that adds it again.
+                    return text[:line_start] if line_start else text[:i]
+                line_end = text.find("\n", i)
+                return text if line_end < 0 else text[:line_end]
+    return text
+
+
+def suffix_repeat(text: str, site: Site) -> str:
+    """Drop trailing lines that repeat the first lines of the suffix."""
+    lines = text.split("\n")
+    suffix_lines = [line.strip() for line in site.suffix.split("\n")]
+    # The rest of the cursor's line belongs to the completion's first line, not to a repeat.
+    suffix_lines = [line for line in suffix_lines[1:] if line] if site.suffix and not site.suffix.startswith("\n") \
+        else [line for line in suffix_lines if line]
+    if not suffix_lines:
+        return text
+    start = 0 if not _cursor_line_before(site).strip() else 1
+    for i in range(start, len(lines)):
+        tail = [line.strip() for line in lines[i:] if line.strip()]
+        if tail and tail == suffix_lines[: len(tail)] and lines[i].strip() == suffix_lines[0]:
+            return "\n".join(lines[:i])
+    return text
+
+
+def closers(text: str, site: Site) -> str:
+    """Don't add a closing bracket or quote that the rest of the line already has."""
+    rest = site.suffix.split("\n", 1)[0]
+    if not rest.strip() or "\n" in text.rstrip("\n"):
+        return text
+    out = text.rstrip()
+    balance = 0
+    for char in out:
+        if char in "([{":
+            balance += 1
+        elif char in ")]}":
+            balance -= 1
+    changed = True
+    while changed and out:
+        changed = False
+        last = out[-1]
+        if last in _CLOSERS and balance < 0 and rest.lstrip().startswith(last):
+            out, balance, changed = out[:-1], balance + 1, True
+        elif last in _QUOTES and out.count(last) % 2 == 1 and rest.lstrip().startswith(last):
+            out, changed = out[:-1], True
+    # A completion that ends with the whole rest of the line would write it twice.
+    if rest.strip() and out.endswith(rest.strip()) and len(out) > len(rest.strip()):
+        trimmed = out[: len(out) - len(rest.strip())]
+        if _bracket_balance(trimmed) >= 0:
+            out = trimmed
+    return out
+
+
+def _bracket_balance(text: str) -> int:
+    return sum(1 if c in "([{" else -1 if c in ")]}" else 0 for c in text)
+
+
+def syntax(text: str, site: Site) -> str:
+    """Keep the longest line-prefix of the candidate that adds no ERROR or MISSING node."""
+    if site.spec is None or not text:
+        return text
+    baseline = error_count(parse(site.spec, site.prefix + site.suffix))
+    lines = text.split("\n")
+    for keep in range(len(lines), 0, -1):
+        candidate = "\n".join(lines[:keep])
+        if not candidate.strip():
+            continue
+        if error_count(parse(site.spec, site.prefix + candidate + site.suffix)) <= baseline:
+            return candidate
+    return ""
+
+
+def trailing_whitespace(text: str, site: Site) -> str:
+    return "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
+
+
+def left_block(text: str, site: Site) -> bool:
+    """While streaming: has the completion already run past what any rule would keep?"""
+    complete = text[: text.rfind("\n")]  # judge whole lines only
+    return any(rule(complete + "\n", site) != complete + "\n" for rule in (markdown_fence, loop, block_end))
+
+
+Rule = Callable[[str, Site], str]
+
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("single_line", single_line),
+    ("markdown_fence", markdown_fence),
+    ("loop", loop),
+    ("block_end", block_end),
+    ("suffix_repeat", suffix_repeat),
+    ("closers", closers),
+    ("syntax", syntax),
+    ("trailing_whitespace", trailing_whitespace),
+)
+
+
+def postprocess(text: str, site: Site, rules: tuple[tuple[str, Rule], ...] = RULES) -> Outcome:
+    outcome = Outcome(text)
+    for name, rule in rules:
+        if not outcome.text.strip():
+            break
+        new = rule(outcome.text, site)
+        if new != outcome.text:
+            outcome.fired.append(name)
+            if not new.strip() and name != "trailing_whitespace":
+                outcome.emptied_by = name
+            outcome.text = new
+    if not outcome.text.strip():
+        outcome.text = ""
+    return outcome
