@@ -1,0 +1,7 @@
+using System;
+
+public static class Text {
+    public static string Reverse(string s) {
+        <CURSOR>
+    }
+}

@@ -1,0 +1,8 @@
+import java.util.List;
+
+public class Stats {
+    public static double mean(List<Double> values) {
+        double sum = 0;
+        <CURSOR>
+    }
+}

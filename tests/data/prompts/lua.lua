@@ -1,0 +1,9 @@
+local M = {}
+
+function M.sum(list)
+  local total = 0
+  <CURSOR>
+  return total
+end
+
+return M

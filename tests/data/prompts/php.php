@@ -1,0 +1,6 @@
+<?php
+use App\Models\User;
+
+function fullName(User $user): string {
+    return <CURSOR>;
+}

@@ -1,0 +1,5 @@
+require "set"
+
+def unique_words(text)
+  <CURSOR>
+end

@@ -1,0 +1,76 @@
+import pytest
+
+from engine.context import (
+    LINE,
+    MULTI,
+    OpenDocument,
+    analyze_cursor,
+    extra_snippets,
+    names_near,
+    pinned_lines,
+)
+from engine.syntax import SyntaxTree
+
+
+def cursor(source: str, language: str = "python", mode: str = "auto"):
+    offset = source.index("|")
+    tree = SyntaxTree(source.replace("|", "", 1), language)
+    return analyze_cursor(tree, offset, mode)
+
+
+@pytest.mark.parametrize(
+    ("source", "language", "mode", "why"),
+    [
+        ("def f(x):\n    |\n", "python", MULTI, "blank_line"),
+        ("def f(x):|\n", "python", MULTI, "block_header"),
+        ("function f() {|\n}\n", "javascript", MULTI, "block_header"),
+        ("x = foo(|)\n", "python", LINE, "mid_line"),
+        ("x = 'hel|lo'\n", "python", LINE, "in_string"),
+        ("x = 1  # expl|\n", "python", LINE, "in_comment"),
+        ("// a comment|\nint x;\n", "c", LINE, "in_comment"),
+        ("    return |\n", "python", LINE, "end_of_line"),
+        ("hello wor|\n", "plaintext", LINE, "end_of_line"),
+    ],
+)
+def test_the_syntax_at_the_cursor_decides_how_much_to_ask_for(source, language, mode, why):
+    info = cursor(source, language)
+    assert (info.mode, info.why) == (mode, why)
+
+
+def test_multiline_option_overrides():
+    assert cursor("x = foo(|)\n", mode="always").mode == MULTI
+    assert cursor("def f(x):\n    |\n", mode="never").mode == LINE
+
+
+def test_pinned_lines_are_imports_and_enclosing_headers():
+    source = ("import os\nimport sys\n\nclass A:\n    x = 1\n\n    def m(self,\n          y):\n"
+              "        a = 1\n        b = 2\n")
+    tree = SyntaxTree(source, "python")
+    offset = source.index("b = 2")
+    assert pinned_lines(tree, offset, first_line=9) == [0, 1, 3, 6, 7]
+    assert pinned_lines(tree, offset, first_line=0) == []
+
+
+OTHER = "def area(r):\n    return 3.14 * r * r\n\n\ndef unrelated():\n    pass\n"
+
+
+def test_snippets_hold_definitions_of_names_used_near_the_cursor():
+    other = OpenDocument("geometry.py", SyntaxTree(OTHER, "python"))
+    here = "from geometry import area\n\ntotal = area("
+    snippets = extra_snippets(names_near(here, len(here)), [other], here, budget=200, count=len)
+    assert [(s.path, s.start_line, s.why) for s in snippets] == [("geometry.py", 0, "definition:area")]
+    assert snippets[0].text == "def area(r):\n    return 3.14 * r * r"
+
+
+def test_snippet_that_repeats_the_window_is_dropped():
+    other = OpenDocument("copy.py", SyntaxTree(OTHER, "python"))
+    snippets = extra_snippets({"area"}, [other], OTHER, budget=200, count=len)
+    assert snippets == []
+
+
+def test_snippets_respect_the_budget_and_keep_a_stable_order():
+    docs = [OpenDocument(f"m{i}.py", SyntaxTree(OTHER, "python"), recent_lines=[4]) for i in (2, 1)]
+    snippets = extra_snippets({"area"}, docs, "", budget=10_000, count=len)
+    assert [(s.path, s.start_line) for s in snippets] == [("m1.py", 0), ("m1.py", 1), ("m2.py", 0), ("m2.py", 1)]
+    small = extra_snippets({"area"}, docs, "", budget=50, count=len)
+    assert len(small) == 1

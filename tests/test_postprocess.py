@@ -1,0 +1,44 @@
+"""Golden tests for the postprocessing rules: data/postprocess/cases.json, one case a row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.context import analyze_cursor
+from engine.postprocess import RULES, Site, left_block, postprocess
+from engine.syntax import SyntaxTree
+
+CASES = json.loads((Path(__file__).parent / "data" / "postprocess" / "cases.json").read_text())
+
+
+def site_for(source: str, language: str) -> Site:
+    offset = source.index("|")
+    text = source.replace("|", "", 1)
+    tree = SyntaxTree(text, language)
+    return Site(text[:offset], text[offset:], analyze_cursor(tree, offset), tree.spec)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_rule_golden(case):
+    outcome = postprocess(case["candidate"], site_for(case["source"], case["language"]))
+    assert outcome.text == case["expected"]
+    if case["rule"]:
+        assert case["rule"] in outcome.fired
+    else:
+        assert outcome.fired == []
+    if not case["expected"]:
+        assert outcome.emptied_by == case["rule"]
+
+
+def test_every_rule_has_a_golden_case():
+    assert {name for name, _ in RULES} <= {c["rule"] for c in CASES}
+
+
+def test_streaming_stops_once_the_block_is_left():
+    site = site_for("def f(xs):\n    |\n    return 1\n", "python")
+    assert not left_block("for x in xs:\n        print(x)\n", site)
+    assert left_block("for x in xs:\n        print(x)\ndef g():\n", site)
+    assert not left_block("for x in xs:\n        print(x)\nde", site)  # an unfinished line is not judged
