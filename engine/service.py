@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import Backend, GenerationRequest, get_backend_class
+from .backends import Backend, GenerationRequest, GenerationResult, get_backend_class
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, Snippet, analyze_cursor, extra_snippets, names_near, pinned_lines
 from .errors import EngineError
@@ -257,6 +257,10 @@ class CompletionService:
         if not text.strip():
             return CompletionResult("", empty_range, reason if reason.startswith("filtered:") else "empty", timings)
         return CompletionResult(text, empty_range, reason, timings)
+
+    def generate(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> GenerationResult:
+        """Run a prompt built elsewhere (the eval harness's complete and chat modes)."""
+        return self.load().generate(request, on_text)
 
     # -- explain -------------------------------------------------------------------------------
 

@@ -148,6 +148,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(tcp=args.tcp)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from eval.harness import run
+
+    summary = run(args, settings_from_args(args))
+    keys = [k for k in summary if k.startswith("pass@")] + ["exact_match", "tasks", "wall_s"]
+    print(json.dumps({k: summary[k] for k in keys if k in summary}))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
 def cmd_options(args: argparse.Namespace) -> int:
     for name, default, doc in describe():
         print(f"{name:16} {default!r:28} {doc}")
@@ -181,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the language server (stdio unless --tcp)")
     serve.add_argument("--tcp", metavar="HOST:PORT")
     serve.set_defaults(func=cmd_serve)
+
+    evaluate = sub.add_parser("eval", help="measure a model: the offline HumanEval harness")
+    eval_sub = evaluate.add_subparsers(dest="suite", required=True)
+    humaneval = eval_sub.add_parser("humaneval", help="HumanEval and HumanEval-infilling, pass@k and latency")
+    from eval.harness import add_arguments
+
+    add_arguments(humaneval)
+    _add_model_options(humaneval)
+    humaneval.set_defaults(func=cmd_eval)
 
     options = sub.add_parser("options", help="list every option with its default")
     options.set_defaults(func=cmd_options)

