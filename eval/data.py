@@ -20,7 +20,7 @@ def humaneval_path() -> Path:
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 try:

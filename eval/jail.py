@@ -19,7 +19,6 @@ import ctypes
 import os
 import resource
 import signal
-import sys
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -42,11 +41,10 @@ def run(args: argparse.Namespace) -> None:
     for which, value in limits.items():
         resource.setrlimit(which, (value, value))
     as_root = os.geteuid() == 0
-    if args.netns:
-        # Root can take a network namespace directly; anyone else needs a user namespace too.
-        if not unshare(CLONE_NEWNET if as_root else CLONE_NEWUSER | CLONE_NEWNET):
-            os.write(2, b"fimble-jail: could not unshare the network namespace\n")
-            os._exit(97)
+    # Root can take a network namespace directly; anyone else needs a user namespace too.
+    if args.netns and not unshare(CLONE_NEWNET if as_root else CLONE_NEWUSER | CLONE_NEWNET):
+        os.write(2, b"fimble-jail: could not unshare the network namespace\n")
+        os._exit(97)
     if as_root and args.uid:
         resource.setrlimit(resource.RLIMIT_NPROC, (args.nproc, args.nproc))
         os.setgroups([])
@@ -92,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -12,7 +12,9 @@ from .metrics import mean_pass_at_k, percentile
 PERCENTILES = (50, 90, 95, 99)
 
 
-def summarize(samples: list[dict[str, Any]], results: list[dict[str, Any]] | None, meta: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    samples: list[dict[str, Any]], results: list[dict[str, Any]] | None, meta: dict[str, Any]
+) -> dict[str, Any]:
     summary: dict[str, Any] = dict(meta)
     summary["tasks"] = len({s["task_id"] for s in samples})
     summary["samples"] = len(samples)

@@ -12,6 +12,7 @@ written to escape: run untrusted code on a machine you can lose.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -144,10 +145,8 @@ class Sandbox:
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _tail(handle: object, size: int = 4096) -> str:
