@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, GenerationRequest, GenerationResult, get_backend_class
+from .cache import LRUCache, TypeThrough
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, Snippet, analyze_cursor, extra_snippets, names_near, pinned_lines
 from .errors import EngineError
@@ -63,8 +64,10 @@ class CompletionRequest:
     tree: SyntaxTree | None = None
     # The other open documents, for extra context.
     others: Sequence[OpenDocument] = ()
-    # Skip postprocessing: the raw output cut only at stop tokens (for measuring the rules).
+    # Skip postprocessing and caches: the raw output cut only at stop tokens (for measuring).
     raw: bool = False
+    # Use the caches (exact prompt and type-through); the eval harness turns them off.
+    use_cache: bool = True
 
 
 @dataclass
@@ -141,6 +144,8 @@ class CompletionService:
         self._counts: dict[str, int] = {}
         # How often each postprocessing rule changed a completion, for fimble/status and eval.
         self.rule_counts: dict[str, int] = {name: 0 for name, _ in RULES}
+        self.cache = LRUCache()
+        self.type_through = TypeThrough()
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -218,8 +223,21 @@ class CompletionService:
             context = repo_context(info.fim, snippets, path)
         return info.fim.build(local_prefix, window.suffix, context=context, add_bos=info.add_bos), site, snippets
 
+    def typed_through(self, request: CompletionRequest) -> CompletionResult | None:
+        """The rest of the suggestion shown last, if the user is typing it; no model needed."""
+        if request.raw or not request.use_cache:
+            return None
+        offset = offset_at(request.text, request.line, request.character, request.encoding)
+        rest = self.type_through.lookup(request.path, request.text[:offset], request.text[offset:])
+        if rest is None or not rest.strip():
+            return None
+        cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
+        return CompletionResult(rest, {"start": cursor_pos, "end": cursor_pos}, "cache", {"type_through": True})
+
     def complete(self, request: CompletionRequest) -> CompletionResult:
         started = time.perf_counter()
+        if (hit := self.typed_through(request)) is not None:
+            return hit
         offset = offset_at(request.text, request.line, request.character, request.encoding)
         cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
         empty_range = {"start": cursor_pos, "end": cursor_pos}
@@ -228,6 +246,11 @@ class CompletionService:
         cursor = analyze_cursor(tree, offset, self.settings.multiline)
         prompt, site, snippets = self.build_prompt(tree, offset, cursor, request.others, request.path)
         prompt_ms = (time.perf_counter() - started) * 1000
+        cache_key = f"{cursor.mode}\x00{prompt.render()}"
+        if request.use_cache and not request.raw and (cached := self.cache.get(cache_key)) is not None:
+            text, _ = cached
+            self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
+            return CompletionResult(text, empty_range, "cache" if text else "empty", {"prompt_ms": round(prompt_ms, 1)})
         gen_request = GenerationRequest.from_settings(
             prompt, self.settings, cancel=request.cancel, stop=["\n"] if cursor.mode == LINE else [],
             stop_when=None if request.raw else (lambda so_far: left_block(so_far, site)),
@@ -255,7 +278,12 @@ class CompletionService:
         if result.stats.stop_reason == "cancelled":
             return CompletionResult("", empty_range, "cancelled", timings)
         if not text.strip():
-            return CompletionResult("", empty_range, reason if reason.startswith("filtered:") else "empty", timings)
+            text, reason = "", reason if reason.startswith("filtered:") else "empty"
+        if request.use_cache and not request.raw and result.stats.stop_reason != "time_budget":
+            # A completion cut by the time budget is a partial answer: worth showing, not keeping.
+            self.cache.put(cache_key, text, reason)
+        if request.use_cache:
+            self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
         return CompletionResult(text, empty_range, reason, timings)
 
     def generate(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> GenerationResult:

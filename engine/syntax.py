@@ -164,6 +164,13 @@ class SyntaxTree:
         )
         self.tree = self._parser.parse(self._bytes(self.text), self.tree)
 
+    def snapshot(self) -> SyntaxTree:
+        """A frozen copy for another thread: edits to this one will not reach it."""
+        copy = SyntaxTree.__new__(SyntaxTree)
+        copy.spec, copy.text, copy._parser = self.spec, self.text, None
+        copy.tree = self.tree.copy() if self.tree is not None else None
+        return copy
+
     def replace_all(self, text: str) -> None:
         self.text = text
         if self._parser is not None:

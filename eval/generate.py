@@ -67,7 +67,7 @@ def generate(service: CompletionService, problem: dict[str, Any], mode: str, ind
         pos = position_at(text, offset)
         result = service.complete(CompletionRequest(text, pos.line, pos.character, language="python",
                                                     path=f"{problem['task_id']}.py", raw=raw,
-                                                    cancel=threading.Event()))
+                                                    cancel=threading.Event(), use_cache=False))
         stats = {**result.timings, "reason": result.reason}
         return Sample(problem["task_id"], index, result.text, problem["prompt"] + result.text + after, stats)
     if mode == "complete":

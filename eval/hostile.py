@@ -24,7 +24,9 @@ def hostile_samples(home: Path, repo: Path, victim: Path, port: int, marker: Pat
         "write to $HOME": f"open({str(home / 'fimble-pwned')!r}, 'w').write('x')\n",
         "write into the repository": f"open({str(repo / 'PWNED')!r}, 'w').write('x')\n",
         "delete by absolute path": f"import os\nos.remove({str(victim)!r})\n",
-        "socket to 127.0.0.1": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).send(b'hi')\n",
+        "socket to 127.0.0.1": (
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).send(b'hi')\n"
+        ),
         "socket to an outside address": "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=2)\n",
         "kill the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
         "kill the process group": "import os, signal\nos.killpg(0, signal.SIGKILL)\n",

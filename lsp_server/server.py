@@ -1,0 +1,364 @@
+"""The language server: thin pygls handlers over FimbleServer's state.
+
+Handlers are short: they translate LSP to engine calls and back. Model work goes to the one
+model worker (lsp_server/worker.py); the event loop only awaits it, so didChange and every other
+document keep flowing while a completion generates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Generator
+from dataclasses import replace
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+
+from engine.config import Settings, apply_options
+from engine.errors import EngineError
+from engine.service import CompletionRequest, CompletionResult, CompletionService
+
+from .documents import DocumentStore
+from .worker import ModelWorker, Superseded
+
+log = logging.getLogger("fimble")
+EXPLAIN_COMMAND = "fimble.explain"
+STATUS_METHOD = "fimble/status"
+# Options whose change needs the model loaded again.
+_RELOAD_KEYS = ("model", "backend", "n_ctx", "n_threads", "openai_base_url", "openai_api_key")
+EMPTY = types.InlineCompletionList(items=[])
+
+
+class FimbleProtocol(LanguageServerProtocol):
+    """pygls' protocol, with executeCommand passing the whole params (its workDoneToken) to explain."""
+
+    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
+    def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Generator[Any, Any, Any]:
+        server = self._server
+        if params.command == EXPLAIN_COMMAND and isinstance(server, FimbleServer):
+            return (yield server.explain, (params,), None)
+        return (yield from super().lsp_workspace__execute_command(params))
+
+
+class FimbleServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("fimble", "0.1.0", protocol_cls=FimbleProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.settings = Settings()
+        self.service = CompletionService(self.settings)
+        self.documents = DocumentStore()
+        self.worker = ModelWorker()
+        self.load_state = "not loaded"
+        self.history: deque[dict[str, Any]] = deque(maxlen=50)
+        self.outcomes: dict[str, int] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @property
+    def encoding(self) -> str:
+        try:
+            encoding = self.workspace.position_encoding or "utf-16"
+        except RuntimeError:  # before initialize
+            return "utf-16"
+        return str(getattr(encoding, "value", encoding))
+
+    def warn(self, message: str) -> None:
+        self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+        self.log(message, types.MessageType.Warning)
+
+    def log(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, message)
+        with contextlib.suppress(Exception):  # logging must never take the server down
+            self.window_log_message(types.LogMessageParams(type=kind, message=message))
+
+    def record(self, uri: str, outcome: str, started: float, **extra: Any) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.history.append({"uri": uri, "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1),
+                             **extra})
+
+    def apply_settings(self, options: dict[str, Any] | None) -> None:
+        new, warnings = apply_options(self.settings, options)
+        for warning in warnings:
+            self.warn(warning)
+        reload = any(getattr(new, k) != getattr(self.settings, k) for k in _RELOAD_KEYS)
+        self.settings = new
+        if reload:
+            old = self.service
+            self.service = CompletionService(new)
+            self.load_state = "not loaded"
+            self.worker.submit("load", lambda cancel: old.close(), supersede=False)
+            self.start_loading()
+        else:
+            self.service.settings = new
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        """Assemble and load the model on the worker, with work-done progress when the client can."""
+        self.load_state = "loading"
+        asyncio.ensure_future(self._load())
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        token = f"fimble-load-{time.monotonic_ns()}"
+        window = self.client_capabilities.window if self.client_capabilities else None
+        progress = bool(window and window.work_done_progress)
+        if progress:
+            try:
+                await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="fimble: loading model",
+                                                                                 percentage=0))
+            except Exception:  # a client that does not answer gets no progress, the model loads anyway
+                progress = False
+        service = self.service
+
+        def report(done: int, total: int) -> None:
+            if progress:
+                percent = int(done * 100 / max(total, 1))
+                loop.call_soon_threadsafe(self.work_done_progress.report, token, types.WorkDoneProgressReport(
+                    message="assembling the model", percentage=percent))
+
+        def load(cancel: Any) -> None:
+            service.load(report)
+
+        def finished(future: asyncio.Future[Any]) -> None:
+            error = future.exception() if not future.cancelled() else None
+            if service is self.service:
+                self.load_state = "error" if error else "ready"
+            if progress:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(
+                    message=f"failed: {error}" if error else "ready"))
+            if error:
+                self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
+                                                                 message=f"fimble: {error}"))
+                self.log(f"model load failed: {error}", types.MessageType.Error)
+            else:
+                self.log(f"model ready: {service.settings.model} ({service.load_ms:.0f} ms)")
+
+        self.worker.submit("load", load, supersede=False).add_done_callback(finished)
+
+    # -- completion ------------------------------------------------------------------------------
+
+    async def inline_completion(self, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        started = time.perf_counter()
+        try:
+            return await self._inline_completion(params, started)
+        except EngineError as exc:
+            self.log(f"completion failed: {exc}", types.MessageType.Error)
+            self.record(params.text_document.uri, "error", started, error=str(exc))
+            return EMPTY
+
+    async def _inline_completion(self, params: types.InlineCompletionParams, started: float) -> types.InlineCompletionList:
+        uri = params.text_document.uri
+        doc = self.documents.get(uri)
+        if doc is None or doc.binary:
+            self.record(uri, "empty", started, why="unknown document" if doc is None else "binary")
+            return EMPTY
+        pos = params.position
+        if pos.line >= doc.text.count("\n") + 1 or pos.line < 0 or pos.character < 0:
+            self.record(uri, "empty", started, why="position out of range")
+            return EMPTY
+        doc.request_serial += 1
+        serial = doc.request_serial
+        request = CompletionRequest(doc.text, pos.line, pos.character, self.encoding, doc.language_id, doc.path,
+                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri))
+        service = self.service
+        if (hit := service.typed_through(request)) is not None:
+            self.record(uri, "cache", started, type_through=True)
+            return self._as_list(hit)
+        await asyncio.sleep(self.settings.debounce_ms / 1000)
+        if doc.request_serial != serial:
+            self.record(uri, "cancelled", started, why="superseded while debouncing")
+            return EMPTY
+        future = self.worker.submit(uri, lambda cancel: service.complete(replace(request, cancel=cancel)))
+        try:
+            result: CompletionResult = await future
+        except Superseded:
+            self.record(uri, "cancelled", started, why="superseded")
+            return EMPTY
+        except asyncio.CancelledError:
+            self.worker.cancel(future)
+            self.record(uri, "cancelled", started, why="$/cancelRequest")
+            raise
+        outcome = result.reason if result.reason in ("cancelled", "cache") or result.reason.startswith(
+            "filtered:") else ("shown" if result.text else "empty")
+        self.record(uri, outcome, started, reason=result.reason, timings=result.timings)
+        return self._as_list(result)
+
+    def _as_list(self, result: CompletionResult) -> types.InlineCompletionList:
+        if not result.text:
+            return EMPTY
+        start, end = result.range["start"], result.range["end"]
+        rng = types.Range(types.Position(start["line"], start["character"]),
+                          types.Position(end["line"], end["character"]))
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.text, range=rng)])
+
+    # -- explain ---------------------------------------------------------------------------------
+
+    async def explain(self, params: types.ExecuteCommandParams) -> str:
+        args = params.arguments or []
+        first = args[0] if args else None
+        if not isinstance(first, dict) or "uri" not in first or not isinstance(first.get("range"), dict):
+            raise JsonRpcInvalidParams(f'{EXPLAIN_COMMAND} takes [{{"uri": ..., "range": ...}}], got {args!r}')
+        doc = self.documents.get(first["uri"])
+        if doc is None:
+            raise JsonRpcInvalidParams(f"document {first['uri']} is not open")
+        try:
+            start_line = int(first["range"]["start"]["line"])
+            end_line = int(first["range"]["end"]["line"])
+        except (KeyError, TypeError, ValueError):
+            raise JsonRpcInvalidParams(f"bad range {first['range']!r}") from None
+        code = explain_target(doc.text, start_line, end_line, doc.syntax)
+        token = params.work_done_token
+        loop = asyncio.get_running_loop()
+        if token is not None:
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="fimble: explain"))
+        streamed: list[str] = []
+
+        def on_text(piece: str) -> None:
+            streamed.append(piece)
+            if token is not None:
+                text = "".join(streamed)
+                loop.call_soon_threadsafe(self.work_done_progress.report, token,
+                                          types.WorkDoneProgressReport(message=text))
+
+        service, language = self.service, doc.language_id
+        future = self.worker.submit(f"explain:{first['uri']}",
+                                    lambda cancel: service.explain(code, language, on_text, cancel))
+        try:
+            answer: str = await future
+        except asyncio.CancelledError:
+            self.worker.cancel(future)
+            raise
+        except (EngineError, Superseded) as exc:
+            raise JsonRpcInvalidParams(f"explain failed: {exc}") from exc
+        finally:
+            if token is not None:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd())
+        return answer
+
+    def status(self, uri: str | None = None) -> dict[str, Any]:
+        service = self.service
+        document = None
+        if uri and (doc := self.documents.get(uri)) is not None:
+            # Lets a client check that the server sees the text it sees.
+            document = {"uri": uri, "version": doc.version, "languageId": doc.language_id, "length": len(doc.text),
+                        "sha256": hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest(),
+                        "parsed": doc.syntax.tree is not None, "binary": doc.binary}
+        return {
+            "model": self.settings.model,
+            "modelPath": str(service.model_ref.path) if service.model_ref else None,
+            "backend": self.settings.backend,
+            "state": self.load_state,
+            "loadMs": round(service.load_ms, 1) if service.load_ms else None,
+            "positionEncoding": self.encoding,
+            "documents": len(self.documents),
+            "cache": {"hits": service.cache.hits, "misses": service.cache.misses,
+                      "typeThrough": service.type_through.hits},
+            "outcomes": dict(self.outcomes),
+            "rules": dict(service.rule_counts),
+            "requests": list(self.history)[-20:],
+            "settings": self.settings.to_dict(),
+            "document": document,
+        }
+
+
+def explain_target(text: str, start_line: int, end_line: int, syntax: Any) -> str:
+    """The selected lines; for an empty selection, the definition under the cursor."""
+    lines = text.split("\n")
+    start_line = max(0, min(start_line, len(lines) - 1))
+    end_line = max(start_line, min(end_line, len(lines) - 1))
+    if start_line == end_line and syntax.tree is not None:
+        from engine.context import DEFINITION_TYPES, _enclosing
+
+        offset = sum(len(line) + 1 for line in lines[:start_line]) + len(lines[start_line]) // 2
+        node = _enclosing(syntax, min(offset, len(text)), DEFINITION_TYPES, inclusive_end=True)
+        if node is not None:
+            start_line, end_line = node.start_point[0], node.end_point[0]
+    return "\n".join(lines[start_line : end_line + 1])
+
+
+def create_server() -> FimbleServer:
+    server = FimbleServer()
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: FimbleServer, params: types.InitializeParams) -> None:
+        """Read initializationOptions (camelCase, every key optional)."""
+        options = params.initialization_options
+        ls.apply_settings(options if isinstance(options, dict) else None)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: FimbleServer, params: types.InitializedParams) -> None:
+        """Start assembling and loading the model; requests that come first wait for it."""
+        ls.start_loading()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: FimbleServer, params: types.DidOpenTextDocumentParams) -> None:
+        """Parse the document once; later changes are incremental."""
+        item = params.text_document
+        ls.documents.open(item.uri, item.language_id, item.version, item.text)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: FimbleServer, params: types.DidChangeTextDocumentParams) -> None:
+        """Apply edits to the text and the tree."""
+        ls.documents.change(params.text_document.uri, params.text_document.version, list(params.content_changes),
+                            ls.encoding)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: FimbleServer, params: types.DidCloseTextDocumentParams) -> None:
+        """Forget the document."""
+        ls.documents.close(params.text_document.uri)
+        ls.service.type_through.forget(params.text_document.uri.removeprefix("file://"))
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: FimbleServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        """Ghost text at the cursor."""
+        return await ls.inline_completion(params)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: FimbleServer, params: types.DidChangeConfigurationParams) -> None:
+        """Options under the `fimble` section (or at the top level)."""
+        settings = params.settings
+        if isinstance(settings, dict) and isinstance(settings.get("fimble"), dict):
+            settings = settings["fimble"]
+        ls.apply_settings(settings if isinstance(settings, dict) else None)
+
+    @server.command(EXPLAIN_COMMAND)
+    async def explain(ls: FimbleServer, *args: Any) -> str:
+        """Registered so clients see the command; FimbleProtocol routes calls to FimbleServer.explain."""
+        return await ls.explain(types.ExecuteCommandParams(command=EXPLAIN_COMMAND, arguments=list(args)))
+
+    @server.feature(STATUS_METHOD)
+    def status(ls: FimbleServer, params: Any) -> dict[str, Any]:
+        """Model, load state, caches and the last requests with their outcome."""
+        uri = getattr(params, "uri", None) or (params.get("uri") if isinstance(params, dict) else None)
+        return ls.status(uri if isinstance(uri, str) else None)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: FimbleServer, params: Any) -> None:
+        """Stop the model worker."""
+        ls.worker.stop()
+        ls.service.close()
+
+    return server
+
+
+def serve(tcp: str | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="fimble %(levelname)s %(message)s")
+    logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message it sends at INFO
+    server = create_server()
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+    return 0

@@ -1,0 +1,118 @@
+"""The document store against a reference model of LSP edits (hypothesis), and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.text import offset_at
+from lsp_server.documents import MAX_PARSED_CHARS, DocumentStore
+from lsp_server.worker import ModelWorker, Superseded
+
+
+def change(sl, sc, el, ec, text):
+    rng = SimpleNamespace(start=SimpleNamespace(line=sl, character=sc), end=SimpleNamespace(line=el, character=ec))
+    return SimpleNamespace(range=rng, text=text)
+
+
+def reference_apply(text, c, encoding):
+    start = offset_at(text, c.range.start.line, c.range.start.character, encoding)
+    end = offset_at(text, c.range.end.line, c.range.end.character, encoding)
+    start, end = min(start, end), max(start, end)
+    return text[:start] + c.text + text[end:]
+
+
+edit_text = st.lists(st.sampled_from([*"ab \t\n\r(){}:😀é", "\r\n", "def ", "\ud83d"]), max_size=6).map("".join)
+edits = st.lists(st.tuples(st.integers(0, 12), st.integers(0, 40), st.integers(0, 12), st.integers(0, 40), edit_text),
+                 max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(edits, st.sampled_from(["utf-16", "utf-8", "utf-32"]))
+def test_store_matches_a_reference_model_of_the_edits(edit_list, encoding):
+    store = DocumentStore()
+    text = "def f(x):\n    return x  # 😀\r\nprint(f(1))\n"
+    store.open("file:///a.py", "python", 0, text)
+    for version, (sl, sc, el, ec, new) in enumerate(edit_list, 1):
+        c = change(sl, sc, el, ec, new)
+        text = reference_apply(text, c, encoding)
+        doc = store.change("file:///a.py", version, [c], encoding)
+        assert doc is not None and doc.text == text and doc.version == version
+    assert doc_tree_matches(store, "file:///a.py")
+
+
+def doc_tree_matches(store, uri):
+    doc = store.get(uri)
+    from engine.syntax import SyntaxTree
+
+    return str(doc.syntax.tree.root_node) == str(SyntaxTree(doc.text, "python").tree.root_node)
+
+
+def test_binary_huge_and_unknown_documents_are_kept_as_plain_text():
+    store = DocumentStore()
+    assert store.open("file:///b.bin", "python", 0, "\x00\x01ELF").binary
+    big = store.open("file:///big.py", "python", 0, "x = 1\n" * (MAX_PARSED_CHARS // 6 + 10))
+    assert big.syntax.tree is None
+    store.change("file:///big.py", 1, [change(0, 0, 0, 0, "#")], "utf-16")
+    assert big.text.startswith("#x = 1")
+    odd = store.open("file:///c.zz", "zzlang", 0, "hello")
+    assert odd.syntax.tree is None and not odd.binary
+    assert [d.path for d in store.others("file:///c.zz")] == []  # only parsed documents serve as context
+
+
+def test_full_text_change_replaces_the_document():
+    store = DocumentStore()
+    store.open("file:///a.py", "python", 0, "x = 1\n")
+    doc = store.change("file:///a.py", 1, [SimpleNamespace(text="y = 2\n")], "utf-16")
+    assert doc.text == "y = 2\n" and doc.syntax.tree is not None
+
+
+def test_change_to_an_unknown_document_is_ignored():
+    assert DocumentStore().change("file:///nope.py", 1, [change(0, 0, 0, 0, "x")], "utf-16") is None
+
+
+async def test_worker_supersedes_pending_and_cancels_running():
+    worker = ModelWorker()
+    started = threading.Event()
+
+    def slow(cancel):
+        started.set()
+        while not cancel.is_set():
+            time.sleep(0.005)
+        return "cancelled"
+
+    first = worker.submit("doc", slow)
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)
+    second = worker.submit("doc", lambda cancel: "queued")
+    third = worker.submit("doc", lambda cancel: "newest")
+    other = worker.submit("other-doc", lambda cancel: "kept")
+    assert await first == "cancelled"
+    try:
+        await second
+        raise AssertionError("second should have been superseded")
+    except Superseded:
+        pass
+    assert await third == "newest"
+    assert await other == "kept"
+    worker.stop()
+
+
+async def test_worker_reports_errors_and_keeps_going():
+    worker = ModelWorker()
+
+    def boom(cancel):
+        raise ValueError("bad")
+
+    failing = worker.submit("a", boom)
+    try:
+        await failing
+        raise AssertionError("expected ValueError")
+    except ValueError:
+        pass
+    assert await worker.submit("a", lambda cancel: 42) == 42
+    worker.stop()

@@ -1,0 +1,179 @@
+"""The language server end to end: a real LSP client over stdio, the real model."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+pytestmark = pytest.mark.model
+
+SOURCE = '''import math
+
+
+def circle_area(radius: float) -> float:
+    """Area of a circle of the given radius."""
+    return 
+
+
+def main():
+    print(circle_area(2.0))
+'''
+URI = "file:///work/example/shapes.py"
+
+
+@pytest_lsp.fixture(
+    scope="module",
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"], server_env=dict(os.environ)),
+)
+async def client(lsp_client: LanguageClient, model_path):
+    capabilities = types.ClientCapabilities(
+        general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf16]),
+        window=types.WindowClientCapabilities(work_done_progress=True),
+    )
+    result = await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=capabilities, initialization_options={"debounceMs": 10, "timeBudgetMs": 8000,
+                                                           "notAnOption": 1}))
+    lsp_client.init_result = result  # type: ignore[attr-defined]
+    lsp_client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=URI, language_id="python", version=1, text=SOURCE)))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def plain(value):
+    """pygls gives results of custom methods as namedtuples: back to dicts and lists."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+async def status(client, uri=None):
+    return plain(await client.protocol.send_request_async("fimble/status", {"uri": uri} if uri else {}))
+
+
+def inline_params(line: int, character: int, uri: str = URI) -> types.InlineCompletionParams:
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_initialize_advertises_the_surface(client: LanguageClient):
+    caps = client.init_result.capabilities  # type: ignore[attr-defined]
+    assert caps.inline_completion_provider is not None
+    assert list(caps.execute_command_provider.commands) == ["fimble.explain"]
+    assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+    assert caps.position_encoding == types.PositionEncodingKind.Utf16
+    assert any("unknown option 'notAnOption'" in m.message for m in client.messages)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_inline_completion_parses_in_place(client: LanguageClient):
+    result = await client.text_document_inline_completion_async(inline_params(5, 11))
+    assert len(result.items) == 1, await status(client)
+    item = result.items[0]
+    assert item.range == types.Range(types.Position(5, 11), types.Position(5, 11))
+    lines = SOURCE.split("\n")
+    lines[5] = lines[5][:11] + item.insert_text + lines[5][11:]
+    ast.parse("\n".join(lines))
+    assert "radius" in item.insert_text
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_typing_the_suggestion_is_answered_from_the_cache(client: LanguageClient):
+    first = await client.text_document_inline_completion_async(inline_params(5, 11))
+    suggestion = first.items[0].insert_text
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(5, 11), types.Position(5, 11)), text=suggestion[:2])]))
+    second = await client.text_document_inline_completion_async(inline_params(5, 13))
+    assert second.items[0].insert_text == suggestion[2:]
+    state = await status(client, URI)
+    assert state["requests"][-1]["outcome"] == "cache"
+    assert state["document"]["version"] == 2 and state["document"]["length"] == len(SOURCE) + 2
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=3),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(5, 11), types.Position(5, 13)), text="")]))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_explain_streams_progress_and_names_the_function(client: LanguageClient):
+    token = "explain-1"
+    answer = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="fimble.explain", work_done_token=token,
+        arguments=[{"uri": URI, "range": {"start": {"line": 3, "character": 0}, "end": {"line": 5, "character": 0}}}]))
+    assert isinstance(answer, str) and "circle_area" in answer
+    reports = client.progress_reports.get(token, [])
+    assert isinstance(reports[0], types.WorkDoneProgressBegin)
+    assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+    partial = [r.message for r in reports if isinstance(r, types.WorkDoneProgressReport)]
+    assert len(partial) > 3 and answer.startswith(partial[0].strip()[:5])
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_explain_with_bad_arguments_is_a_jsonrpc_error(client: LanguageClient):
+    with pytest.raises(Exception, match="takes"):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="fimble.explain", arguments=["not a dict"]))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancelled_request_answers_at_once_and_the_server_goes_on(client: LanguageClient):
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"fimble": {"multiline": "always", "maxTokens": 200, "timeBudgetMs": 20000}}))
+    primes = "file:///work/example/primes.py"
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=primes, language_id="python", version=1, text="PRIMES = [\n    2, 3, 5, 7, 11,\n    \n]\n")))
+    msg_id = "cancel-me"
+    pending = asyncio.ensure_future(client.protocol.send_request_async(
+        "textDocument/inlineCompletion", inline_params(2, 4, primes), msg_id=msg_id))
+    await asyncio.sleep(1.0)
+    started = asyncio.get_running_loop().time()
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+    with pytest.raises(Exception, match="cancel"):
+        await pending
+    assert asyncio.get_running_loop().time() - started < 1.0  # answered at once
+    # The worker is free again quickly: the next request is answered.
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"fimble": {"multiline": "auto", "maxTokens": 64, "timeBudgetMs": 8000}}))
+    result = await client.text_document_inline_completion_async(inline_params(5, 11))
+    assert result.items
+    state = await status(client)
+    assert "cancelled" in state["outcomes"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_bad_config_warns_and_falls_back(client: LanguageClient):
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"fimble": {"maxTokens": "lots", "multiline": "sideways"}}))
+    state = await status(client)
+    assert state["settings"]["maxTokens"] == 64 and state["settings"]["multiline"] == "auto"
+    assert any("option 'maxTokens'" in m.message for m in client.messages)
+    assert state["state"] == "ready" and state["model"] == "qwen2.5-coder-0.5b"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_hostile_documents_do_not_stall_the_others(client: LanguageClient):
+    for uri, lang, text in (("file:///bin.dat", "python", "\x00\x01\x02" * 1000),
+                            ("file:///huge.py", "python", "x = 1\n" * 3_500_000),
+                            ("file:///odd.zz", "zzlang", "some text in no known language\n")):
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id=lang, version=1, text=text)))
+    assert not (await client.text_document_inline_completion_async(inline_params(0, 2, "file:///bin.dat"))).items
+    out_of_range = await client.text_document_inline_completion_async(inline_params(999, 0))
+    assert not out_of_range.items
+    state = await status(client, "file:///huge.py")
+    assert state["document"]["length"] == 21_000_000 and state["document"]["parsed"] is False
+    result = await client.text_document_inline_completion_async(inline_params(5, 11))
+    assert result.items  # the first document still completes
