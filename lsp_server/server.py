@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
@@ -38,8 +38,50 @@ _RELOAD_KEYS = ("model", "backend", "n_ctx", "n_threads", "openai_base_url", "op
 EMPTY = types.InlineCompletionList(items=[])
 
 
+class _Answered:
+    """Stands in for a message that was already answered with an error (pygls skips it)."""
+
+    jsonrpc = "answered"
+
+
 class FimbleProtocol(LanguageServerProtocol):
-    """pygls' protocol, with executeCommand passing the whole params (its workDoneToken) to explain."""
+    """pygls' protocol, with two changes: executeCommand passes the whole params (with its
+    workDoneToken) to explain, and a request whose params do not fit its method is answered
+    with a JSON-RPC error instead of being dropped (which would leave the client waiting)."""
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
+        if self._workspace is not None:
+            # A second initialize would reset the position encoding under open documents.
+            raise JsonRpcInvalidRequest("the server is already initialized")
+        return (yield from super().lsp_initialize(params))
+
+    # Our DocumentStore holds the one copy of each document. pygls' own workspace would keep a
+    # second one, and an edit its copy cannot take (a reversed range, a lone surrogate) would
+    # raise before our handler ran, and the two would drift apart. So these skip it.
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Generator[Any, Any, None]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Generator[Any, Any, None]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Generator[Any, Any, None]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                self._send_response(data["id"], error=exc.to_response_error())
+                return _Answered()
+            raise
 
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
     def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Generator[Any, Any, Any]:
@@ -58,6 +100,7 @@ class FimbleServer(LanguageServer):
         self.documents = DocumentStore()
         self.worker = ModelWorker()
         self.load_state = "not loaded"
+        self.started_loading = False
         self.history: deque[dict[str, Any]] = deque(maxlen=50)
         self.outcomes: dict[str, int] = {}
 
@@ -91,7 +134,9 @@ class FimbleServer(LanguageServer):
             self.warn(warning)
         reload = any(getattr(new, k) != getattr(self.settings, k) for k in _RELOAD_KEYS)
         self.settings = new
-        if reload:
+        if reload and not self.started_loading:
+            self.service = CompletionService(new)  # nothing loaded yet: `initialized` loads it
+        elif reload:
             old = self.service
             self.service = CompletionService(new)
             self.load_state = "not loaded"
@@ -105,6 +150,7 @@ class FimbleServer(LanguageServer):
     def start_loading(self) -> None:
         """Assemble and load the model on the worker, with work-done progress when the client can."""
         self.load_state = "loading"
+        self.started_loading = True
         asyncio.ensure_future(self._load())
 
     async def _load(self) -> None:
