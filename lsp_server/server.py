@@ -101,6 +101,7 @@ class FimbleServer(LanguageServer):
         self.worker = ModelWorker()
         self.load_state = "not loaded"
         self.started_loading = False
+        self._load_task: asyncio.Future[None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=50)
         self.outcomes: dict[str, int] = {}
 
@@ -151,7 +152,7 @@ class FimbleServer(LanguageServer):
         """Assemble and load the model on the worker, with work-done progress when the client can."""
         self.load_state = "loading"
         self.started_loading = True
-        asyncio.ensure_future(self._load())
+        self._load_task = asyncio.ensure_future(self._load())
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,7 +204,9 @@ class FimbleServer(LanguageServer):
             self.record(params.text_document.uri, "error", started, error=str(exc))
             return EMPTY
 
-    async def _inline_completion(self, params: types.InlineCompletionParams, started: float) -> types.InlineCompletionList:
+    async def _inline_completion(
+        self, params: types.InlineCompletionParams, started: float
+    ) -> types.InlineCompletionList:
         uri = params.text_document.uri
         doc = self.documents.get(uri)
         if doc is None or doc.binary:
