@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Generator
@@ -102,7 +104,7 @@ class FimbleServer(LanguageServer):
         self.load_state = "not loaded"
         self.started_loading = False
         self._load_task: asyncio.Future[None] | None = None
-        self.history: deque[dict[str, Any]] = deque(maxlen=50)
+        self.history: deque[dict[str, Any]] = deque(maxlen=1000)
         self.outcomes: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------------------------
@@ -295,7 +297,7 @@ class FimbleServer(LanguageServer):
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd())
         return answer
 
-    def status(self, uri: str | None = None) -> dict[str, Any]:
+    def status(self, uri: str | None = None, history: int = 20) -> dict[str, Any]:
         service = self.service
         document = None
         if uri and (doc := self.documents.get(uri)) is not None:
@@ -315,7 +317,7 @@ class FimbleServer(LanguageServer):
                       "typeThrough": service.type_through.hits},
             "outcomes": dict(self.outcomes),
             "rules": dict(service.rule_counts),
-            "requests": list(self.history)[-20:],
+            "requests": list(self.history)[-max(0, history):],
             "settings": self.settings.to_dict(),
             "document": document,
         }
@@ -389,8 +391,11 @@ def create_server() -> FimbleServer:
     @server.feature(STATUS_METHOD)
     def status(ls: FimbleServer, params: Any) -> dict[str, Any]:
         """Model, load state, caches and the last requests with their outcome."""
-        uri = getattr(params, "uri", None) or (params.get("uri") if isinstance(params, dict) else None)
-        return ls.status(uri if isinstance(uri, str) else None)
+        def param(name: str) -> Any:
+            return getattr(params, name, None) or (params.get(name) if isinstance(params, dict) else None)
+
+        uri, history = param("uri"), param("history")
+        return ls.status(uri if isinstance(uri, str) else None, history if isinstance(history, int) else 20)
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: FimbleServer, params: Any) -> None:
@@ -408,6 +413,12 @@ def serve(tcp: str | None = None) -> int:
     if tcp:
         host, _, port = tcp.rpartition(":")
         server.start_tcp(host or "127.0.0.1", int(port))
-    else:
-        server.start_io()
+        return 0
+    # The protocol gets its own copy of stdout, and fd 1 becomes stderr. Native code writes to fd 1
+    # (llama.cpp's logs), and llama-cpp-python silences it by pointing fd 1 at /dev/null while a
+    # model loads: a response written then would be lost, and a stray print would corrupt the stream.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    server.start_io(sys.stdin.buffer, protocol_out)
     return 0

@@ -100,3 +100,17 @@ def test_shutdown_and_exit_leave_no_process():
     raw.notify("initialized", {})
     assert raw.close() == 0
     assert raw.proc.poll() == 0
+
+
+@pytest.mark.model
+def test_every_request_is_answered_while_the_model_loads(model_path):
+    """llama.cpp silences fd 1 while it loads: the protocol must not be writing there then."""
+    raw = RawServer()
+    raw.request("initialize", {**INIT, "initializationOptions": {"model": str(model_path)}})
+    raw.notify("initialized", {})
+    states = []
+    while not states or states[-1] != "ready":
+        states.append(raw.request("fimble/status", {}, timeout=5)["result"]["state"])
+        assert len(states) < 300
+    assert "loading" in states
+    assert raw.close() == 0

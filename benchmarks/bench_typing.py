@@ -1,0 +1,202 @@
+"""Replay a typing session against `fimble serve` and compare with cold requests.
+
+    python benchmarks/bench_typing.py [--file PATH --function NAME] [--cps 8] [--pause 0.8]
+
+Opens a real source file the project did not write (the standard library's textwrap.py by
+default), removes a function's body after its docstring, and types the body back character by
+character at --cps characters a second, pausing --pause seconds at each line end as people do.
+Every keystroke sends didChange and an inline-completion request, and cancels the request before
+it, as VS Code does. Reported: latency percentiles of the answered requests, how the superseded
+ones ended, cache hits, prompt tokens evaluated per model request, exact match of the suggested
+rest of the line; then the same answered requests sent cold (reset KV cache) to a plain
+llama-cpp-python `Llama` with the naive FIM prompt, as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import json
+import statistics
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+
+def plain(value: Any) -> Any:
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def cut_body(source: str, function: str) -> tuple[str, int, str]:
+    """(source without the body, offset where the body goes, the body text)."""
+    tree = ast.parse(source)
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    lines = source.split("\n")
+    first = node.body[1] if isinstance(node.body[0], ast.Expr) and len(node.body) > 1 else node.body[0]
+    start = sum(len(line) + 1 for line in lines[: first.lineno - 1])
+    end = sum(len(line) + 1 for line in lines[: node.end_lineno])
+    body = source[start:end].rstrip("\n")
+    return source[:start] + source[end - 1 :], start, body
+
+
+def position(text: str, offset: int) -> types.Position:
+    before = text[:offset]
+    line = before.count("\n")
+    return types.Position(line=line, character=len(before) - (before.rfind("\n") + 1))  # ASCII source
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))] if ordered else float("nan")
+
+
+async def replay(args: argparse.Namespace, text: str, offset: int, body: str) -> dict[str, Any]:
+    client = LanguageClient("bench", "1")
+    await client.start_io(sys.executable, "-m", "lsp_server")
+    await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(),
+                                                         initialization_options={"debounceMs": args.debounce}))
+    client.initialized(types.InitializedParams())
+    uri = "file://" + str(args.file)
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text)))
+    while (state := plain(await client.protocol.send_request_async("fimble/status", {}))["state"]) != "ready":
+        if state == "error":
+            raise SystemExit("the server could not load the model: see its log")
+        await asyncio.sleep(0.2)
+    print("server ready; typing", file=sys.stderr)
+    records: list[dict[str, Any]] = []
+    inflight: tuple[str, asyncio.Future[Any], float] | None = None
+    for i, char in enumerate(body):
+        version = i + 1
+        pos = position(text, offset)
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(pos, pos), text=char)]))
+        text, offset = text[:offset] + char + text[offset:], offset + 1
+        if inflight is not None and not inflight[1].done():
+            client.protocol.notify("$/cancelRequest", types.CancelParams(id=inflight[0]))
+        msg_id = f"k{i}"
+        future = asyncio.ensure_future(client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), position=position(text, offset),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))))
+        sent = time.perf_counter()
+        line_end = body.find("\n", i + 1)
+        record = {"id": msg_id, "sent": sent, "prefix": text[:offset], "suffix": text[offset:],
+                  "rest_of_line": body[i + 1 : line_end if line_end >= 0 else len(body)]}
+        records.append(record)
+        future.add_done_callback(lambda f, r=record: r.update(done=time.perf_counter(), future=f))
+        inflight = (msg_id, future, sent)
+        await asyncio.sleep(1 / args.cps + (args.pause if char == "\n" else 0))
+    await asyncio.sleep(3)
+    status = plain(await client.protocol.send_request_async("fimble/status", {"history": 1000}))
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    return {"records": records, "status": status}
+
+
+def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str, Any]:
+    answered, superseded = [], {"RequestCancelled": 0, "empty": 0}
+    for r in records:
+        future = r.get("future")
+        if future is None:
+            continue
+        if future.cancelled() or future.exception() is not None:
+            superseded["RequestCancelled"] += 1
+            continue
+        r["items"] = [item.insert_text for item in future.result().items]
+        r["latency_ms"] = (r["done"] - r["sent"]) * 1000
+        answered.append(r)
+    history = status["requests"]
+    model_calls = [h for h in history if h.get("timings", {}).get("prompt_tokens") is not None]
+    shown = [r for r in answered if r["items"]]
+    exact = [r for r in shown if r["items"][0].split("\n")[0] == r["rest_of_line"]]
+    latencies = [r["latency_ms"] for r in answered]
+    outcomes: dict[str, int] = {}
+    for h in history:
+        outcomes[h["outcome"]] = outcomes.get(h["outcome"], 0) + 1
+    return {
+        "keystrokes": len(records),
+        "answered": len(answered),
+        "answered_with_text": len(shown),
+        "superseded": superseded,
+        "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1)},
+        "server_outcomes": outcomes,
+        "cache": status["cache"],
+        "prompt_tokens_evaluated_per_model_call": {
+            "median": statistics.median([h["timings"]["prompt_tokens_evaluated"] for h in model_calls] or [0]),
+            "max": max([h["timings"]["prompt_tokens_evaluated"] for h in model_calls] or [0]),
+            "model_calls": len(model_calls),
+        },
+        "rest_of_line_exact_match": f"{len(exact)}/{len(shown)}",
+    }
+
+
+def cold_baseline(answered: list[dict[str, Any]], budget: int) -> dict[str, Any]:
+    """The same requests, each cold, through a plain Llama with the naive FIM prompt."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    from engine.models import resolve_model
+
+    llm = Llama(str(resolve_model(None).path), n_ctx=4096, verbose=False)
+    latencies = []
+    for r in answered:
+        prefix_ids = llm.tokenize(r["prefix"].encode(), add_bos=False)[-(budget * 3 // 4):]
+        suffix_ids = llm.tokenize(r["suffix"].encode(), add_bos=False)[: budget // 4]
+        tokens = (llm.tokenize(b"<|fim_prefix|>", add_bos=False, special=True) + prefix_ids
+                  + llm.tokenize(b"<|fim_suffix|>", add_bos=False, special=True) + suffix_ids
+                  + llm.tokenize(b"<|fim_middle|>", add_bos=False, special=True))
+        llm.reset()
+        started = time.perf_counter()
+        out = []
+        for token in llm.generate(tokens, temp=0.0, reset=True):
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                break
+            piece = llm.detokenize([token]).decode("utf-8", "replace")
+            out.append(piece)
+            if "\n" in piece or len(out) >= 64:
+                break
+        latencies.append((time.perf_counter() - started) * 1000)
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm.n_tokens = 0
+    return {"requests": len(latencies), "p50_ms": round(percentile(latencies, 50), 1),
+            "p95_ms": round(percentile(latencies, 95), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py")
+    parser.add_argument("--function", default="_fix_sentence_endings")
+    parser.add_argument("--cps", type=float, default=8.0)
+    parser.add_argument("--pause", type=float, default=0.8)
+    parser.add_argument("--debounce", type=int, default=75)
+    parser.add_argument("--budget", type=int, default=1024)
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+    text, offset, body = cut_body(args.file.read_text(), args.function)
+    print(f"typing {len(body)} characters of {args.file.name}:{args.function} at {args.cps}/s")
+    result = asyncio.run(replay(args, text, offset, body))
+    summary = summarize(result["records"], result["status"])
+    print(json.dumps(summary, indent=2))
+    if not args.no_baseline:
+        answered = [r for r in result["records"] if "latency_ms" in r]
+        baseline = cold_baseline(answered, args.budget)
+        print("cold baseline:", json.dumps(baseline))
+        if summary["latency_ms"]["p50"] > 0:
+            print(f"speed-up at p50: {baseline['p50_ms'] / summary['latency_ms']['p50']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

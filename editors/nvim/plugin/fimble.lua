@@ -1,0 +1,1 @@
+-- fimble does nothing until require("fimble").setup() is called: see :help fimble.
