@@ -89,7 +89,8 @@ async def replay(args: argparse.Namespace, text: str, offset: int, body: str) ->
         future = asyncio.ensure_future(client.protocol.send_request_async(
             types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri), position=position(text, offset),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))))
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+                work_done_token=msg_id), msg_id=msg_id))
         sent = time.perf_counter()
         line_end = body.find("\n", i + 1)
         record = {"id": msg_id, "sent": sent, "prefix": text[:offset], "suffix": text[offset:],
@@ -107,7 +108,9 @@ async def replay(args: argparse.Namespace, text: str, offset: int, body: str) ->
 
 
 def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str, Any]:
-    answered, superseded = [], {"RequestCancelled": 0, "empty": 0}
+    history = status["requests"]
+    by_token = {h["token"]: h for h in history if "token" in h}
+    answered, superseded = [], {"RequestCancelled": 0, "empty list": 0}
     for r in records:
         future = r.get("future")
         if future is None:
@@ -115,10 +118,13 @@ def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str
         if future.cancelled() or future.exception() is not None:
             superseded["RequestCancelled"] += 1
             continue
+        if by_token.get(r["id"], {}).get("outcome") == "cancelled":
+            superseded["empty list"] += 1
+            continue
         r["items"] = [item.insert_text for item in future.result().items]
         r["latency_ms"] = (r["done"] - r["sent"]) * 1000
+        r["outcome"] = by_token.get(r["id"], {}).get("outcome")
         answered.append(r)
-    history = status["requests"]
     model_calls = [h for h in history if h.get("timings", {}).get("prompt_tokens") is not None]
     shown = [r for r in answered if r["items"]]
     exact = [r for r in shown if r["items"][0].split("\n")[0] == r["rest_of_line"]]

@@ -25,8 +25,10 @@ def _opt(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, lo: 
 class Settings:
     model: str = _opt("qwen2.5-coder-0.5b", "a GGUF file, a Hugging Face folder, or a known model name")
     backend: str = _opt("llama_cpp", "which backend runs the model: llama_cpp, torch or openai")
-    openai_base_url: str = _opt("http://127.0.0.1:8080/v1", "base URL of an OpenAI-compatible server")
+    openai_base_url: str = _opt("", "base URL of an OpenAI-compatible server (else $OPENAI_BASE_URL, else "
+                                "http://127.0.0.1:8080/v1)")
     openai_api_key: str = _opt("", "API key for the OpenAI-compatible server (else $OPENAI_API_KEY)")
+    openai_model: str = _opt("", "model name the OpenAI-compatible server serves (else the first it lists)")
     max_tokens: int = _opt(128, "most tokens generated for one completion", lo=1, hi=8192)
     temperature: float = _opt(0.0, "0 is greedy: the same prompt gives the same completion", lo=0, hi=5)
     top_k: int = _opt(40, "sample only from the k most likely tokens (temperature > 0)", lo=0, hi=100000)

@@ -37,6 +37,9 @@ class Prompt:
     add_bos: bool = False
     # Special tokens (by text) that end generation for this prompt, beyond the model's EOG set.
     stop_tokens: tuple[str, ...] = ()
+    # For chat prompts, the (role, content) messages it was rendered from: servers with a chat
+    # endpoint take these instead of the rendered text.
+    messages: tuple[tuple[str, str], ...] = ()
 
     def render(self) -> str:
         return "".join(p.text for p in self.parts)
@@ -53,9 +56,12 @@ class FimTemplate:
     repo_name: str | None = None
     file_sep: str | None = None
 
-    def build(self, prefix: str, suffix: str, *, context: Sequence[Part] = (), add_bos: bool = False) -> Prompt:
+    def build(self, prefix: str, suffix: str, *, context: Sequence[Part] = (), add_bos: bool = False,
+              middle: str = "") -> Prompt:
+        """`middle` is the start of the middle, given as if the model had written it: the text
+        typed since the anchor (see service.Anchor), so that typing only appends to the prompt."""
         parts: list[Part] = [*context, Special(self.prefix), Text(prefix), Special(self.suffix), Text(suffix),
-                             Special(self.middle)]
+                             Special(self.middle), Text(middle)]
         stops = tuple(t for t in (self.prefix, self.suffix, self.middle, *self.end_tokens) if t)
         return Prompt(tuple(_merge(parts)), "fim", add_bos, stops)
 
@@ -164,7 +170,7 @@ def chat_prompt(
         parts += [Special(rest[:index]), Text(sentinels[sentinel])]
         rest = rest[index + len(sentinel) :]
     stops = tuple(t for t in (eos_token, "<|im_end|>", "<|endoftext|>") if t)
-    return Prompt(tuple(_merge(parts)), "chat", add_bos, stops)
+    return Prompt(tuple(_merge(parts)), "chat", add_bos, stops, tuple((m["role"], m["content"]) for m in messages))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ callers run it on one worker thread.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -109,12 +110,66 @@ class ModelInfo:
         )
 
     @classmethod
+    def from_hf_folder(cls, folder: Path) -> ModelInfo:
+        """From a Hugging Face folder's tokenizer files: its added tokens hold the FIM tokens."""
+        def load(name: str) -> dict[str, Any]:
+            path = folder / name
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+        config, tokenizer = load("tokenizer_config.json"), load("tokenizer.json")
+        tokens = [t["content"] for t in tokenizer.get("added_tokens", [])]
+        tokens += [t["content"] for t in config.get("added_tokens_decoder", {}).values()]
+        template = config.get("chat_template")
+        if not isinstance(template, str) and (folder / "chat_template.jinja").is_file():
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+
+        def token(key: str) -> str:
+            value = config.get(key)
+            return value.get("content", "") if isinstance(value, dict) else value or ""
+
+        return cls(
+            fim=detect_fim_template(tokens, {}),
+            chat_template=template if isinstance(template, str) else None,
+            bos_token=token("bos_token"),
+            eos_token=token("eos_token"),
+            add_bos=bool(config.get("add_bos_token", False)),
+        )
+
+    @classmethod
     def plain(cls) -> ModelInfo:
         return cls(None, None, "", "", False)
 
 
 # The prompt's first line moves in steps of this many lines (see prompt.fit_window).
 WINDOW_LINE_STEP = 16
+# Share of the local budget for the text before the cursor. Whatever follows the cursor in the
+# prompt is evaluated again when the anchor moves, so the suffix is kept short: about 1:7.
+PREFIX_SHARE = 0.875
+# An anchor is kept while the text typed after it stays this small.
+ANCHOR_MAX_LINES = 12
+ANCHOR_MAX_CHARS = 1200
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where the FIM prefix of the last prompt for a document ended, and what it was."""
+
+    offset: int  # document offset of the line start where the middle begins
+    head_hash: int  # hash of the document text before `offset`
+    prefix: str  # the prompt's prefix (pinned lines + window), ending at `offset`
+    suffix: str  # the prompt's suffix: the text after the cursor, cut to the budget
+    context: tuple[Part, ...]  # extra context placed before the prefix
+    snippets: list[Snippet]
+    settings_key: tuple[object, ...]
+
+    def fits(self, text: str, offset: int, settings: Settings) -> bool:
+        """Still usable: only text between the anchor and the cursor changed, and not too much."""
+        if offset < self.offset or CompletionService._anchor_key(settings) != self.settings_key:
+            return False
+        middle = text[self.offset : offset]
+        if len(middle) > ANCHOR_MAX_CHARS or middle.count("\n") > ANCHOR_MAX_LINES:
+            return False
+        return text.startswith(self.suffix, offset) and hash(text[: self.offset]) == self.head_hash
 
 
 def repo_context(template: FimTemplate, snippets: Sequence[Snippet], path: str) -> list[Part]:
@@ -146,6 +201,7 @@ class CompletionService:
         self.rule_counts: dict[str, int] = {name: 0 for name, _ in RULES}
         self.cache = LRUCache()
         self.type_through = TypeThrough()
+        self._anchors: dict[str, Anchor] = {}
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -166,7 +222,10 @@ class CompletionService:
                 self._backend = cls(ref, self.settings)
             if self._info is None:
                 ref = self.model_ref
-                self._info = ModelInfo.from_gguf(ref.path) if ref and ref.is_gguf else ModelInfo.plain()
+                if ref is None:
+                    self._info = ModelInfo.plain()
+                else:
+                    self._info = ModelInfo.from_gguf(ref.path) if ref.is_gguf else ModelInfo.from_hf_folder(ref.path)
             self._backend.load()
             self.load_ms = (time.perf_counter() - started) * 1000
             return self._backend
@@ -194,34 +253,60 @@ class CompletionService:
         return cached
 
     def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo,
-                     others: Sequence[OpenDocument] = (), path: str = "") -> tuple[Prompt, Site, list[Snippet]]:
-        """The prompt for a cursor, and the site (prefix/suffix as the model saw them)."""
+                     others: Sequence[OpenDocument] = (), path: str = "",
+                     reuse: bool = False) -> tuple[Prompt, Site, list[Snippet]]:
+        """The prompt for a cursor, and the site (prefix/suffix as the model saw them).
+
+        The FIM prefix ends at an anchor — the start of the line where the user began typing —
+        and what was typed since goes after the middle token, as if the model had written it.
+        While the user types on from there (and the text around does not change), the prompt
+        only grows at its end, so llama.cpp evaluates just the new tokens on each keystroke.
+        With `reuse`, the anchor of the last request for `path` is kept when it still fits.
+        """
+        info = self.info
+        text = tree.text
+        anchor = self._anchors.get(path) if reuse else None
+        if anchor is None or not anchor.fits(text, offset, self.settings):
+            anchor = self._new_anchor(tree, offset, others, path)
+            self._anchors[path] = anchor
+        middle = text[anchor.offset : offset]
+        site = Site(anchor.prefix + middle, anchor.suffix, cursor, tree.spec)
+        if info.fim is None:
+            return prefix_only_prompt(anchor.prefix + middle, add_bos=info.add_bos), site, []
+        prompt = info.fim.build(anchor.prefix, anchor.suffix, context=anchor.context, add_bos=info.add_bos,
+                                middle=middle)
+        return prompt, site, anchor.snippets
+
+    def _new_anchor(self, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument], path: str) -> Anchor:
         info = self.info
         text, count = tree.text, self.count_tokens
-        prefix, suffix = text[:offset], text[offset:]
+        start = text.rfind("\n", 0, offset) + 1  # the start of the cursor's line
+        prefix, suffix = text[:start], text[offset:]
         budget = self.settings.context_tokens
         repo_format = info.fim is not None and info.fim.file_sep is not None and bool(others)
         extra_budget = budget // 4 if repo_format else 0
         local_budget = budget - extra_budget
-        window = fit_window(prefix, suffix, count, local_budget, line_step=WINDOW_LINE_STEP)
+        window = fit_window(prefix, suffix, count, local_budget, PREFIX_SHARE, WINDOW_LINE_STEP)
         pinned_text = ""
         if window.first_line > 0 and (rows := pinned_lines(tree, offset, window.first_line)):
             lines = text.split("\n")
             pinned_text = "".join(lines[r] + "\n" for r in rows)
-            window = fit_window(prefix, suffix, count, local_budget - count(pinned_text), line_step=WINDOW_LINE_STEP)
-            rows = [r for r in rows if r < window.first_line]
-            pinned_text = "".join(lines[r] + "\n" for r in rows)
+            window = fit_window(prefix, suffix, count, local_budget - count(pinned_text), PREFIX_SHARE,
+                                WINDOW_LINE_STEP)
+            pinned_text = "".join(lines[r] + "\n" for r in rows if r < window.first_line)
         local_prefix = pinned_text + window.prefix
-        site = Site(local_prefix, window.suffix, cursor, tree.spec)
-        if info.fim is None:
-            return prefix_only_prompt(local_prefix, add_bos=info.add_bos), site, []
         snippets: list[Snippet] = []
         context: list[Part] = []
-        if repo_format and info.fim.file_sep and info.fim.repo_name:
+        if repo_format and info.fim and info.fim.file_sep and info.fim.repo_name:
             snippets = extra_snippets(names_near(text, offset), others, local_prefix + window.suffix, extra_budget,
                                       count)
             context = repo_context(info.fim, snippets, path)
-        return info.fim.build(local_prefix, window.suffix, context=context, add_bos=info.add_bos), site, snippets
+        return Anchor(start, hash(text[:start]), local_prefix, window.suffix, tuple(context), snippets,
+                      self._anchor_key(self.settings))
+
+    @staticmethod
+    def _anchor_key(settings: Settings) -> tuple[object, ...]:
+        return (settings.context_tokens, settings.model, settings.backend)
 
     def typed_through(self, request: CompletionRequest) -> CompletionResult | None:
         """The rest of the suggestion shown last, if the user is typing it; no model needed."""
@@ -244,7 +329,8 @@ class CompletionService:
         backend = self.load()
         tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
         cursor = analyze_cursor(tree, offset, self.settings.multiline)
-        prompt, site, snippets = self.build_prompt(tree, offset, cursor, request.others, request.path)
+        prompt, site, snippets = self.build_prompt(tree, offset, cursor, request.others, request.path,
+                                                   reuse=request.use_cache and not request.raw)
         prompt_ms = (time.perf_counter() - started) * 1000
         cache_key = f"{cursor.mode}\x00{prompt.render()}"
         if request.use_cache and not request.raw and (cached := self.cache.get(cache_key)) is not None:

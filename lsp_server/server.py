@@ -127,6 +127,8 @@ class FimbleServer(LanguageServer):
             self.window_log_message(types.LogMessageParams(type=kind, message=message))
 
     def record(self, uri: str, outcome: str, started: float, **extra: Any) -> None:
+        if extra.get("token") is None:
+            extra.pop("token", None)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self.history.append({"uri": uri, "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1),
                              **extra})
@@ -210,13 +212,19 @@ class FimbleServer(LanguageServer):
         self, params: types.InlineCompletionParams, started: float
     ) -> types.InlineCompletionList:
         uri = params.text_document.uri
+        # A client's workDoneToken, if any, names the request in fimble/status (benchmarks match on it).
+        token = params.work_done_token
+
+        def record(outcome: str, **extra: Any) -> None:
+            self.record(uri, outcome, started, token=token, **extra)
+
         doc = self.documents.get(uri)
         if doc is None or doc.binary:
-            self.record(uri, "empty", started, why="unknown document" if doc is None else "binary")
+            record("empty", why="unknown document" if doc is None else "binary")
             return EMPTY
         pos = params.position
         if pos.line >= doc.text.count("\n") + 1 or pos.line < 0 or pos.character < 0:
-            self.record(uri, "empty", started, why="position out of range")
+            record("empty", why="position out of range")
             return EMPTY
         doc.request_serial += 1
         serial = doc.request_serial
@@ -224,25 +232,25 @@ class FimbleServer(LanguageServer):
                                     tree=doc.syntax.snapshot(), others=self.documents.others(uri))
         service = self.service
         if (hit := service.typed_through(request)) is not None:
-            self.record(uri, "cache", started, type_through=True)
+            record("cache", type_through=True)
             return self._as_list(hit)
         await asyncio.sleep(self.settings.debounce_ms / 1000)
         if doc.request_serial != serial:
-            self.record(uri, "cancelled", started, why="superseded while debouncing")
+            record("cancelled", why="superseded while debouncing")
             return EMPTY
         future = self.worker.submit(uri, lambda cancel: service.complete(replace(request, cancel=cancel)))
         try:
             result: CompletionResult = await future
         except Superseded:
-            self.record(uri, "cancelled", started, why="superseded")
+            record("cancelled", why="superseded")
             return EMPTY
         except asyncio.CancelledError:
             self.worker.cancel(future)
-            self.record(uri, "cancelled", started, why="$/cancelRequest")
+            record("cancelled", why="$/cancelRequest")
             raise
         outcome = result.reason if result.reason in ("cancelled", "cache") or result.reason.startswith(
             "filtered:") else ("shown" if result.text else "empty")
-        self.record(uri, outcome, started, reason=result.reason, timings=result.timings)
+        record(outcome, reason=result.reason, timings=result.timings)
         return self._as_list(result)
 
     def _as_list(self, result: CompletionResult) -> types.InlineCompletionList:

@@ -50,8 +50,8 @@ def test_chat_mode_takes_code_from_the_fenced_reply(tmp_path, model_path):
 def test_fim_pipeline_beats_raw_output(tmp_path, model_path):
     settings = Settings(model=str(model_path))
     piped = run(args(tmp_path, "fim", data=str(INFILLING), max_tokens=48), settings)
-    raw = run(args(tmp_path, "fim_raw", data=str(INFILLING), max_tokens=48, raw=True, mode="fim",
-                   out=str(tmp_path / "fim_raw")), settings)
+    raw = run(args(tmp_path, "fim", data=str(INFILLING), max_tokens=48, raw=True, out=str(tmp_path / "fim_raw")),
+              settings)
     assert piped["pass@1"] > raw["pass@1"]
     assert piped["rules"]["block_end"] + piped["rules"]["suffix_repeat"] > 0
     assert "exact_match" in piped

@@ -19,8 +19,9 @@ def test_fim_prompt_splits_at_the_cursor(fake_service, fake_backend):
     fake_backend.queue("a + b")
     result = fake_service.complete(CompletionRequest(SOURCE, 1, 11, language="python"))
     rendered = fake_backend.requests[0].prompt.render()
-    assert rendered == ("<|fim_prefix|>def add(a, b):\n    return <|fim_suffix|>\n\nprint(add(1, 2))\n"
-                        "<|fim_middle|>")
+    # The prefix ends at the start of the cursor's line; the line so far opens the middle.
+    assert rendered == ("<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n\nprint(add(1, 2))\n"
+                        "<|fim_middle|>    return ")
     assert result.as_dict() == {
         "text": "a + b",
         "range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 11}},
@@ -58,3 +59,16 @@ def test_explain_streams_through_the_chat_prompt(fake_service, fake_backend):
     assert answer == "`add` returns the sum." == "".join(pieces)
     assert fake_backend.requests[0].prompt.kind == "chat"
     assert "```python\ndef add(a, b):" in fake_backend.requests[0].prompt.render()
+
+
+def test_typing_on_keeps_the_prompt_start_and_only_appends(fake_service, fake_backend):
+    fake_backend.queue("a", "b", "c")
+    text = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
+    fake_service.complete(CompletionRequest(text, 1, 11, path="m.py"))
+    typed = text.replace("return \n", "return a +\n    x = 1\n")
+    fake_service.complete(CompletionRequest(typed, 2, 9, path="m.py"))
+    first, second = (r.prompt.render() for r in fake_backend.requests)
+    assert second.startswith(first) and second.endswith("    return a +\n    x = 1")
+    moved = typed.replace("print(add(1, 2))", "print(add(3, 4))")  # the text after the cursor changed
+    fake_service.complete(CompletionRequest(moved, 2, 9, path="m.py"))
+    assert not fake_backend.requests[2].prompt.render().startswith(first)

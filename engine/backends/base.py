@@ -151,6 +151,50 @@ class StopMatcher:
         return out
 
 
+class TextSink:
+    """Where a backend's decoded text goes: through a StopMatcher to `on_text`, and collected.
+
+    Every backend's token loop is then: `reason = sink.add(piece) or sink.after_token(...)`, stop
+    when a reason comes back, and `sink.finish()` for the text.
+    """
+
+    def __init__(self, request: GenerationRequest, on_text: TextCallback | None) -> None:
+        self.request = request
+        self.on_text = on_text
+        self.matcher = StopMatcher(request.stop)
+        self.out: list[str] = []
+
+    def _emit(self, piece: str) -> None:
+        if piece:
+            self.out.append(piece)
+            if self.on_text:
+                self.on_text(piece)
+
+    def add(self, piece: str) -> str:
+        """Add decoded text; STOP_SEQUENCE when a stop sequence or `stop_when` ends it here, else ''."""
+        released = self.matcher.feed(piece)
+        self._emit(released)
+        if self.matcher.stopped or self.request.line_done(piece, self.matcher.text):
+            return STOP_SEQUENCE
+        return ""
+
+    def after_token(self, generated: int, most: int, deadline: Deadline) -> str:
+        """The reason to stop after `generated` tokens, or ''."""
+        if generated >= most:
+            return STOP_MAX_TOKENS
+        if self.request.cancel.is_set():
+            return STOP_CANCELLED
+        if deadline.expired():
+            return STOP_TIME_BUDGET
+        return ""
+
+    def finish(self, tail: str = "") -> str:
+        """Release what was held back (unless a stop sequence ended the text); the whole text."""
+        if not self.matcher.stopped:
+            self._emit(self.matcher.feed(tail) + self.matcher.flush())
+        return "".join(self.out)
+
+
 class Deadline:
     """A wall-clock budget; None means none."""
 

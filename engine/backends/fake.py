@@ -12,18 +12,14 @@ from collections import deque
 from typing import Any
 
 from .base import (
-    STOP_CANCELLED,
     STOP_EOS,
-    STOP_MAX_TOKENS,
-    STOP_SEQUENCE,
-    STOP_TIME_BUDGET,
     Backend,
     Deadline,
     GenerationRequest,
     GenerationResult,
     GenerationStats,
-    StopMatcher,
     TextCallback,
+    TextSink,
 )
 
 
@@ -55,33 +51,20 @@ class FakeBackend(Backend):
         stats = GenerationStats(prompt_tokens=self.count_tokens(request.prompt.render()))
         stats.prompt_tokens_evaluated = stats.prompt_tokens
         deadline = Deadline(request.time_budget_s)
-        matcher = StopMatcher(request.stop)
-        out: list[str] = []
-        reason = STOP_EOS
+        sink = TextSink(request, on_text)
+        reason = STOP_EOS  # the queued output ran out
         for char in output:
-            if request.cancel.is_set():
-                reason = STOP_CANCELLED
-                break
-            if deadline.expired():
-                reason = STOP_TIME_BUDGET
-                break
-            if stats.generated_tokens >= request.max_tokens:
-                reason = STOP_MAX_TOKENS
+            stop = sink.after_token(stats.generated_tokens, request.max_tokens, deadline)
+            if stop:
+                reason = stop
                 break
             if self.delay_per_char:
                 time.sleep(self.delay_per_char)
             stats.generated_tokens += 1
-            piece = matcher.feed(char)
-            if piece:
-                out.append(piece)
-                if on_text:
-                    on_text(piece)
-            if matcher.stopped or request.line_done(char, matcher.text):
-                reason = STOP_SEQUENCE
+            stop = sink.add(char)
+            if stop:
+                reason = stop
                 break
-        if not matcher.stopped and (tail := matcher.flush()):
-            out.append(tail)
-            if on_text:
-                on_text(tail)
+        text = sink.finish()
         stats.stop_reason = reason
-        return GenerationResult("".join(out), stats)
+        return GenerationResult(text, stats)

@@ -23,15 +23,14 @@ from .base import (
     STOP_CANCELLED,
     STOP_EOS,
     STOP_MAX_TOKENS,
-    STOP_SEQUENCE,
     STOP_TIME_BUDGET,
     Backend,
     Deadline,
     GenerationRequest,
     GenerationResult,
     GenerationStats,
-    StopMatcher,
     TextCallback,
+    TextSink,
 )
 
 # Prompt tokens evaluated per llama.cpp call. Small enough that cancel is seen within about
@@ -153,9 +152,8 @@ class LlamaCppBackend(Backend):
             return GenerationResult("", stats)
 
         stop_ids = self._special_ids(request.prompt.stop_tokens)
-        matcher = StopMatcher(request.stop)
+        sink = TextSink(request, on_text)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        out: list[str] = []
         llm.set_seed(request.seed)
         generator = llm.generate(
             tokens,
@@ -175,33 +173,16 @@ class LlamaCppBackend(Backend):
                     reason = STOP_EOS
                     break
                 stats.generated_tokens += 1
-                piece = matcher.feed(decoder.decode(llm.detokenize([token])))
-                if piece:
-                    out.append(piece)
-                    if on_text:
-                        on_text(piece)
-                if matcher.stopped or request.line_done(piece, matcher.text):
-                    reason = STOP_SEQUENCE
-                    break
-                if stats.generated_tokens >= min(request.max_tokens, room):
-                    break
-                if request.cancel.is_set():
-                    reason = STOP_CANCELLED
-                    break
-                if deadline.expired():
-                    reason = STOP_TIME_BUDGET
+                reason = sink.add(decoder.decode(llm.detokenize([token]))) or sink.after_token(
+                    stats.generated_tokens, min(request.max_tokens, room), deadline)
+                if reason:
                     break
         finally:
             generator.close()
-        if not matcher.stopped:
-            tail = matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
-            if tail:
-                out.append(tail)
-                if on_text:
-                    on_text(tail)
+        text = sink.finish(decoder.decode(b"", final=True))
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
-        stats.stop_reason = reason
-        return GenerationResult("".join(out), stats)
+        stats.stop_reason = reason or STOP_MAX_TOKENS
+        return GenerationResult(text, stats)
 
     def close(self) -> None:
         if self.llm is not None:

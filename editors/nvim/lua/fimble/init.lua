@@ -233,12 +233,14 @@ local function map_key(lhs, fn)
   if not lhs then
     return
   end
+  -- Not an <expr> mapping: those run under textlock and may not change the buffer.
+  local keys = vim.api.nvim_replace_termcodes(lhs, true, false, true)
   vim.keymap.set("i", lhs, function()
     if state.suggestion and fn() then
-      return ""
+      return
     end
-    return vim.api.nvim_replace_termcodes(lhs, true, false, true)
-  end, { expr = true, silent = true, desc = "fimble" })
+    vim.api.nvim_feedkeys(keys, "n", false) -- no suggestion: the key does what it always does
+  end, { silent = true, desc = "fimble" })
 end
 
 local function attach(bufnr)

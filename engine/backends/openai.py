@@ -1,0 +1,268 @@
+"""The scale-out backend: an OpenAI-compatible server (llama-server, llama-cpp-python, vLLM).
+
+fimble keeps everything but decoding on the user's machine: context, the prompt (built with the
+local model's template and counted with its vocabulary), caching and postprocessing. The server
+only continues text: FIM prompts go to `/v1/completions` rendered as text, explain prompts to
+`/v1/chat/completions` as messages, both streamed as server-sent events.
+
+Cancel and the time budget close the connection, which is how an OpenAI-compatible server learns
+that nobody is listening any more. Standard library HTTP only: one request at a time, on the
+model worker thread, needs no connection pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import BackendError
+from ..tokenizer import Tokenizer, gguf_tokenizer
+from .base import (
+    STOP_CANCELLED,
+    STOP_EOS,
+    STOP_MAX_TOKENS,
+    STOP_SEQUENCE,
+    STOP_TIME_BUDGET,
+    Backend,
+    Deadline,
+    GenerationRequest,
+    GenerationResult,
+    GenerationStats,
+    TextCallback,
+    TextSink,
+)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
+CONNECT_TIMEOUT_S = 5.0
+# With no time budget (explain, eval) a server silent for this long is taken as hung.
+READ_TIMEOUT_S = 120.0
+# Attempts for a request that failed before any text arrived (connection refused, 502/503/429).
+ATTEMPTS = 3
+RETRY_STATUS = {429, 502, 503, 504}
+
+
+class _Closed(Exception):
+    """The connection was closed on purpose (cancel or time budget)."""
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, model: Any, settings: Any) -> None:
+        super().__init__(model, settings)
+        self.base_url = (settings.openai_base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key = settings.openai_api_key or os.environ.get("OPENAI_API_KEY", "")
+        self.served_model: str = settings.openai_model
+        self.tokenizer: Tokenizer | None = None
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise BackendError(f"openaiBaseUrl {self.base_url!r} is not an http(s) URL")
+        self._url = url
+
+    def load(self) -> None:
+        if self.tokenizer is not None:
+            return
+        if self.model is None or not self.model.is_gguf:
+            raise BackendError("the openai backend counts prompt tokens with a local GGUF file's vocabulary: "
+                               "set `model` to the GGUF file of the model the server runs")
+        self.tokenizer = gguf_tokenizer(self.model.path)
+        # The server need not be up yet: the editor keeps working and each request says what failed.
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        assert self.tokenizer is not None
+        return self.tokenizer.count(text)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        url = self._url
+        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        return cls(url.hostname or "", url.port, timeout=timeout)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _get_json(self, path: str) -> Any:
+        conn = self._connection(CONNECT_TIMEOUT_S)
+        try:
+            conn.request("GET", self._url.path + path, headers=self._headers())
+            response = conn.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise BackendError(f"could not reach the OpenAI-compatible server at {self.base_url}: {exc}") from exc
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise BackendError(f"{self.base_url}{path} answered HTTP {response.status}: {body[:200]!r}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise BackendError(f"{self.base_url}{path} answered something that is not JSON: {body[:200]!r}") from exc
+
+    def served_model_name(self) -> str:
+        """`openaiModel`, else the first model the server lists (vLLM needs the name)."""
+        if not self.served_model:
+            listing = self._get_json("/models")
+            try:
+                self.served_model = str(listing["data"][0]["id"])
+            except (KeyError, IndexError, TypeError) as exc:
+                raise BackendError(f"{self.base_url}/models lists no model; set openaiModel") from exc
+        return self.served_model
+
+    def _open_stream(self, path: str, body: dict[str, Any], deadline: Deadline,
+                     request: GenerationRequest) -> tuple[socket.socket, http.client.HTTPResponse]:
+        """POST `body`, retrying what failed before anything was streamed; returns an open response."""
+        payload = json.dumps(body).encode()
+        last = ""
+        for attempt in range(ATTEMPTS):
+            if request.cancel.is_set() or deadline.expired():
+                raise _Closed
+            conn = self._connection(CONNECT_TIMEOUT_S)
+            try:
+                conn.request("POST", self._url.path + path, body=payload, headers=self._headers())
+                # Kept: the connection hands its socket over to the response and forgets it.
+                sock = conn.sock
+                assert sock is not None
+                sock.settimeout(READ_TIMEOUT_S)
+                response = conn.getresponse()
+            except OSError as exc:
+                conn.close()
+                last = f"could not reach the OpenAI-compatible server at {self.base_url}: {exc}"
+            else:
+                if response.status == 200:
+                    return sock, response
+                detail = response.read()[:300].decode("utf-8", "replace")
+                conn.close()
+                last = f"{self.base_url}{path} answered HTTP {response.status}: {detail}"
+                if response.status not in RETRY_STATUS:
+                    break
+            time.sleep(min(0.2 * 2**attempt, 1.0))
+        raise BackendError(last)
+
+    def _events(self, response: http.client.HTTPResponse, path: str) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a server-sent event stream, until `[DONE]` or its end."""
+        for raw in response:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line or line.startswith(":") or not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except ValueError as exc:
+                raise BackendError(f"{self.base_url}{path} streamed something that is not JSON: {data[:200]!r}") \
+                    from exc
+            if not isinstance(event, dict):
+                raise BackendError(f"{self.base_url}{path} streamed an unexpected event: {data[:200]!r}")
+            if "error" in event:
+                raise BackendError(f"{self.base_url}{path} reported an error: {event['error']}")
+            yield event
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        prompt = request.prompt
+        body: dict[str, Any] = {
+            "model": self.served_model_name(),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,
+            "stream": True,
+            # Servers differ in what they accept beyond the OpenAI fields; these names are read by
+            # llama.cpp's servers and vLLM and ignored elsewhere.
+            "top_k": request.top_k,
+            "min_p": request.min_p,
+        }
+        if request.repeat_penalty != 1.0:
+            body["repeat_penalty"] = body["repetition_penalty"] = request.repeat_penalty
+        stops = [*request.stop, *prompt.stop_tokens]
+        if stops:
+            body["stop"] = stops
+        if prompt.kind == "chat" and prompt.messages:
+            body["messages"] = [{"role": role, "content": content} for role, content in prompt.messages]
+            return "/chat/completions", body
+        body["prompt"] = prompt.render()
+        return "/completions", body
+
+    def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
+        self.load()
+        stats = GenerationStats()
+        started = time.perf_counter()
+        deadline = Deadline(request.time_budget_s)
+        assert self.tokenizer is not None
+        stats.prompt_tokens = stats.prompt_tokens_evaluated = sum(
+            len(self.tokenizer.encode(part.text, allow_special=True)) for part in request.prompt.parts)
+        path, body = self._body(request)
+        sink = TextSink(request, on_text)
+        reason = STOP_MAX_TOKENS
+        try:
+            sock, response = self._open_stream(path, body, deadline, request)
+        except _Closed:
+            stats.stop_reason = STOP_CANCELLED if request.cancel.is_set() else STOP_TIME_BUDGET
+            return GenerationResult("", stats)
+        stats.prefill_ms = (time.perf_counter() - started) * 1000
+        done = threading.Event()
+        watcher = threading.Thread(target=_close_when, args=(sock, request, deadline, done), daemon=True)
+        watcher.start()
+        try:
+            for event in self._events(response, path):
+                choice = (event.get("choices") or [{}])[0]
+                piece = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
+                if piece:
+                    if stats.first_token_ms is None:
+                        stats.first_token_ms = (time.perf_counter() - started) * 1000
+                    stats.generated_tokens += 1  # one streamed chunk is one token on the servers we know
+                    if sink.add(piece):
+                        reason = STOP_SEQUENCE
+                        break
+                finish = choice.get("finish_reason")
+                if finish:
+                    reason = STOP_MAX_TOKENS if finish == "length" else STOP_EOS
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if request.cancel.is_set():
+                reason = STOP_CANCELLED
+            elif deadline.expired():
+                reason = STOP_TIME_BUDGET
+            else:
+                raise BackendError(f"the stream from {self.base_url}{path} broke off: {exc}") from exc
+        finally:
+            done.set()
+            response.close()
+            sock.close()
+        if reason not in (STOP_SEQUENCE, STOP_EOS):
+            # A closed socket ends the stream like the server's own end does: say which it was.
+            if request.cancel.is_set():
+                reason = STOP_CANCELLED
+            elif deadline.expired():
+                reason = STOP_TIME_BUDGET
+        text = sink.finish()
+        stats.decode_ms = (time.perf_counter() - started) * 1000 - stats.prefill_ms
+        stats.stop_reason = reason
+        return GenerationResult(text, stats)
+
+
+def _close_when(sock: socket.socket, request: GenerationRequest, deadline: Deadline,
+                done: threading.Event) -> None:
+    """Shut the socket when the request is cancelled or out of time: the reader wakes at once."""
+    while not done.wait(0.02):
+        if request.cancel.is_set() or deadline.expired():
+            with contextlib.suppress(OSError):  # already closed by the other side
+                sock.shutdown(socket.SHUT_RDWR)
+            return
+
+
+__all__ = ["OpenAIBackend"]

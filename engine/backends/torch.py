@@ -1,0 +1,278 @@
+"""The PyTorch backend (`pip install fimble[torch]`): bf16 on a GPU, float32 on the CPU.
+
+It runs a Hugging Face model folder, or a GGUF file dequantized once through transformers' GGUF
+reader and kept as safetensors under `$FIMBLE_HOME/torch/` (the first load takes about a minute on
+two cores, later ones seconds). Generation follows gpt-fast: `prefill` and `decode_one` are small
+functions over a model with a preallocated KV cache; sampling is pure functions (sampling.py).
+
+Like the llama.cpp backend, it keeps the KV cache of the last prompt and evaluates only what a
+new prompt does not share with it, in chunks so that cancel and the time budget are seen during
+a long prefill; what was evaluated before a stop stays for the next request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import BackendError
+from ..prompt import Prompt, Special
+from .base import (
+    STOP_CANCELLED,
+    STOP_EOS,
+    STOP_TIME_BUDGET,
+    Backend,
+    Deadline,
+    GenerationRequest,
+    GenerationResult,
+    GenerationStats,
+    TextCallback,
+    TextSink,
+)
+from .sampling import sample
+from .torch_model import Transformer, load_transformer
+
+PREFILL_CHUNK = 64
+_convert_lock = threading.Lock()
+
+
+def converted_folder(gguf: Path) -> Path:
+    """Where the dequantized safetensors of `gguf` live (keyed by its name, size and mtime)."""
+    from ..models import fimble_home
+
+    st = gguf.stat()
+    return fimble_home() / "torch" / f"{gguf.stem}-{st.st_size}-{int(st.st_mtime)}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize `gguf` into a Hugging Face folder once; atomic, so a killed run leaves nothing."""
+    target = converted_folder(gguf)
+    with _convert_lock:
+        if (target / "config.json").is_file():
+            return target
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise BackendError(f"the torch backend needs transformers: pip install 'fimble[torch]' ({exc})") from exc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            _save_weights(model, tmp)
+            AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
+            del model
+            os.replace(tmp, target)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise BackendError(f"transformers could not dequantize {gguf}: {exc}") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _save_weights(model: Any, folder: Path) -> None:
+    """config.json and model.safetensors. transformers refuses `save_pretrained` for a model it read
+    from GGUF, although the weights it holds are plain dequantized tensors: write them ourselves."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # shares memory with the embeddings
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]
+    model.config.to_json_file(str(folder / "config.json"))
+
+
+class HFVocab:
+    """The model folder's tokenizer: ids for prompt parts, text for streamed ids."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tok: Any = AutoTokenizer.from_pretrained(str(folder))
+        eos: set[int] = set()
+        for source in (folder / "generation_config.json", folder / "config.json"):
+            if source.is_file():
+                value = json.loads(source.read_text()).get("eos_token_id")
+                eos |= set(value if isinstance(value, list) else [value] if isinstance(value, int) else [])
+        if self.tok.eos_token_id is not None:
+            eos.add(self.tok.eos_token_id)
+        self.eos_ids = eos
+        self.bos_id: int | None = self.tok.bos_token_id
+
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        if not text:
+            return []
+        out = self.tok(text, add_special_tokens=False, split_special_tokens=not allow_special)
+        return list(out["input_ids"])
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def token_id(self, text: str) -> int | None:
+        ids = self.encode(text, allow_special=True)
+        return ids[0] if len(ids) == 1 else None
+
+
+class TextStream:
+    """Turns ids into text as they come; holds back a partial UTF-8 character."""
+
+    def __init__(self, vocab: HFVocab) -> None:
+        self.vocab = vocab
+        self.ids: list[int] = []
+        self.sent = 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.vocab.tok.decode(self.ids, skip_special_tokens=False)
+        if text.endswith("\ufffd"):
+            return ""
+        piece, self.sent = text[self.sent :], len(text)
+        return piece
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: Any, settings: Any) -> None:
+        super().__init__(model, settings)
+        self.net: Transformer | None = None
+        self.vocab: HFVocab | None = None
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.cached: list[int] = []  # the tokens whose keys/values the cache holds, in order
+        self._decode: Any = None
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        if self.net is not None:
+            return
+        if self.model is None:
+            raise BackendError("the torch backend needs a model: a Hugging Face folder or a GGUF file")
+        folder = convert_gguf(self.model.path) if self.model.is_gguf else self.model.path
+        try:
+            self.vocab = HFVocab(folder)
+            net = load_transformer(folder, self.dtype, self.device)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BackendError(f"the torch backend could not load {folder}: {exc}") from exc
+        net.setup_cache(self.settings.n_ctx)
+        self._decode = net
+        if self.device.type == "cuda" and os.environ.get("FIMBLE_TORCH_COMPILE", "") == "1":
+            # Static shapes let torch.compile capture the decode step as a CUDA graph.
+            net.static_shapes = True
+            self._decode = torch.compile(net, mode="reduce-overhead", fullgraph=True)
+        self.net = net
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        assert self.vocab is not None
+        return self.vocab.count(text)
+
+    def prompt_tokens(self, prompt: Prompt) -> list[int]:
+        assert self.vocab is not None
+        ids: list[int] = [self.vocab.bos_id] if prompt.add_bos and self.vocab.bos_id is not None else []
+        for part in prompt.parts:
+            ids += self.vocab.encode(part.text, allow_special=isinstance(part, Special))
+        return ids
+
+    # -- the two steps ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int], request: GenerationRequest, deadline: Deadline) -> tuple[
+            torch.Tensor | None, int, str]:
+        """Evaluate what the cache lacks of `tokens` → (last logits [vocab], evaluated, stop reason)."""
+        assert self.net is not None
+        keep = 0
+        for a, b in zip(self.cached, tokens[:-1], strict=False):  # the last token is always evaluated
+            if a != b:
+                break
+            keep += 1
+        self.cached = self.cached[:keep]
+        logits: torch.Tensor | None = None
+        for start in range(keep, len(tokens), PREFILL_CHUNK):
+            if request.cancel.is_set():
+                return None, start - keep, STOP_CANCELLED
+            if deadline.expired():
+                return None, start - keep, STOP_TIME_BUDGET
+            chunk = tokens[start : start + PREFILL_CHUNK]
+            ids = torch.tensor([chunk], device=self.device)  # [1, T]
+            positions = torch.arange(start, start + len(chunk), device=self.device)  # [T]
+            logits = self.net(ids, positions)[0, -1]  # [vocab]
+            self.cached += chunk
+        return logits, len(tokens) - keep, ""
+
+    @torch.inference_mode()
+    def decode_one(self, token: int) -> torch.Tensor:
+        """Append one token to the cache → logits [vocab] for the next."""
+        position = len(self.cached)
+        ids = torch.tensor([[token]], device=self.device)  # [1, 1]
+        positions = torch.tensor([position], device=self.device)  # [1]
+        logits = self._decode(ids, positions)[0, -1]  # [vocab]
+        self.cached.append(token)
+        return logits
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
+        self.load()
+        assert self.net is not None and self.vocab is not None
+        stats = GenerationStats()
+        started = time.perf_counter()
+        deadline = Deadline(request.time_budget_s)
+        tokens = self.prompt_tokens(request.prompt) or [self.vocab.bos_id or 0]
+        room = self.net.max_len - len(tokens)
+        if room <= 0:
+            raise BackendError(f"the prompt has {len(tokens)} tokens but the context holds {self.net.max_len}: "
+                               "lower contextTokens")
+        stats.prompt_tokens = len(tokens)
+        logits, stats.prompt_tokens_evaluated, reason = self.prefill(tokens, request, deadline)
+        stats.prefill_ms = (time.perf_counter() - started) * 1000
+        if reason or logits is None:
+            stats.stop_reason = reason or STOP_CANCELLED
+            return GenerationResult("", stats)
+
+        stop_ids = set(self.vocab.eos_ids)
+        stop_ids |= {i for t in request.prompt.stop_tokens if (i := self.vocab.token_id(t)) is not None}
+        generator = torch.Generator(device=self.device).manual_seed(request.seed)
+        sink = TextSink(request, on_text)
+        stream = TextStream(self.vocab)
+        history = torch.tensor(tokens, device=self.device)
+        decode_start = time.perf_counter()
+        while True:
+            token = sample(logits, history, temperature=request.temperature, k=request.top_k, p=request.top_p,
+                           min_prob=request.min_p, penalty=request.repeat_penalty, generator=generator)
+            if stats.first_token_ms is None:
+                stats.first_token_ms = (time.perf_counter() - started) * 1000
+            if token in stop_ids:
+                reason = STOP_EOS
+                break
+            stats.generated_tokens += 1
+            reason = sink.add(stream.push(token)) or sink.after_token(
+                stats.generated_tokens, min(request.max_tokens, room), deadline)
+            if reason:
+                break
+            if request.repeat_penalty != 1.0:
+                history = torch.cat([history, torch.tensor([token], device=self.device)])
+            logits = self.decode_one(token)
+        text = sink.finish()
+        stats.decode_ms = (time.perf_counter() - decode_start) * 1000
+        stats.stop_reason = reason
+        return GenerationResult(text, stats)
+
+    def close(self) -> None:
+        self.net = None
+        self._decode = None
+        self.cached = []
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+__all__ = ["TorchBackend", "convert_gguf", "converted_folder"]

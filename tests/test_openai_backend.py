@@ -1,0 +1,207 @@
+"""The openai backend against real HTTP servers on loopback.
+
+The real one is llama-cpp-python's own OpenAI-compatible server running the default model: greedy
+completions through fimble's pipeline over HTTP must equal the local llama.cpp backend's. Small
+stdlib servers stand in for a server that is down, slow, or answers garbage.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.backends.base import GenerationRequest
+from engine.backends.openai import OpenAIBackend
+from engine.config import Settings
+from engine.errors import BackendError
+from engine.models import ModelRef
+from engine.prompt import Prompt, Special, Text
+from engine.service import CompletionRequest, CompletionService
+
+PROMPT = Prompt((Special("<|fim_prefix|>"), Text("def add(a, b):\n    return "), Special("<|fim_suffix|>"),
+                 Special("<|fim_middle|>")), "fim", stop_tokens=("<|endoftext|>",))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def backend(model_path: Path, url: str, **options: object) -> OpenAIBackend:
+    settings = Settings(backend="openai", openai_base_url=url, openai_model="m", **options)  # type: ignore[arg-type]
+    b = OpenAIBackend(ModelRef(model_path, "gguf", "m"), settings)
+    b.load()
+    return b
+
+
+# -- a real server -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def llama_server(model_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "4096", "--verbose", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=1) as r:
+                json.load(r)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"llama_cpp.server did not start: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+CASES = [
+    ("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n    ",
+     "\n\nprint(fibonacci(10))\n", 4, 4, "python"),
+    ("function isEven(n) {\n  return ", ";\n}\n", 1, 9, "javascript"),
+    ("import os\n\ndef list_python_files(root):\n    result = []\n    for dirpath, _, names in os.walk(root):\n"
+     "        ", "\n    return result\n", 5, 8, "python"),
+]
+
+
+@pytest.mark.model
+def test_greedy_completions_over_http_equal_the_local_backend(llama_server, real_service, model_path):
+    remote = CompletionService(Settings(model=str(model_path), backend="openai", openai_base_url=llama_server,
+                                        time_budget_ms=60_000))
+    local = CompletionService(real_service.settings.replace(time_budget_ms=60_000), backend=real_service._backend,
+                              model_info=real_service.info)
+    local.load()
+    for before, after, line, character, language in CASES:
+        text = before + after
+        got = remote.complete(CompletionRequest(text, line, character, language=language, use_cache=False))
+        want = local.complete(CompletionRequest(text, line, character, language=language, use_cache=False))
+        # (The reasons may differ: a server reports a stop string and end-of-text both as "stop".)
+        assert got.text == want.text, (before, got, want)
+        assert got.text  # the model said something
+    assert any(r.text.strip() for r in [remote.complete(CompletionRequest(CASES[0][0] + CASES[0][1], 4, 4,
+                                                                          language="python"))])
+
+
+@pytest.mark.model
+def test_explain_goes_through_the_chat_endpoint(llama_server, model_path):
+    b = backend(model_path, llama_server, max_tokens=64)
+    service = CompletionService(Settings(model=str(model_path), backend="openai", openai_base_url=llama_server,
+                                         max_tokens=48), backend=b)
+    pieces: list[str] = []
+    text = service.explain("def add(a, b):\n    return a + b\n", "python", on_text=pieces.append)
+    assert "add" in text.lower() and len(pieces) > 3
+
+
+@pytest.mark.model
+def test_cancel_closes_the_stream(llama_server, model_path):
+    b = backend(model_path, llama_server)
+    request = GenerationRequest(prompt=PROMPT, max_tokens=400, stop=())
+    threading.Timer(0.3, request.cancel.set).start()
+    started = time.monotonic()
+    result = b.generate(request)
+    assert result.stats.stop_reason == "cancelled"
+    assert time.monotonic() - started < 1.5
+
+
+# -- servers that misbehave ----------------------------------------------------------------------
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    behaviour = "garbage"
+    requests = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        type(self).requests += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.behaviour == "unavailable":
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"loading model")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        if self.behaviour == "garbage":
+            self.wfile.write(b"data: <html>oops</html>\n\n")
+            return
+        for i in range(100):  # slow: one token every 200 ms
+            chunk = {"choices": [{"text": f"x{i} ", "finish_reason": None}]}
+            try:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+
+@pytest.fixture()
+def fake_server() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("Handler", (_Handler,), {"requests": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
+    server.shutdown()
+
+
+def test_a_server_that_is_down_gives_a_clear_error(model_path):
+    b = backend(model_path, f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(BackendError, match="could not reach the OpenAI-compatible server at http://127.0.0.1"):
+        b.generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
+
+
+def test_garbage_is_refused_with_what_came(model_path, fake_server):
+    url, handler = fake_server
+    handler.behaviour = "garbage"
+    with pytest.raises(BackendError, match="streamed something that is not JSON: '<html>"):
+        backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
+
+
+def test_unavailable_is_retried_then_reported(model_path, fake_server):
+    url, handler = fake_server
+    handler.behaviour = "unavailable"
+    with pytest.raises(BackendError, match="HTTP 503: loading model"):
+        backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
+    assert handler.requests == 3
+
+
+def test_a_slow_server_is_cut_by_the_time_budget_keeping_what_came(model_path, fake_server):
+    url, handler = fake_server
+    handler.behaviour = "slow"
+    started = time.monotonic()
+    result = backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=50, time_budget_s=0.5))
+    assert time.monotonic() - started < 1.0
+    assert result.stats.stop_reason == "time_budget"
+    assert result.text.startswith("x0 x1 ")
+
+
+def test_the_editor_keeps_working_when_the_server_is_down(model_path, tmp_path):
+    """The CLI edge turns the backend error into one line and an exit code; nothing hangs."""
+    source = tmp_path / "a.py"
+    source.write_text("def add(a, b):\n    return \n")
+    exe = Path(sys.executable).with_name("fimble")
+    proc = subprocess.run(
+        [str(exe), "complete", str(source), "--line", "1", "--character", "11", "--model", str(model_path),
+         "--backend", "openai", "--set", f"openaiBaseUrl=http://127.0.0.1:{free_port()}/v1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "could not reach the OpenAI-compatible server" in proc.stderr

@@ -1,0 +1,219 @@
+"""The torch backend: sampling on hand-made logits, the model against transformers' own Qwen2 on a
+tiny random config, KV-cache reuse, and the default model end to end against llama.cpp."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from engine.backends import sampling  # noqa: E402
+from engine.backends.base import GenerationRequest  # noqa: E402
+from engine.backends.torch_model import load_transformer  # noqa: E402
+
+NEG = float("-inf")
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+def test_top_k_keeps_the_k_largest():
+    logits = torch.tensor([1.0, 5.0, 3.0, 4.0])
+    assert sampling.top_k(logits, 2).tolist() == [NEG, 5.0, NEG, 4.0]
+    assert sampling.top_k(logits, 0).tolist() == logits.tolist()
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    kept = sampling.top_p(probs.log(), 0.7)
+    assert torch.isfinite(kept).tolist() == [True, True, False, False]
+    assert torch.isfinite(sampling.top_p(probs.log(), 0.1)).tolist() == [True, False, False, False]
+
+
+def test_min_p_drops_tokens_far_below_the_best():
+    probs = torch.tensor([0.6, 0.3, 0.07, 0.03])
+    assert torch.isfinite(sampling.min_p(probs.log(), 0.1)).tolist() == [True, True, True, False]
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative():
+    logits = torch.tensor([2.0, -2.0, 1.0])
+    out = sampling.repetition_penalty(logits, torch.tensor([0, 1, 1]), 2.0)
+    assert out.tolist() == [1.0, -4.0, 1.0]
+    assert logits.tolist() == [2.0, -2.0, 1.0]  # pure: the input is untouched
+
+
+def test_sample_is_greedy_at_temperature_zero_and_reproducible_with_a_seed():
+    logits = torch.tensor([0.1, 2.0, 1.9, -1.0])
+    none = torch.tensor([], dtype=torch.long)
+    assert sampling.sample(logits, none, temperature=0, k=0, p=1, min_prob=0, penalty=1) == 1
+    def draw(seed: int) -> list[int]:
+        g = torch.Generator().manual_seed(seed)
+        return [sampling.sample(logits, none, temperature=1.0, k=0, p=1, min_prob=0, penalty=1, generator=g)
+                for _ in range(30)]
+    assert draw(3) == draw(3)
+    assert set(draw(3)) >= {1, 2}  # really sampling
+    g = torch.Generator().manual_seed(0)
+    picks = {sampling.sample(logits, none, temperature=1.0, k=1, p=1, min_prob=0, penalty=1, generator=g)
+             for _ in range(20)}
+    assert picks == {1}
+
+
+# -- the model against transformers ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory) -> Path:
+    config = transformers.Qwen2Config(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      tie_word_embeddings=True, rope_theta=10000.0)
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(config)
+    with torch.no_grad():  # random biases too, so a missing bias would show
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def reference_logits(folder: Path, ids: list[int]) -> torch.Tensor:
+    model = transformers.Qwen2ForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def test_logits_match_transformers_qwen2(tiny_qwen):
+    ids = torch.randint(0, 320, (40,), generator=torch.Generator().manual_seed(1)).tolist()
+    net = load_transformer(tiny_qwen, torch.float32, torch.device("cpu"))
+    net.setup_cache(128)
+    with torch.no_grad():
+        ours = net(torch.tensor([ids]), torch.arange(40))[0]
+    torch.testing.assert_close(ours, reference_logits(tiny_qwen, ids), atol=1e-4, rtol=1e-4)
+
+
+def test_cache_reuse_and_one_token_steps_give_the_same_logits(tiny_qwen):
+    """Prefill in pieces over stale cache entries, then decode one by one: same as one full pass."""
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 320, (30,), generator=g).tolist()
+    other = torch.randint(0, 320, (30,), generator=g).tolist()
+    net = load_transformer(tiny_qwen, torch.float32, torch.device("cpu"))
+    net.setup_cache(64)
+    with torch.no_grad():
+        net(torch.tensor([ids[:10] + other[10:]]), torch.arange(30))  # an older prompt, sharing 10 tokens
+        net(torch.tensor([ids[10:20]]), torch.arange(10, 20))  # reuse 10, overwrite stale positions
+        steps = [net(torch.tensor([[t]]), torch.tensor([i]))[0, -1] for i, t in enumerate(ids[20:], start=20)]
+    reference = reference_logits(tiny_qwen, ids)
+    torch.testing.assert_close(torch.stack(steps), reference[20:], atol=1e-4, rtol=1e-4)
+
+
+def test_unsupported_architecture_is_refused_by_name(tiny_qwen, tmp_path):
+    config = json.loads((tiny_qwen / "config.json").read_text())
+    config["architectures"] = ["MambaForCausalLM"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="MambaForCausalLM is not one the torch backend runs"):
+        load_transformer(tmp_path, torch.float32, torch.device("cpu"))
+
+
+# -- the default model, end to end --------------------------------------------------------------
+
+PROMPTS = [
+    ("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    ", "\n"),
+    ("function isEven(n) {\n  return ", ";\n}\n"),
+    ("import os\n\ndef list_python_files(root):\n    result = []\n    for dirpath, _, names in os.walk(root):\n"
+     "        ", "\n    return result\n"),
+    ("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        ", "\n"),
+    ("#include <stdio.h>\n\nint main(void) {\n    ", "\n    return 0;\n}\n"),
+    ("SELECT name, COUNT(*) FROM users ", "\n"),
+]
+
+
+@pytest.fixture(scope="module")
+def torch_backend(model_path):
+    from engine.backends.torch import TorchBackend
+    from engine.config import Settings
+    from engine.models import ModelRef
+
+    backend = TorchBackend(ModelRef(model_path, "gguf", "qwen"), Settings(backend="torch", n_ctx=1024))
+    backend.load()
+    yield backend
+    backend.close()
+
+
+def fim(prefix: str, suffix: str):
+    from engine.prompt import FIM_TEMPLATES
+
+    return FIM_TEMPLATES[0].build(prefix, suffix)
+
+
+@pytest.mark.model
+def test_greedy_output_agrees_with_llama_cpp(torch_backend, real_service, capsys):
+    """Q4_K_M dequantized vs the same Q4_K_M in llama.cpp: same weights, different kernels."""
+    llama = real_service._backend
+    agree = total = identical = 0
+    for prefix, suffix in PROMPTS:
+        request = dict(max_tokens=24, temperature=0.0, time_budget_s=None)
+        a = llama.tokenize(llama.generate(GenerationRequest(prompt=fim(prefix, suffix), **request)).text)
+        b = llama.tokenize(torch_backend.generate(GenerationRequest(prompt=fim(prefix, suffix), **request)).text)
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        agree, total, identical = agree + n, total + max(len(a), len(b)), identical + (a == b)
+    with capsys.disabled():
+        print(f"\ntorch vs llama.cpp greedy: {identical}/{len(PROMPTS)} identical, "
+              f"common-prefix token agreement {agree}/{total} = {agree / total:.2f}")
+    assert identical >= len(PROMPTS) // 2 and agree / total >= 0.6
+
+
+@pytest.mark.model
+def test_prefix_reuse_cancel_and_time_budget(torch_backend):
+    prefix, suffix = PROMPTS[0]
+    torch_backend.generate(GenerationRequest(prompt=fim(prefix, suffix), max_tokens=2))
+    again = torch_backend.generate(GenerationRequest(prompt=fim(prefix + "if", suffix), max_tokens=2))
+    assert again.stats.prompt_tokens_evaluated <= 8 < again.stats.prompt_tokens
+
+    request = GenerationRequest(prompt=fim("# a long story\n" * 50, ""), max_tokens=500)
+    threading.Timer(0.2, request.cancel.set).start()
+    started = time.monotonic()
+    assert torch_backend.generate(request).stats.stop_reason == "cancelled"
+    assert time.monotonic() - started < 1.5
+
+    started = time.monotonic()
+    result = torch_backend.generate(GenerationRequest(prompt=fim("def f():\n    ", ""), max_tokens=500,
+                                                      time_budget_s=0.5))
+    assert result.stats.stop_reason in ("time_budget", "eos", "stop") and time.monotonic() - started < 1.5
+
+
+@pytest.mark.model
+def test_the_dequantized_weights_are_kept_for_the_next_load(torch_backend, model_path):
+    from engine.backends.torch import converted_folder
+
+    folder = converted_folder(model_path)
+    assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
+
+
+@pytest.mark.model
+def test_a_model_folder_completes_through_the_service_like_llama_cpp(torch_backend, real_service, model_path):
+    """The kept safetensors folder is a Hugging Face folder: its tokenizer files give the FIM template."""
+    from engine.backends.torch import converted_folder
+    from engine.config import Settings
+    from engine.service import CompletionRequest, CompletionService, ModelInfo
+
+    folder = converted_folder(model_path)
+    info = ModelInfo.from_hf_folder(folder)
+    assert info.fim is not None and info.fim.name == "qwen2.5-coder"
+    assert info.chat_template and "<|im_start|>" in info.chat_template
+    service = CompletionService(Settings(backend="torch", model=str(folder), time_budget_ms=60_000))
+    local = CompletionService(real_service.settings.replace(time_budget_ms=60_000), backend=real_service._backend,
+                              model_info=real_service.info)
+    text = "def is_palindrome(s: str) -> bool:\n    \n"
+    got = service.complete(CompletionRequest(text, 1, 4, language="python", use_cache=False))
+    want = local.complete(CompletionRequest(text, 1, 4, language="python", use_cache=False))
+    assert got.text and got.text == want.text
+    service.close()
