@@ -48,7 +48,7 @@ def gguf_tokenizer(path: Path) -> Tokenizer:
     try:
         import native
 
-        return native.Tokenizer.from_gguf(path)  # type: ignore[attr-defined]
+        return native.Tokenizer.from_gguf(path)
     except (ImportError, AttributeError, ValueError, NotImplementedError) as exc:
         log.debug("native tokenizer unavailable for %s (%s); using llama.cpp's", path, exc)
     return LlamaVocabTokenizer(path)

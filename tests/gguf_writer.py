@@ -12,7 +12,13 @@ def _string(value: str) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
+class I32(int):
+    """An int written as GGUF int32 (plain ints are uint32): token types are int32 in llama.cpp."""
+
+
 def _value(value: Any) -> tuple[int, bytes]:
+    if isinstance(value, I32):
+        return 5, struct.pack("<i", value)
     if isinstance(value, bool):
         return 7, struct.pack("<?", value)
     if isinstance(value, int):

@@ -186,8 +186,9 @@ def test_unavailable_is_retried_then_reported(model_path, fake_server):
 def test_a_slow_server_is_cut_by_the_time_budget_keeping_what_came(model_path, fake_server):
     url, handler = fake_server
     handler.behaviour = "slow"
+    b = backend(model_path, url)
     started = time.monotonic()
-    result = backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=50, time_budget_s=0.5))
+    result = b.generate(GenerationRequest(prompt=PROMPT, max_tokens=50, time_budget_s=0.5))
     assert time.monotonic() - started < 1.0
     assert result.stats.stop_reason == "time_budget"
     assert result.text.startswith("x0 x1 ")

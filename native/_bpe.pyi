@@ -1,0 +1,9 @@
+"""Type stub of the C module native/_bpe.c (the Python twin, native/twin.py, has the same Core)."""
+
+from typing_extensions import Buffer
+
+class Core:
+    def __init__(self, tokens: list[bytes], merges: list[tuple[int, int, int]], byte_ids: list[int],
+                 pre: int) -> None: ...
+    def encode(self, data: Buffer, /) -> list[int]: ...
+    def count(self, data: Buffer, /) -> int: ...
