@@ -119,8 +119,12 @@ try {
   // The server starts when the extension activates; wait until the status bar says it is ready.
   summary.statusReady = await waitFor(async () => {
     const items = await page.$$eval(".statusbar-item", (els) => els.map((e) => e.getAttribute("aria-label") || e.textContent || ""));
-    return items.find((t) => /fimble/.test(t) && !/loading/.test(t)) ?? false;
-  }, 120000, "the fimble status bar item");
+    return items.find((t) => /fimble: .* ready/.test(t)) ?? false;
+  }, 120000, "the fimble status bar item to say ready").catch(async (error) => {
+    summary.statusItems = await page.$$eval(".statusbar-item", (els) => els.map((e) => e.getAttribute("aria-label")));
+    await page.screenshot({ path: path.join(outDir, "not-ready.png") });
+    throw error;
+  });
 
   await page.keyboard.press("Control+G");
   await page.keyboard.type("3");

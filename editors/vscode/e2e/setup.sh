@@ -16,5 +16,6 @@ chmod +x "$bin/npm"
 export PATH="$bin:$PATH" npm_config_nodedir="$node_root"
 cd "$dir"
 [ -f package.json ] || npm init -y >/dev/null
-npm install --no-audit --no-fund code-server@4.139.1 playwright-core
+# npm 11 runs no install scripts unless allowed; code-server needs its postinstall.
+npm install --no-audit --no-fund --dangerously-allow-all-scripts --foreground-scripts code-server@4.139.1 playwright-core
 echo "ready: $dir"

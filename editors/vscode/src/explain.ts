@@ -2,7 +2,11 @@
 // panel beside the editor.
 import * as vscode from "vscode";
 
+/** The server's command (workspace/executeCommand). */
 export const EXPLAIN_COMMAND = "fimble.explain";
+/** The editor's command. Not the server's name: vscode-languageclient registers a VS Code command
+ * for each command the server advertises, and a second registration of one name fails. */
+export const EXPLAIN_EDITOR_COMMAND = "fimble.explainCode";
 
 /** The client calls the extension makes; a LanguageClient in use, a fake in tests. */
 export interface ExplainClient {

@@ -12,7 +12,7 @@ import {
   State,
   WorkDoneProgress,
 } from "vscode-languageclient/node";
-import { explain, EXPLAIN_COMMAND, ExplainClient, LspRange } from "./explain";
+import { explain, EXPLAIN_COMMAND, EXPLAIN_EDITOR_COMMAND, ExplainClient, LspRange } from "./explain";
 import { serverCommand, serverKeys, serverOptions } from "./options";
 import { ServerStatus, statusView } from "./status";
 
@@ -120,7 +120,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     output,
     item,
     { dispose: () => clearInterval(timer) },
-    vscode.commands.registerCommand(EXPLAIN_COMMAND, () => explain(explainClient())),
+    vscode.commands.registerCommand(EXPLAIN_EDITOR_COMMAND, () => explain(explainClient())),
     vscode.commands.registerCommand("fimble.status", async () => {
       await refresh();
       output.appendLine(JSON.stringify(status ?? { state: "not running" }, null, 2));
