@@ -98,6 +98,15 @@ def test_accept_one_word(nvim):
     assert inserted.strip() and " " not in inserted.strip()
 
 
+def test_accept_one_line(nvim):
+    type_at_end_of_line(nvim, 3, "3")
+    text = wait_for(lambda: suggestion(nvim))
+    nvim.input("<C-j>")
+    wait_for(lambda: nvim.current.buffer[2] != "    return 3")
+    assert nvim.current.buffer[2] == "    return 3" + text.split("\n")[0]
+    assert nvim.current.buffer[3] == ""  # nothing past the suggestion's first line
+
+
 def test_escape_dismisses(nvim):
     type_at_end_of_line(nvim, 3, "3")
     wait_for(lambda: suggestion(nvim))
