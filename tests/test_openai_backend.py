@@ -206,3 +206,26 @@ def test_the_editor_keeps_working_when_the_server_is_down(model_path, tmp_path):
     )
     assert proc.returncode != 0
     assert "could not reach the OpenAI-compatible server" in proc.stderr
+
+
+def test_language_server_answers_empty_and_stays_up_when_the_server_is_down(model_path):
+    """The editor's view: an empty list, the reason in fimble/status, and the next request still answered."""
+    from lsp_raw import RawServer
+
+    raw = RawServer()
+    raw.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}, "initializationOptions": {
+        "backend": "openai", "model": str(model_path), "debounceMs": 0,
+        "openaiBaseUrl": f"http://127.0.0.1:{free_port()}/v1"}})
+    raw.notify("initialized", {})
+    uri = "file:///down.py"
+    raw.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 0,
+                                                         "text": "def add(a, b):\n    return \n"}})
+    params = {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}, "context": {"triggerKind": 2}}
+    for _ in range(2):
+        answer = raw.request("textDocument/inlineCompletion", params, timeout=60)
+        assert answer["result"] == {"items": []}
+    status = raw.request("fimble/status", {}, timeout=10)["result"]
+    assert status["backend"] == "openai" and status["state"] == "ready"
+    errors = [r for r in status["requests"] if r["outcome"] == "error"]
+    assert len(errors) == 2 and "could not reach the OpenAI-compatible server" in errors[-1]["error"]
+    assert raw.close() == 0
