@@ -13,7 +13,6 @@ the decode ratio. Both decode exactly `--new-tokens` tokens.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -85,8 +84,6 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
-    if args.compile:
-        os.environ["FIMBLE_TORCH_COMPILE"] = "1"
     import torch
 
     from engine.backends.torch import TorchBackend, convert_gguf
@@ -100,7 +97,8 @@ def main() -> None:
     for name in args.model or ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]:
         ref = resolve_model(name)
         folder = convert_gguf(ref.path) if ref.is_gguf else ref.path
-        backend = TorchBackend(ref, Settings(backend="torch", n_ctx=args.prompt_tokens + args.new_tokens + 64))
+        backend = TorchBackend(ref, Settings(backend="torch", n_ctx=args.prompt_tokens + args.new_tokens + 64,
+                                                  torch_compile=args.compile))
         started = time.perf_counter()
         backend.load()
         load_s = time.perf_counter() - started

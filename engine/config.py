@@ -42,7 +42,10 @@ class Settings:
     time_budget_ms: int = _opt(1500, "stop generating after this long and keep what is there", lo=50,
                                hi=600_000)
     n_threads: int = _opt(0, "CPU threads for llama.cpp; 0 means all cores", lo=0, hi=1024)
-    n_ctx: int = _opt(4096, "llama.cpp context window in tokens (prompt plus output)", lo=256, hi=131072)
+    n_ctx: int = _opt(4096, "context window in tokens (prompt plus output): llama.cpp's, and the torch KV cache",
+                      lo=256, hi=131072)
+    torch_compile: bool = _opt(False, "torch backend on a GPU: compile the decode step (CUDA graphs); the first "
+                               "requests are slow while it compiles")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

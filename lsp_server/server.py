@@ -36,7 +36,8 @@ log = logging.getLogger("fimble")
 EXPLAIN_COMMAND = "fimble.explain"
 STATUS_METHOD = "fimble/status"
 # Options whose change needs the model loaded again.
-_RELOAD_KEYS = ("model", "backend", "n_ctx", "n_threads", "openai_base_url", "openai_api_key")
+_RELOAD_KEYS = ("model", "backend", "n_ctx", "n_threads", "openai_base_url", "openai_api_key", "openai_model",
+                "torch_compile")
 EMPTY = types.InlineCompletionList(items=[])
 
 

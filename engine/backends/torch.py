@@ -165,7 +165,7 @@ class TorchBackend(Backend):
             raise BackendError(f"the torch backend could not load {folder}: {exc}") from exc
         net.setup_cache(self.settings.n_ctx)
         self._decode = net
-        if self.device.type == "cuda" and os.environ.get("FIMBLE_TORCH_COMPILE", "") == "1":
+        if self.device.type == "cuda" and self.settings.torch_compile:
             # Static shapes let torch.compile capture the decode step as a CUDA graph.
             net.static_shapes = True
             self._decode = torch.compile(net, mode="reduce-overhead", fullgraph=True)
