@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import BackendError
+from ..prompt import Special
 from ..tokenizer import Tokenizer, gguf_tokenizer
 from .base import (
     STOP_CANCELLED,
@@ -205,7 +206,8 @@ class OpenAIBackend(Backend):
         deadline = Deadline(request.time_budget_s)
         assert self.tokenizer is not None
         stats.prompt_tokens = stats.prompt_tokens_evaluated = sum(
-            len(self.tokenizer.encode(part.text, allow_special=True)) for part in request.prompt.parts)
+            len(self.tokenizer.encode(part.text, allow_special=isinstance(part, Special)))
+            for part in request.prompt.parts)
         path, body = self._body(request)
         sink = TextSink(request, on_text)
         reason = STOP_MAX_TOKENS
