@@ -39,8 +39,8 @@ class Settings:
     debounce_ms: int = _opt(75, "wait this long after a keystroke before asking the model", lo=0, hi=5000)
     context_tokens: int = _opt(1024, "prompt budget: prefix, suffix and extra context together", lo=64, hi=32768)
     multiline: str = _opt("auto", "auto decides from the syntax at the cursor", choices=MULTILINE_MODES)
-    time_budget_ms: int = _opt(1500, "stop generating after this long and keep what is there", lo=50,
-                               hi=600_000)
+    time_budget_ms: int = _opt(1500, "stop decoding after this long and keep what is there (the prompt's "
+                               "evaluation is not counted); 0: no limit", lo=0, hi=600_000)
     n_threads: int = _opt(0, "CPU threads for llama.cpp; 0 means all cores", lo=0, hi=1024)
     n_ctx: int = _opt(4096, "context window in tokens (prompt plus output): llama.cpp's, and the torch KV cache",
                       lo=256, hi=131072)

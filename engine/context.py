@@ -25,7 +25,7 @@ from .syntax import (
 )
 
 MULTI, LINE = "multi", "line"
-_OPENERS = {"indent": (":",), "brace": ("{", "(", "[", "=>"), "keyword": ("do", "then", "{", "(", "else")}
+BLOCK_OPENERS = {"indent": (":",), "brace": ("{", "(", "[", "=>"), "keyword": ("do", "then", "{", "(", "else")}
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def analyze_cursor(tree: SyntaxTree, offset: int, mode: str = "auto") -> CursorI
         return CursorInfo(MULTI, "blank_line", indent)
     style = tree.spec.block_style if tree.spec else "brace"
     stripped = before.rstrip()
-    if any(stripped.endswith(o) for o in _OPENERS[style]):
+    if any(stripped.endswith(o) for o in BLOCK_OPENERS[style]):
         return CursorInfo(MULTI, "block_header", indent)
     return CursorInfo(LINE, "end_of_line", indent)
 

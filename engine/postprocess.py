@@ -9,10 +9,13 @@ shorter, or why there is none (`filtered:<rule>`).
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from .context import LINE, CursorInfo
+from .context import BLOCK_OPENERS, LINE, CursorInfo
 from .syntax import LanguageSpec, error_count, parse
 
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -67,9 +70,39 @@ def loop(text: str, site: Site) -> str:
 
 
 def single_line(text: str, site: Site) -> str:
-    """In line mode only the first line counts (a stop sequence usually did this already)."""
-    if site.cursor.mode == LINE:
-        return text.split("\n", 1)[0]
+    """In line mode only the first line counts (a stop sequence usually did this already) —
+    unless, at the end of a line, that line opens a block: `for x in xs:` without its body
+    breaks the file, so the body stays (the lines indented under it, or up to the closing brace)."""
+    if site.cursor.mode != LINE:
+        return text
+    first, newline, _ = text.partition("\n")
+    header = _cursor_line_before(site) + first
+    if not newline or site.cursor.why != "end_of_line" or not opens_block(header, site.spec):
+        return first
+    if site.spec is not None and site.spec.block_style == "brace":
+        return _through_closing_brace(text)
+    level = _indent(header)
+    lines = text.split("\n")
+    for i in range(1, len(lines)):
+        if lines[i].strip() and _indent(lines[i]) <= level:
+            return "\n".join(lines[:i])
+    return text
+
+
+def opens_block(line: str, spec: LanguageSpec | None) -> bool:
+    style = spec.block_style if spec else "brace"
+    stripped = line.split("#", 1)[0].rstrip() if style == "indent" else line.rstrip()
+    return bool(stripped.strip()) and any(stripped.endswith(o) for o in BLOCK_OPENERS[style])
+
+
+def _through_closing_brace(text: str) -> str:
+    """Up to the end of the line where the brackets opened on the first line are closed."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += 1 if char in "([{" else -1 if char in ")]}" else 0
+        if depth <= 0 and "\n" in text[:i]:
+            end = text.find("\n", i)
+            return text if end < 0 else text[:end]
     return text
 
 
@@ -86,6 +119,11 @@ def block_end(text: str, site: Site) -> str:
     else:
         first = (before + lines[0]) if not before.strip() else before
         limit, inclusive = _indent(first), False
+        if site.cursor.why == "blank_line" and (function := _function_indent(site.prefix, limit)) is not None \
+                and _suffix_leaves(site.suffix, function):
+            # The function ends after the cursor (nothing of it follows in the suffix): its last
+            # lines may sit further out than the first, as `return result` after a loop body.
+            limit = function + 1
     for i in range(1, len(lines)):
         line = lines[i]
         if not line.strip():
@@ -94,6 +132,34 @@ def block_end(text: str, site: Site) -> str:
         if level < limit or (inclusive and level <= limit):
             return "\n".join(lines[:i])
     return text
+
+
+_DEF = re.compile(r"\s*(async\s+)?def\s")
+
+
+def _function_indent(prefix: str, level: int) -> int | None:
+    """Indentation of the `def` that holds a line at `level` (walking out through the blocks
+    above it), or None when no function holds it."""
+    lines = prefix.split("\n")[:-1]  # the cursor's own line is not a header
+    for line in reversed(lines):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = _indent(line)
+        if indent < level:
+            if _DEF.match(line):
+                return indent
+            if indent == 0:
+                return None
+            level = indent
+    return None
+
+
+def _suffix_leaves(suffix: str, function: int) -> bool:
+    """Whether the first code line after the cursor's line is outside the function (or there is none)."""
+    for line in suffix.split("\n")[1:]:
+        if line.strip():
+            return _indent(line) <= function
+    return True
 
 
 def _brace_block_end(text: str, site: Site) -> str:
@@ -170,8 +236,30 @@ def _bracket_balance(text: str) -> int:
     return sum(1 if c in "([{" else -1 if c in ")]}" else 0 for c in text)
 
 
+def indentation(text: str, site: Site) -> str:
+    """Python: a completion whose indentation breaks the file in place (one space too many after
+    typed indentation, say) is re-indented when that makes the file compile."""
+    if site.spec is None or site.spec.name != "python" or python_verdict(text, site) is not False:
+        return text
+    for fixed in _reindented(text, site):
+        if fixed != text and python_verdict(fixed, site) is True:
+            return fixed
+    return text
+
+
+def _reindented(text: str, site: Site) -> list[str]:
+    first, newline, rest = text.partition("\n")
+    extra = len(first) - len(first.lstrip(" \t"))
+    if not extra or _cursor_line_before(site).strip():
+        return []
+    dedented = [line[min(extra, len(line) - len(line.lstrip(" \t"))) :] for line in rest.split("\n")]
+    return [first[extra:] + newline + "\n".join(dedented), first[extra:] + newline + rest]
+
+
 def syntax(text: str, site: Site) -> str:
-    """Keep the longest line-prefix of the candidate that adds no ERROR or MISSING node."""
+    """Keep the longest line-prefix of the candidate that adds no ERROR or MISSING node — and,
+    for Python, that the compiler accepts in place (tree-sitter tolerates a wrong indentation;
+    Python does not)."""
     if site.spec is None or not text:
         return text
     baseline = error_count(parse(site.spec, site.prefix + site.suffix))
@@ -180,9 +268,51 @@ def syntax(text: str, site: Site) -> str:
         candidate = "\n".join(lines[:keep])
         if not candidate.strip():
             continue
-        if error_count(parse(site.spec, site.prefix + candidate + site.suffix)) <= baseline:
-            return candidate
+        if error_count(parse(site.spec, site.prefix + candidate + site.suffix)) > baseline:
+            continue
+        if site.spec.name == "python" and python_verdict(candidate, site) is False:
+            continue
+        return candidate
     return ""
+
+
+# Files larger than this are not compiled for every candidate (tree-sitter alone judges).
+COMPILE_MAX_CHARS = 400_000
+
+
+def python_verdict(candidate: str, site: Site) -> bool | None:
+    """Does the file compile with `candidate` in place? True, False, or None when the compiler
+    cannot say (the file is broken before the cursor or far below it; too large).
+
+    The compiler reports the first error only. An error before the completion is the user's; on
+    the completion's lines or the line after them (a block left without its body), it is the
+    completion's — unless the file had that same error without it; further down, it is unrelated.
+    The code is compiled, never run."""
+    source = site.prefix + candidate + site.suffix
+    if len(source) > COMPILE_MAX_CHARS:
+        return None
+    error = _compile_error_line(source)
+    if error == 0:
+        return True
+    start = site.prefix.count("\n") + 1
+    added = candidate.count("\n")
+    if error < 0 or error < start or error > start + added + 1:
+        return None
+    return error - added == _compile_error_line(site.prefix + site.suffix) and error > start + added
+
+
+@lru_cache(maxsize=32)
+def _compile_error_line(source: str) -> int:
+    """0 when `source` compiles; else the line of the first SyntaxError, or -1 when there is none."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(source, "<completion>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return exc.lineno or -1
+    except (ValueError, RecursionError, MemoryError, OverflowError):
+        return -1
+    return 0
 
 
 def trailing_whitespace(text: str, site: Site) -> str:
@@ -192,7 +322,8 @@ def trailing_whitespace(text: str, site: Site) -> str:
 def left_block(text: str, site: Site) -> bool:
     """While streaming: has the completion already run past what any rule would keep?"""
     complete = text[: text.rfind("\n")]  # judge whole lines only
-    return any(rule(complete + "\n", site) != complete + "\n" for rule in (markdown_fence, loop, block_end))
+    return any(rule(complete + "\n", site) != complete + "\n"
+               for rule in (single_line, markdown_fence, loop, block_end))
 
 
 Rule = Callable[[str, Site], str]
@@ -204,6 +335,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("block_end", block_end),
     ("suffix_repeat", suffix_repeat),
     ("closers", closers),
+    ("indentation", indentation),
     ("syntax", syntax),
     ("trailing_whitespace", trailing_whitespace),
 )

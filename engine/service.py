@@ -23,6 +23,7 @@ from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, Snippet, analyze_cursor, extra_snippets, names_near, pinned_lines
 from .errors import EngineError
 from .gguf import read_gguf
+from .healing import indentation_split, strip_indentation
 from .models import ModelRef, Progress, resolve_model
 from .postprocess import RULES, Site, left_block, postprocess
 from .prompt import (
@@ -80,6 +81,16 @@ class CompletionResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"text": self.text, "range": self.range, "reason": self.reason, "timings": self.timings}
+
+
+@dataclass(frozen=True)
+class Heal:
+    """Text typed before the cursor that the prompt stops short of (engine/healing.py): the
+    backend's first tokens are masked to reproduce it (`masked`), or, for a backend that cannot
+    mask, it is indentation cut from the answer's first line."""
+
+    text: str = ""
+    masked: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,14 +265,17 @@ class CompletionService:
 
     def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo,
                      others: Sequence[OpenDocument] = (), path: str = "",
-                     reuse: bool = False) -> tuple[Prompt, Site, list[Snippet]]:
-        """The prompt for a cursor, and the site (prefix/suffix as the model saw them).
+                     reuse: bool = False, heal: bool = True) -> tuple[Prompt, Site, list[Snippet], Heal]:
+        """The prompt for a cursor, the site (prefix/suffix as the model saw them), the snippets
+        of other documents in it, and the text it stops short of for token healing.
 
         The FIM prefix ends at an anchor — the start of the line where the user began typing —
         and what was typed since goes after the middle token, as if the model had written it.
         While the user types on from there (and the text around does not change), the prompt
         only grows at its end, so llama.cpp evaluates just the new tokens on each keystroke.
         With `reuse`, the anchor of the last request for `path` is kept when it still fits.
+        With `heal`, the prompt ends at the last token boundary the model would have produced
+        before the cursor, and the generation reproduces the rest (engine/healing.py).
         """
         info = self.info
         text = tree.text
@@ -271,11 +285,29 @@ class CompletionService:
             self._anchors[path] = anchor
         middle = text[anchor.offset : offset]
         site = Site(anchor.prefix + middle, anchor.suffix, cursor, tree.spec)
+        kept, heal = self._heal_split(middle) if heal else (middle, Heal())
         if info.fim is None:
-            return prefix_only_prompt(anchor.prefix + middle, add_bos=info.add_bos), site, []
+            return prefix_only_prompt(anchor.prefix + kept, add_bos=info.add_bos), site, [], heal
         prompt = info.fim.build(anchor.prefix, anchor.suffix, context=anchor.context, add_bos=info.add_bos,
-                                middle=middle)
-        return prompt, site, anchor.snippets
+                                middle=kept)
+        return prompt, site, anchor.snippets, heal
+
+    def _heal_split(self, middle: str) -> tuple[str, Heal]:
+        """Where the prompt stops short of the cursor (engine/healing.py), and how it is made good.
+
+        Typed indentation alone is cut from the prompt and from the answer's first line, for
+        every backend: the model writes the line from its start, as it learnt to. (Masking
+        measured worse there: where the model would rather leave the line blank, forcing the
+        indentation token by token led it into runs of whitespace.) Any other partial token is
+        healed under a mask by backends that have one."""
+        kept, indentation = indentation_split(middle)
+        if indentation:
+            return kept, Heal(indentation, masked=False)
+        healer = self.load().healer
+        if healer is not None:
+            kept, text = healer.split(middle)
+            return kept, Heal(text, masked=True)
+        return middle, Heal()
 
     def _new_anchor(self, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument], path: str) -> Anchor:
         info = self.info
@@ -329,19 +361,25 @@ class CompletionService:
         backend = self.load()
         tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
         cursor = analyze_cursor(tree, offset, self.settings.multiline)
-        prompt, site, snippets = self.build_prompt(tree, offset, cursor, request.others, request.path,
-                                                   reuse=request.use_cache and not request.raw)
+        prompt, site, snippets, heal = self.build_prompt(tree, offset, cursor, request.others, request.path,
+                                                         reuse=request.use_cache and not request.raw,
+                                                         heal=not request.raw)
         prompt_ms = (time.perf_counter() - started) * 1000
-        cache_key = f"{cursor.mode}\x00{prompt.render()}"
+        cache_key = f"{cursor.mode}\x00{prompt.render()}\x00{heal.text}"
         if request.use_cache and not request.raw and (cached := self.cache.get(cache_key)) is not None:
             text, _ = cached
             self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
             return CompletionResult(text, empty_range, "cache" if text else "empty", {"prompt_ms": round(prompt_ms, 1)})
+        # A line that opens a block (`for x in xs:`) goes on to its body; other lines end at "\n".
+        line_stop = cursor.mode == LINE and (request.raw or cursor.why != "end_of_line")
         gen_request = GenerationRequest.from_settings(
-            prompt, self.settings, cancel=request.cancel, stop=["\n"] if cursor.mode == LINE else [],
+            prompt, self.settings, cancel=request.cancel, stop=["\n"] if line_stop else [],
             stop_when=None if request.raw else (lambda so_far: left_block(so_far, site)),
+            heal=heal.text if heal.masked else "",
         )
         result = backend.generate(gen_request)
+        if heal.text and not heal.masked:
+            result.text = strip_indentation(result.text, heal.text)
         post_started = time.perf_counter()
         if request.raw:
             text, reason = result.text, result.stats.stop_reason
@@ -359,6 +397,7 @@ class CompletionService:
             "mode": cursor.mode,
             "mode_why": cursor.why,
             "snippets": len(snippets),
+            "healed": heal.text,
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
         }
         if result.stats.stop_reason == "cancelled":

@@ -18,6 +18,8 @@ from engine.prompt import chat_prompt, prefix_only_prompt
 from engine.service import CompletionRequest, CompletionService
 from engine.text import position_at
 
+from .holes import place_cursor
+
 MODES = ("complete", "chat", "fim")
 COMPLETE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert", '\n"""', "\n```")
 CHAT_INSTRUCTION = "Complete the following Python function. Reply with the whole function in one ```python block."
@@ -46,30 +48,20 @@ def extract_code(reply: str) -> str:
     return blocks[0].rstrip() if blocks else reply.strip()
 
 
-def fim_document(problem: dict[str, Any]) -> tuple[str, int, str]:
-    """(document text, cursor offset, text that follows an insertion) for an infilling task.
-
-    A hole that starts at a line start is an empty line in the editor: the user's cursor sits
-    on it, and what the model writes is followed by that line's newline.
-    """
-    prefix, suffix = problem["prompt"], problem.get("suffix", "")
-    if prefix.endswith("\n") and not suffix.startswith("\n"):
-        return prefix + "\n" + suffix, len(prefix), "\n" + suffix
-    return prefix + suffix, len(prefix), suffix
-
-
 def generate(service: CompletionService, problem: dict[str, Any], mode: str, index: int, seed: int,
-             raw: bool = False) -> Sample:
+             raw: bool = False, cursor: str = "line-start") -> Sample:
     settings = service.settings.replace(seed=seed + index)
     service.settings = settings
     if mode == "fim":
-        text, offset, after = fim_document(problem)
-        pos = position_at(text, offset)
-        result = service.complete(CompletionRequest(text, pos.line, pos.character, language="python",
+        hole = place_cursor(problem, cursor, seed)
+        pos = position_at(hole.document, len(hole.before))
+        result = service.complete(CompletionRequest(hole.document, pos.line, pos.character, language="python",
                                                     path=f"{problem['task_id']}.py", raw=raw,
                                                     cancel=threading.Event(), use_cache=False))
-        stats = {**result.timings, "reason": result.reason}
-        return Sample(problem["task_id"], index, result.text, problem["prompt"] + result.text + after, stats)
+        stats = {**result.timings, "reason": result.reason, "cursor": cursor,
+                 "typed": hole.before[len(problem["prompt"]):] if hole.before.startswith(problem["prompt"]) else "",
+                 "exact": result.text.strip() == hole.expected.strip()}
+        return Sample(problem["task_id"], index, result.text, hole.program(result.text), stats)
     if mode == "complete":
         prompt = prefix_only_prompt(problem["prompt"], add_bos=service.info.add_bos)
         out = service.generate(GenerationRequest.from_settings(prompt, settings, stop=list(COMPLETE_STOPS),

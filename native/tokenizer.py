@@ -93,6 +93,7 @@ class Tokenizer:
         self.core = core_cls(list(self._bytes), merge_ids, byte_ids, PRE_TOKENIZERS[pre])
         self.is_native = core_cls is _CCore
         self.pre = pre
+        self._types = types
         # Longest first, as llama.cpp partitions: a longer special token wins over one inside it.
         self._always = sorted(((tokens[i], i) for i, k in enumerate(types) if k == TOKEN_USER_DEFINED),
                               key=lambda x: -len(x[0]))
@@ -152,6 +153,19 @@ class Tokenizer:
         if self._always and any(token in text for token, _ in self._always):
             return len(self.encode(text))
         return self.core.count(text.encode("utf-8", errors="replace"))
+
+    def pieces(self, text: str) -> list[str]:
+        """The pre-tokenizer's pieces of `text`: tokens never cross their boundaries. (The Python
+        twin's split: meant for short texts such as the line at the cursor.)"""
+        return twin.split(text, PRE_TOKENIZERS[self.pre])
+
+    def token_bytes(self) -> list[bytes]:
+        """Every id's bytes, by id."""
+        return list(self._bytes)
+
+    def is_text_token(self, token_id: int) -> bool:
+        """Whether the id is ordinary text (not a control or user-defined special token)."""
+        return self._types[token_id] in (TOKEN_NORMAL, TOKEN_UNKNOWN)
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return b"".join(self._bytes[i] for i in ids)

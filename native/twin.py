@@ -6,7 +6,6 @@ both); it is about a hundred times slower.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
 from itertools import pairwise
 
 from .unicode_props import LETTER, NUMBER, PUNCT, SPACE, flags
@@ -150,6 +149,20 @@ def _split_deepseek(t: _Text) -> list[int]:
     return cuts
 
 
+def split(text: str, pre: int) -> list[str]:
+    """The pre-tokenizer: `text` cut into the pieces BPE merges within (never across)."""
+    t = _Text(text)
+    if pre == PRE_DEEPSEEK_CODER:
+        cuts = _split_deepseek(t)
+        return [text[a:b] for a, b in pairwise(cuts)]
+    pieces, i = [], 0
+    while i < t.n:
+        e = _match_gpt2(t, i) if pre == PRE_GPT2 else _match_llama3(t, i, 3 if pre == PRE_LLAMA3 else 1)
+        pieces.append(text[i:e])
+        i = e
+    return pieces
+
+
 class Core:
     """Byte-level BPE: pre-tokenizer split and merges (the C module's interface)."""
 
@@ -202,21 +215,9 @@ class Core:
             i = nxt[i]
         return out
 
-    def _pieces(self, text: str) -> Sequence[str]:
-        t = _Text(text)
-        if self.pre == PRE_DEEPSEEK_CODER:
-            cuts = _split_deepseek(t)
-            return [text[a:b] for a, b in pairwise(cuts)]
-        pieces, i = [], 0
-        while i < t.n:
-            e = _match_gpt2(t, i) if self.pre == PRE_GPT2 else _match_llama3(t, i, 3 if self.pre == PRE_LLAMA3 else 1)
-            pieces.append(text[i:e])
-            i = e
-        return pieces
-
     def encode(self, data: bytes) -> list[int]:
         out: list[int] = []
-        for piece in self._pieces(bytes(data).decode("utf-8", errors="replace")):
+        for piece in split(bytes(data).decode("utf-8", errors="replace"), self.pre):
             out += self._bpe_word(piece.encode("utf-8"))
         return out
 

@@ -6,7 +6,11 @@ The contract shared by all of them:
 
 - `generate()` streams text through `on_text` and returns the whole text with its stats;
 - it stops at the first stop sequence (which is cut off), at an end-of-generation token, at
-  `max_tokens`, when `cancel` is set (checked between tokens), or when `time_budget_s` runs out;
+  `max_tokens`, when `cancel` is set (checked between tokens and between prefill chunks), or
+  when `time_budget_s` of decoding has passed (the budget starts after the prompt is evaluated:
+  a request at a new place answers later rather than not at all);
+- with `heal` (backends with a `healer`), the first tokens are constrained to reproduce `heal`,
+  which the prompt stops short of, and it is cut from the text (engine/healing.py);
 - the reason it stopped is in `stats.stop_reason`.
 """
 
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..healing import TokenHealer
     from ..models import ModelRef
     from ..prompt import Prompt
 
@@ -44,6 +49,9 @@ class GenerationRequest:
     stop: Sequence[str] = ()
     cancel: threading.Event = field(default_factory=threading.Event)
     time_budget_s: float | None = None
+    # Text the prompt was backed off by (token healing): the output must begin with it, and it is
+    # not part of the returned text. Only for backends whose `healer` is set.
+    heal: str = ""
     # Called with the text so far each time a line is finished; True ends generation there
     # (reason "stop"). The engine uses it to stop once a completion has left its block.
     stop_when: Callable[[str], bool] | None = None
@@ -61,7 +69,7 @@ class GenerationRequest:
             "min_p": settings.min_p,
             "repeat_penalty": settings.repeat_penalty,
             "seed": settings.seed,
-            "time_budget_s": settings.time_budget_ms / 1000,
+            "time_budget_s": settings.time_budget_ms / 1000 if settings.time_budget_ms else None,
         }
         values.update(overrides)
         return cls(prompt=prompt, **values)  # type: ignore[arg-type]
@@ -75,6 +83,7 @@ class GenerationStats:
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     first_token_ms: float | None = None
+    healed_tokens: int = 0  # generated tokens that reproduced the healed text
     stop_reason: str = ""
 
     def as_dict(self) -> dict[str, object]:
@@ -100,6 +109,12 @@ class Backend(ABC):
     def __init__(self, model: ModelRef | None, settings: Settings) -> None:
         self.model = model
         self.settings = settings
+
+    @property
+    def healer(self) -> TokenHealer | None:
+        """The vocabulary tables for token healing, when this backend can constrain its first
+        tokens (see engine/healing.py); None when it cannot."""
+        return None
 
     @abstractmethod
     def load(self) -> None:

@@ -19,12 +19,12 @@ import time
 from typing import Any
 
 from ..errors import BackendError
+from ..healing import HealingState, TokenHealer
 from ..prompt import Prompt, Special
 from .base import (
     STOP_CANCELLED,
     STOP_EOS,
     STOP_MAX_TOKENS,
-    STOP_TIME_BUDGET,
     Backend,
     Deadline,
     GenerationRequest,
@@ -51,6 +51,7 @@ class LlamaCppBackend(Backend):
         # Counts for the prompt budget: the native tokenizer when it reads this vocabulary (the
         # same ids, about ten times faster than asking llama.cpp), else llama.cpp itself.
         self.tokenizer: Any = None
+        self._healer: TokenHealer | None = None
 
     def load(self) -> None:
         if self.llm is not None:
@@ -125,8 +126,11 @@ class LlamaCppBackend(Backend):
             n += 1
         return n
 
-    def _prefill(self, tokens: list[int], request: GenerationRequest, deadline: Deadline) -> tuple[int, str]:
-        """Evaluate what the cache lacks of `tokens`; returns (evaluated, stop reason or '')."""
+    def _prefill(self, tokens: list[int], request: GenerationRequest) -> tuple[int, str]:
+        """Evaluate what the cache lacks of `tokens`; returns (evaluated, stop reason or '').
+
+        Only a cancel stops it: the time budget is for decoding, so that a request at a new
+        place answers (later) instead of spending its budget on the prompt and showing nothing."""
         llm = self.llm
         # Keep at least the last prompt token to evaluate: its logits pick the first new token.
         keep = min(self.cached_prefix(tokens), len(tokens) - 1)
@@ -137,8 +141,6 @@ class LlamaCppBackend(Backend):
         for start in range(keep, len(tokens), PREFILL_CHUNK):
             if request.cancel.is_set():
                 return evaluated, STOP_CANCELLED
-            if deadline.expired():
-                return evaluated, STOP_TIME_BUDGET
             chunk = tokens[start : start + PREFILL_CHUNK]
             llm.eval(chunk)
             evaluated += len(chunk)
@@ -149,7 +151,6 @@ class LlamaCppBackend(Backend):
         llm = self.llm
         stats = GenerationStats()
         started = time.perf_counter()
-        deadline = Deadline(request.time_budget_s)
         tokens = self.prompt_tokens(request.prompt)
         if not tokens:
             tokens = [llm.token_bos()]
@@ -159,15 +160,29 @@ class LlamaCppBackend(Backend):
                 f"the prompt has {len(tokens)} tokens but the context holds {llm.n_ctx()}: lower contextTokens"
             )
         stats.prompt_tokens = len(tokens)
-        stats.prompt_tokens_evaluated, reason = self._prefill(tokens, request, deadline)
+        stats.prompt_tokens_evaluated, reason = self._prefill(tokens, request)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         if reason:
             stats.stop_reason = reason
             return GenerationResult("", stats)
 
+        deadline = Deadline(request.time_budget_s)
+        decode_start = time.perf_counter()
         stop_ids = self._special_ids(request.prompt.stop_tokens)
         sink = TextSink(request, on_text)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        healing = HealingState(self.healer if request.heal else None, request.heal)
+        if healing.active:
+            tokens, past_heal = self._heal(tokens, healing, request)
+            stats.healed_tokens = healing.healed_tokens
+            if stats.healed_tokens:
+                stats.first_token_ms = (time.perf_counter() - started) * 1000
+            reason = STOP_CANCELLED if request.cancel.is_set() else sink.add(decoder.decode(past_heal))
+            if reason or len(tokens) >= llm.n_ctx():
+                stats.stop_reason = reason or STOP_MAX_TOKENS
+                stats.decode_ms = (time.perf_counter() - decode_start) * 1000
+                return GenerationResult(sink.finish(decoder.decode(b"", final=True)), stats)
+            room = llm.n_ctx() - len(tokens)
         llm.set_seed(request.seed)
         generator = llm.generate(
             tokens,
@@ -177,7 +192,6 @@ class LlamaCppBackend(Backend):
             temp=request.temperature,
             repeat_penalty=request.repeat_penalty,
         )
-        decode_start = time.perf_counter()
         reason = STOP_MAX_TOKENS
         try:
             for token in generator:
@@ -198,10 +212,50 @@ class LlamaCppBackend(Backend):
         stats.stop_reason = reason or STOP_MAX_TOKENS
         return GenerationResult(text, stats)
 
+    @property
+    def healer(self) -> TokenHealer | None:
+        """Healing needs the vocabulary as bytes and the pre-tokenizer: the native tokenizer's."""
+        if self._healer is None and self.tokenizer is not None:
+            tok = self.tokenizer
+            self._healer = TokenHealer(tok.token_bytes(), tok.is_text_token, tok.pieces)
+        return self._healer
+
+    def _heal(self, tokens: list[int], healing: HealingState, request: GenerationRequest) -> tuple[list[int], bytes]:
+        """Pick tokens under the healing mask until the healed text is reproduced.
+
+        llama-cpp-python's logits processors run inside its sampler chain over a copy of the
+        candidates; reading the last logits ourselves is simpler and exact. Returns the prompt
+        with the chosen tokens appended (evaluated, so `generate` finds them cached) and the
+        bytes of the last one past the healed text."""
+        import numpy as np
+
+        llm, rng = self.llm, np.random.default_rng(request.seed)
+        past = b""
+        while healing.active and not request.cancel.is_set() and len(tokens) < llm.n_ctx():
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+            allowed = np.asarray(healing.allowed(), dtype=np.int64)
+            token = int(allowed[pick_token(logits[allowed], request.temperature, rng)])
+            past = healing.take(self.healer.token(token) if self.healer else b"")
+            tokens = [*tokens, token]
+            llm.eval([token])
+        return tokens, past
+
     def close(self) -> None:
         if self.llm is not None:
             self.llm.close()
             self.llm = None
 
 
-__all__ = ["PREFILL_CHUNK", "LlamaCppBackend"]
+def pick_token(logits: Any, temperature: float, rng: Any) -> int:
+    """Index of the chosen entry of `logits` ([n] candidates): the best when greedy, else a draw
+    from their softmax at `temperature`."""
+    import numpy as np
+
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = (logits - logits.max()) / temperature
+    probs = np.exp(scaled)
+    return int(rng.choice(len(probs), p=probs / probs.sum()))
+
+
+__all__ = ["PREFILL_CHUNK", "LlamaCppBackend", "pick_token"]
