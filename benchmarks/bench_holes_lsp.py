@@ -32,13 +32,12 @@ from pygls.lsp.client import LanguageClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.config import parse_set_arguments  # noqa: E402
-from engine.text import offset_at, position_at  # noqa: E402
-from eval import report  # noqa: E402
-from eval.data import load_problems, write_jsonl  # noqa: E402
-from eval.harness import execute  # noqa: E402
-from eval.holes import CURSOR_MODES, multiline_holes, place_cursor  # noqa: E402
-
+from engine.config import parse_set_arguments
+from engine.text import offset_at, position_at
+from eval import report
+from eval.data import load_problems, write_jsonl
+from eval.harness import execute
+from eval.holes import CURSOR_MODES, multiline_holes, place_cursor
 
 _TIMINGS = ("prompt_tokens", "prompt_tokens_evaluated", "generated_tokens", "first_token_ms", "decode_ms",
             "stop_reason", "healed")

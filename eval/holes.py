@@ -113,8 +113,11 @@ def _block_bodies(lines: list[str], min_lines: int, max_lines: int) -> list[tupl
         end = i + 1
         while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > level):
             end += 1
-        while end > i + 1 and not lines[end - 1].strip():
+        start = i + 1
+        while start < end and not lines[start].strip():
+            start += 1
+        while end > start and not lines[end - 1].strip():
             end -= 1
-        if min_lines <= end - (i + 1) <= max_lines:
-            spans.append((i + 1, end))
+        if min_lines <= end - start <= max_lines:
+            spans.append((start, end))
     return spans

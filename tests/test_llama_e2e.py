@@ -59,12 +59,22 @@ def test_cancel_stops_generation_within_100ms(real_service):
 
 def test_time_budget_holds(real_service):
     backend = real_service.load()
-    started = time.perf_counter()
     result = backend.generate(_long_request(real_service, time_budget_s=0.6))
-    elapsed = time.perf_counter() - started
     assert result.stats.stop_reason == "time_budget"
-    assert elapsed < 0.6 + 0.15
-    assert result.stats.generated_tokens < 400
+    assert 0 < result.stats.generated_tokens < 400
+
+
+def test_the_time_budget_does_not_count_the_prompt(real_service):
+    """At a new place the prompt is evaluated whole even when that takes longer than the budget,
+    and the answer still comes (it used to be empty: the budget ran out during prefill)."""
+    backend = real_service.load()
+    body = "".join(f"def unrelated_{i}(value):\n    return value * {i} - {i * 3}\n\n" for i in range(40))
+    prompt = real_service.info.fim.build(body + "def triple(value):\n", "\n")
+    result = backend.generate(GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=64,
+                                                              time_budget_s=0.01))
+    assert result.stats.prompt_tokens > 500
+    assert result.stats.prompt_tokens_evaluated >= result.stats.prompt_tokens - 1  # nothing cut short
+    assert result.stats.stop_reason == "time_budget" and result.stats.generated_tokens >= 1
 
 
 def test_stop_sequence_cuts_before_it(real_service):

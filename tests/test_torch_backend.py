@@ -191,6 +191,23 @@ def test_prefix_reuse_cancel_and_time_budget(torch_backend):
 
 
 @pytest.mark.model
+def test_token_healing_masks_like_llama_cpp(torch_backend, real_service):
+    """The same healed request on both backends: the healed text is reproduced and cut, and greedy
+    output agrees, with the vocabulary tables read from the HF tokenizer here and from GGUF there."""
+    assert torch_backend.healer is not None
+    assert torch_backend.healer.split("    retu") == ("   ", " retu")
+    from engine.prompt import FIM_TEMPLATES
+
+    prompt = FIM_TEMPLATES[0].build("def is_even(n):\n", "\n", middle="   ")
+    request = dict(max_tokens=8, temperature=0.0, time_budget_s=None, heal=" retu")
+    a = real_service._backend.generate(GenerationRequest(prompt=prompt, **request))
+    b = torch_backend.generate(GenerationRequest(prompt=prompt, **request))
+    assert a.stats.healed_tokens >= 1 and b.stats.healed_tokens >= 1
+    assert b.text.startswith("rn") and a.text.startswith("rn")
+    assert a.text.split("\n")[0] == b.text.split("\n")[0]
+
+
+@pytest.mark.model
 def test_the_dequantized_weights_are_kept_for_the_next_load(torch_backend, model_path):
     from engine.backends.torch import converted_folder
 

@@ -211,10 +211,18 @@ class TextSink:
 
 
 class Deadline:
-    """A wall-clock budget; None means none."""
+    """A wall-clock budget; None means none. With `running=False` it waits for `start()`: a backend
+    that cannot tell when the prompt is evaluated (a server) starts it at the first token."""
 
-    def __init__(self, seconds: float | None) -> None:
-        self.end = None if seconds is None else time.monotonic() + seconds
+    def __init__(self, seconds: float | None, *, running: bool = True) -> None:
+        self.seconds = seconds
+        self.end: float | None = None
+        if running:
+            self.start()
+
+    def start(self) -> None:
+        if self.end is None and self.seconds is not None:
+            self.end = time.monotonic() + self.seconds
 
     def expired(self) -> bool:
         return self.end is not None and time.monotonic() >= self.end

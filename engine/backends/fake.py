@@ -33,6 +33,13 @@ class FakeBackend(Backend):
         self.requests: list[GenerationRequest] = []
         self.loaded = False
         self.delay_per_char = 0.0
+        # Set to a TokenHealer to take healed requests: an output must then begin with the
+        # healed text, which is cut as a real backend's mask would have it.
+        self.fake_healer: Any = None
+
+    @property
+    def healer(self) -> Any:
+        return self.fake_healer
 
     def queue(self, *outputs: str) -> FakeBackend:
         self.outputs.extend(outputs)
@@ -49,6 +56,10 @@ class FakeBackend(Backend):
         self.requests.append(request)
         output = self.outputs.popleft() if self.outputs else ""
         stats = GenerationStats(prompt_tokens=self.count_tokens(request.prompt.render()))
+        if request.heal and self.fake_healer is not None:
+            if not output.startswith(request.heal):
+                raise AssertionError(f"a healed request's output must begin with {request.heal!r}: {output!r}")
+            output, stats.healed_tokens = output[len(request.heal) :], 1
         stats.prompt_tokens_evaluated = stats.prompt_tokens
         deadline = Deadline(request.time_budget_s)
         sink = TextSink(request, on_text)

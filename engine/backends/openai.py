@@ -203,7 +203,8 @@ class OpenAIBackend(Backend):
         self.load()
         stats = GenerationStats()
         started = time.perf_counter()
-        deadline = Deadline(request.time_budget_s)
+        # The budget is for decoding: the server's evaluation of the prompt is not counted.
+        deadline = Deadline(request.time_budget_s, running=False)
         assert self.tokenizer is not None
         stats.prompt_tokens = stats.prompt_tokens_evaluated = sum(
             len(self.tokenizer.encode(part.text, allow_special=isinstance(part, Special)))
@@ -227,6 +228,7 @@ class OpenAIBackend(Backend):
                 if piece:
                     if stats.first_token_ms is None:
                         stats.first_token_ms = (time.perf_counter() - started) * 1000
+                        deadline.start()
                     stats.generated_tokens += 1  # one streamed chunk is one token on the servers we know
                     if sink.add(piece):
                         reason = STOP_SEQUENCE

@@ -49,6 +49,13 @@ def min_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(probs < p * probs.max(), float("-inf"))
 
 
+def allow_only(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Keep the logits of the ids in `allowed` ([n]); the rest -inf (token healing's mask)."""
+    masked = torch.full_like(logits, float("-inf"))  # [vocab]
+    masked[allowed] = logits[allowed]
+    return masked
+
+
 def sample(
     logits: torch.Tensor,
     previous: torch.Tensor,
@@ -69,4 +76,4 @@ def sample(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-__all__ = ["min_p", "repetition_penalty", "sample", "top_k", "top_p"]
+__all__ = ["allow_only", "min_p", "repetition_penalty", "sample", "top_k", "top_p"]

@@ -12,6 +12,7 @@ a long prefill; what was evaluated before a stop stays for the next request.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -24,11 +25,11 @@ from typing import Any
 import torch
 
 from ..errors import BackendError
+from ..healing import HealingState, TokenHealer
 from ..prompt import Prompt, Special
 from .base import (
     STOP_CANCELLED,
     STOP_EOS,
-    STOP_TIME_BUDGET,
     Backend,
     Deadline,
     GenerationRequest,
@@ -37,7 +38,7 @@ from .base import (
     TextCallback,
     TextSink,
 )
-from .sampling import sample
+from .sampling import allow_only, sample
 from .torch_model import Transformer, load_transformer
 
 PREFILL_CHUNK = 64
@@ -120,6 +121,24 @@ class HFVocab:
         ids = self.encode(text, allow_special=True)
         return ids[0] if len(ids) == 1 else None
 
+    def healer(self) -> TokenHealer | None:
+        """Tables for token healing, for byte-level BPE vocabularies (Qwen, Llama 3); None for others."""
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        pre = getattr(backend, "pre_tokenizer", None)
+        if pre is None or "ByteLevel" not in type(backend.decoder).__name__:
+            return None
+        from native.tokenizer import TOKEN_CONTROL, TOKEN_NORMAL, token_bytes
+
+        special = set(self.tok.all_special_ids) | {int(i) for i in getattr(self.tok, "added_tokens_decoder", {})}
+        kinds = [TOKEN_CONTROL if i in special else TOKEN_NORMAL for i in range(len(self.tok))]
+        names = self.tok.convert_ids_to_tokens(list(range(len(self.tok))))
+        table = [token_bytes(name or "", kind) for name, kind in zip(names, kinds, strict=True)]
+
+        def pieces(text: str) -> list[str]:
+            return [text[start:end] for _, (start, end) in pre.pre_tokenize_str(text)]
+
+        return TokenHealer(table, lambda i: kinds[i] == TOKEN_NORMAL, pieces)
+
 
 class TextStream:
     """Turns ids into text as they come; holds back a partial UTF-8 character."""
@@ -149,6 +168,14 @@ class TorchBackend(Backend):
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.cached: list[int] = []  # the tokens whose keys/values the cache holds, in order
         self._decode: Any = None
+        self._healer: TokenHealer | None = None
+        self._healer_built = False
+
+    @property
+    def healer(self) -> TokenHealer | None:
+        if not self._healer_built and self.vocab is not None:
+            self._healer, self._healer_built = self.vocab.healer(), True
+        return self._healer
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -186,9 +213,9 @@ class TorchBackend(Backend):
     # -- the two steps ---------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def prefill(self, tokens: list[int], request: GenerationRequest, deadline: Deadline) -> tuple[
-            torch.Tensor | None, int, str]:
-        """Evaluate what the cache lacks of `tokens` → (last logits [vocab], evaluated, stop reason)."""
+    def prefill(self, tokens: list[int], request: GenerationRequest) -> tuple[torch.Tensor | None, int, str]:
+        """Evaluate what the cache lacks of `tokens` → (last logits [vocab], evaluated, stop reason).
+        Only a cancel stops it: the time budget is for decoding."""
         assert self.net is not None
         keep = 0
         for a, b in zip(self.cached, tokens[:-1], strict=False):  # the last token is always evaluated
@@ -200,8 +227,6 @@ class TorchBackend(Backend):
         for start in range(keep, len(tokens), PREFILL_CHUNK):
             if request.cancel.is_set():
                 return None, start - keep, STOP_CANCELLED
-            if deadline.expired():
-                return None, start - keep, STOP_TIME_BUDGET
             chunk = tokens[start : start + PREFILL_CHUNK]
             ids = torch.tensor([chunk], device=self.device)  # [1, T]
             positions = torch.arange(start, start + len(chunk), device=self.device)  # [T]
@@ -226,14 +251,13 @@ class TorchBackend(Backend):
         assert self.net is not None and self.vocab is not None
         stats = GenerationStats()
         started = time.perf_counter()
-        deadline = Deadline(request.time_budget_s)
         tokens = self.prompt_tokens(request.prompt) or [self.vocab.bos_id or 0]
         room = self.net.max_len - len(tokens)
         if room <= 0:
             raise BackendError(f"the prompt has {len(tokens)} tokens but the context holds {self.net.max_len}: "
                                "lower contextTokens")
         stats.prompt_tokens = len(tokens)
-        logits, stats.prompt_tokens_evaluated, reason = self.prefill(tokens, request, deadline)
+        logits, stats.prompt_tokens_evaluated, reason = self.prefill(tokens, request)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         if reason or logits is None:
             stats.stop_reason = reason or STOP_CANCELLED
@@ -245,8 +269,13 @@ class TorchBackend(Backend):
         sink = TextSink(request, on_text)
         stream = TextStream(self.vocab)
         history = torch.tensor(tokens, device=self.device)
+        deadline = Deadline(request.time_budget_s)
         decode_start = time.perf_counter()
+        healing = HealingState(self.healer if request.heal else None, request.heal)
+        healed_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while True:
+            if healing.active:
+                logits = allow_only(logits, torch.tensor(healing.allowed(), device=logits.device))
             token = sample(logits, history, temperature=request.temperature, k=request.top_k, p=request.top_p,
                            min_prob=request.min_p, penalty=request.repeat_penalty, generator=generator)
             if stats.first_token_ms is None:
@@ -254,8 +283,16 @@ class TorchBackend(Backend):
             if token in stop_ids:
                 reason = STOP_EOS
                 break
-            stats.generated_tokens += 1
-            reason = sink.add(stream.push(token)) or sink.after_token(
+            if healing.active:
+                # The healed text is not inserted: only what this token has past it. (Healed
+                # tokens skip the stream, which is fine for whole characters, i.e. nearly always.)
+                assert self.healer is not None
+                piece = healed_text.decode(healing.take(self.healer.token(token)), final=not healing.active)
+                stats.healed_tokens = healing.healed_tokens
+            else:
+                stats.generated_tokens += 1
+                piece = stream.push(token)
+            reason = sink.add(piece) or sink.after_token(
                 stats.generated_tokens, min(request.max_tokens, room), deadline)
             if reason:
                 break
