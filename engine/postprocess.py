@@ -196,12 +196,21 @@ def suffix_repeat(text: str, site: Site) -> str:
         else [line for line in suffix_lines if line]
     if not suffix_lines:
         return text
+    suffix_lines = [_code(line) for line in suffix_lines]
     start = 0 if not _cursor_line_before(site).strip() else 1
     for i in range(start, len(lines)):
-        tail = [line.strip() for line in lines[i:] if line.strip()]
-        if tail and tail == suffix_lines[: len(tail)] and lines[i].strip() == suffix_lines[0]:
+        tail = [_code(line) for line in lines[i:] if line.strip()]
+        if not tail or len(tail) > len(suffix_lines) or tail[0] != suffix_lines[0]:
+            continue
+        # The last line may be cut short (by maxTokens or the time budget): a prefix counts.
+        if tail[:-1] == suffix_lines[: len(tail) - 1] and suffix_lines[len(tail) - 1].startswith(tail[-1]):
             return "\n".join(lines[:i])
     return text
+
+
+def _code(line: str) -> str:
+    """A line as compared for repeats: without its indentation and a trailing `  # comment`."""
+    return line.split("  #", 1)[0].strip()
 
 
 def closers(text: str, site: Site) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, GenerationRequest, GenerationResult, get_backend_class
+from .backends.base import STOP_MAX_TOKENS, STOP_TIME_BUDGET
 from .cache import LRUCache, TypeThrough
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, Snippet, analyze_cursor, extra_snippets, names_near, pinned_lines
@@ -91,6 +92,10 @@ class Heal:
 
     text: str = ""
     masked: bool = False
+
+    def inserted(self, generated: str) -> str:
+        """What of the backend's text is inserted at the cursor (a masked heal is cut by the backend)."""
+        return strip_indentation(generated, self.text) if self.text and not self.masked else generated
 
 
 @dataclass(frozen=True)
@@ -374,17 +379,20 @@ class CompletionService:
         line_stop = cursor.mode == LINE and (request.raw or cursor.why != "end_of_line")
         gen_request = GenerationRequest.from_settings(
             prompt, self.settings, cancel=request.cancel, stop=["\n"] if line_stop else [],
-            stop_when=None if request.raw else (lambda so_far: left_block(so_far, site)),
+            stop_when=None if request.raw else (lambda so_far: left_block(heal.inserted(so_far), site)),
             heal=heal.text if heal.masked else "",
         )
         result = backend.generate(gen_request)
-        if heal.text and not heal.masked:
-            result.text = strip_indentation(result.text, heal.text)
+        result.text = heal.inserted(result.text)
         post_started = time.perf_counter()
         if request.raw:
             text, reason = result.text, result.stats.stop_reason
         else:
-            outcome = postprocess(result.text, site)
+            text = result.text
+            if cursor.mode != LINE and result.stats.stop_reason in (STOP_MAX_TOKENS, STOP_TIME_BUDGET):
+                # Cut off mid-line: keep the lines that were finished (one line stays to be judged).
+                text = text[: text.rfind("\n")] if "\n" in text.rstrip("\n") else text
+            outcome = postprocess(text, site)
             for rule in outcome.fired:
                 self.rule_counts[rule] = self.rule_counts.get(rule, 0) + 1
             text = outcome.text

@@ -183,3 +183,13 @@ def test_the_cli_says_why_when_there_is_no_completion(tmp_path):
                            "--character", "4", "--backend", "fake"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert "fimble: no completion: the model wrote only whitespace here (empty)" in done.stderr
+
+
+def test_the_block_is_judged_on_the_text_as_inserted(fake_service, fake_backend):
+    """With typed indentation the model writes its lines from column 0; the end-of-block check
+    while streaming must see them without the indentation the user typed, or it cuts a block
+    header from its body (`if x:` then nothing)."""
+    source = "def f(ops):\n    balance = 0\n    for op in ops:\n        \n    return balance\n"
+    fake_backend.queue("        balance += op\n        if balance < 0:\n            return -1\n    return balance\n")
+    result = fake_service.complete(CompletionRequest(source, 3, 8, language="python"))
+    assert result.text == "balance += op\n        if balance < 0:\n            return -1"

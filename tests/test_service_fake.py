@@ -72,3 +72,11 @@ def test_typing_on_keeps_the_prompt_start_and_only_appends(fake_service, fake_ba
     moved = typed.replace("print(add(1, 2))", "print(add(3, 4))")  # the text after the cursor changed
     fake_service.complete(CompletionRequest(moved, 2, 9, path="m.py"))
     assert not fake_backend.requests[2].prompt.render().startswith(first)
+
+
+def test_an_answer_cut_by_max_tokens_keeps_its_finished_lines(fake_service, fake_backend):
+    fake_service.settings = fake_service.settings.replace(max_tokens=30)
+    fake_backend.queue("total = 0\n    for x in xs:\n        total += x\n")
+    result = fake_service.complete(CompletionRequest("def f(xs):\n    \n", 1, 4, language="python"))
+    assert result.timings["stop_reason"] == "max_tokens"
+    assert result.text == "total = 0"  # "for x in xs:" is finished but has no body: the compiler cuts it
