@@ -305,9 +305,20 @@ def python_verdict(candidate: str, site: Site) -> bool | None:
         return True
     start = site.prefix.count("\n") + 1
     added = candidate.count("\n")
-    if error < 0 or error < start or error > start + added + 1:
+    # The compiler reports a block left without its body at the next line of code, past blank ones.
+    after = start + added + 1 + _blank_lines_after_cursor_line(site.suffix)
+    if error < 0 or error < start or error > after:
         return None
     return error - added == _compile_error_line(site.prefix + site.suffix) and error > start + added
+
+
+def _blank_lines_after_cursor_line(suffix: str) -> int:
+    count = 0
+    for line in suffix.split("\n")[1:]:
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        count += 1
+    return count
 
 
 @lru_cache(maxsize=32)
@@ -333,6 +344,19 @@ def left_block(text: str, site: Site) -> bool:
     complete = text[: text.rfind("\n")]  # judge whole lines only
     return any(rule(complete + "\n", site) != complete + "\n"
                for rule in (single_line, markdown_fence, loop, block_end))
+
+
+def unfinished(text: str, site: Site) -> bool:
+    """Would stopping now leave nothing usable? The first line is not finished, or the last
+    finished line opens a block whose body has not begun. (The time budget gives such an answer
+    a little longer: a block is never cut before its body.)"""
+    if "\n" not in text:
+        return True
+    lines = text.split("\n")[:-1]  # whole lines only
+    while lines and not lines[-1].strip():
+        lines.pop()
+    last = (_cursor_line_before(site) + lines[-1]) if len(lines) == 1 else (lines[-1] if lines else "")
+    return opens_block(last, site.spec)
 
 
 Rule = Callable[[str, Site], str]

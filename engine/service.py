@@ -26,7 +26,7 @@ from .errors import EngineError
 from .gguf import read_gguf
 from .healing import indentation_split, strip_indentation
 from .models import ModelRef, Progress, resolve_model
-from .postprocess import RULES, Site, left_block, postprocess
+from .postprocess import RULES, Site, left_block, postprocess, unfinished
 from .prompt import (
     FimTemplate,
     Part,
@@ -380,6 +380,7 @@ class CompletionService:
         gen_request = GenerationRequest.from_settings(
             prompt, self.settings, cancel=request.cancel, stop=["\n"] if line_stop else [],
             stop_when=None if request.raw else (lambda so_far: left_block(heal.inserted(so_far), site)),
+            unfinished=None if request.raw else (lambda so_far: unfinished(heal.inserted(so_far), site)),
             heal=heal.text if heal.masked else "",
         )
         result = backend.generate(gen_request)

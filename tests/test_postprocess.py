@@ -42,3 +42,14 @@ def test_streaming_stops_once_the_block_is_left():
     assert not left_block("for x in xs:\n        print(x)\n", site)
     assert left_block("for x in xs:\n        print(x)\ndef g():\n", site)
     assert not left_block("for x in xs:\n        print(x)\nde", site)  # an unfinished line is not judged
+
+
+def test_unfinished_answers_are_the_first_line_or_a_header_without_body():
+    from engine.postprocess import unfinished
+
+    site = site_for("def f(xs):\n    |\n", "python")
+    assert unfinished("total = su", site)  # the first line is not done
+    assert unfinished("for x in xs:\n", site)  # a header, its body not begun
+    assert unfinished("total = 0\n    for x in xs:\n\n", site)
+    assert not unfinished("total = 0\n", site)
+    assert not unfinished("for x in xs:\n        total += x\n", site)

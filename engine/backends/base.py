@@ -56,6 +56,11 @@ class GenerationRequest:
     # (reason "stop"). The engine uses it to stop once a completion has left its block.
     stop_when: Callable[[str], bool] | None = None
 
+    # Called with the text so far when the time budget runs out; True means stopping here would
+    # leave nothing usable (a first line unfinished, a block header without its body), and
+    # decoding goes on for up to one more budget.
+    unfinished: Callable[[str], bool] | None = None
+
     def line_done(self, piece: str, text: str) -> bool:
         return self.stop_when is not None and "\n" in piece and self.stop_when(text)
 
@@ -199,7 +204,8 @@ class TextSink:
             return STOP_MAX_TOKENS
         if self.request.cancel.is_set():
             return STOP_CANCELLED
-        if deadline.expired():
+        if deadline.expired() and not (self.request.unfinished is not None and not deadline.expired(grace=1.0)
+                                       and self.request.unfinished(self.matcher.text)):
             return STOP_TIME_BUDGET
         return ""
 
@@ -224,5 +230,6 @@ class Deadline:
         if self.end is None and self.seconds is not None:
             self.end = time.monotonic() + self.seconds
 
-    def expired(self) -> bool:
-        return self.end is not None and time.monotonic() >= self.end
+    def expired(self, grace: float = 0.0) -> bool:
+        """Past the end (plus `grace` times the budget)."""
+        return self.end is not None and time.monotonic() >= self.end + grace * (self.seconds or 0.0)
