@@ -119,19 +119,27 @@ def block_end(text: str, site: Site) -> str:
     else:
         first = (before + lines[0]) if not before.strip() else before
         limit, inclusive = _indent(first), False
-        if site.cursor.why == "blank_line" and (function := _function_indent(site.prefix, limit)) is not None \
-                and _suffix_leaves(site.suffix, function):
-            # The function ends after the cursor (nothing of it follows in the suffix): its last
-            # lines may sit further out than the first, as `return result` after a loop body.
-            limit = function + 1
+        if before and not before.strip():
+            # After typed indentation the user's level is the block's, however the answer starts.
+            limit = _indent(before)
+    # The function ends after the cursor (nothing of it follows in the suffix): the answer may end
+    # with the function's last statement further out, as `return result` after a loop body —
+    # that line, and nothing after it (a longer answer is slower to come and rarely wanted).
+    function = _function_indent(site.prefix, limit) if site.cursor.why == "blank_line" else None
+    ends_here = function is not None and _suffix_leaves(site.suffix, function)
     for i in range(1, len(lines)):
         line = lines[i]
         if not line.strip():
             continue
         level = _indent(line)
         if level < limit or (inclusive and level <= limit):
+            if ends_here and function is not None and level > function and _FINAL.match(line):
+                return "\n".join(lines[: i + 1])
             return "\n".join(lines[:i])
     return text
+
+
+_FINAL = re.compile(r"\s*(return|raise|yield)\b")
 
 
 _DEF = re.compile(r"\s*(async\s+)?def\s")

@@ -270,7 +270,7 @@ class CompletionService:
 
     def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo,
                      others: Sequence[OpenDocument] = (), path: str = "",
-                     reuse: bool = False, heal: bool = True) -> tuple[Prompt, Site, list[Snippet], Heal]:
+                     reuse: bool = False, healing: bool = True) -> tuple[Prompt, Site, list[Snippet], Heal]:
         """The prompt for a cursor, the site (prefix/suffix as the model saw them), the snippets
         of other documents in it, and the text it stops short of for token healing.
 
@@ -279,7 +279,7 @@ class CompletionService:
         While the user types on from there (and the text around does not change), the prompt
         only grows at its end, so llama.cpp evaluates just the new tokens on each keystroke.
         With `reuse`, the anchor of the last request for `path` is kept when it still fits.
-        With `heal`, the prompt ends at the last token boundary the model would have produced
+        With `healing`, the prompt ends at the last token boundary the model would have produced
         before the cursor, and the generation reproduces the rest (engine/healing.py).
         """
         info = self.info
@@ -290,7 +290,7 @@ class CompletionService:
             self._anchors[path] = anchor
         middle = text[anchor.offset : offset]
         site = Site(anchor.prefix + middle, anchor.suffix, cursor, tree.spec)
-        kept, heal = self._heal_split(middle) if heal else (middle, Heal())
+        kept, heal = self._heal_split(middle) if healing else (middle, Heal())
         if info.fim is None:
             return prefix_only_prompt(anchor.prefix + kept, add_bos=info.add_bos), site, [], heal
         prompt = info.fim.build(anchor.prefix, anchor.suffix, context=anchor.context, add_bos=info.add_bos,
@@ -368,7 +368,7 @@ class CompletionService:
         cursor = analyze_cursor(tree, offset, self.settings.multiline)
         prompt, site, snippets, heal = self.build_prompt(tree, offset, cursor, request.others, request.path,
                                                          reuse=request.use_cache and not request.raw,
-                                                         heal=not request.raw)
+                                                         healing=not request.raw)
         prompt_ms = (time.perf_counter() - started) * 1000
         cache_key = f"{cursor.mode}\x00{prompt.render()}\x00{heal.text}"
         if request.use_cache and not request.raw and (cached := self.cache.get(cache_key)) is not None:

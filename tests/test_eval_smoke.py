@@ -19,7 +19,7 @@ INFILLING = Path(__file__).resolve().parents[2] / "shared" / "data" / "human-eva
 def args(tmp_path: Path, mode: str, **extra) -> argparse.Namespace:
     values = {"data": None, "mode": mode, "samples": 1, "temperature": 0.0, "top_p": 0.95, "seed": 0,
               "max_tokens": 384, "limit": 10, "out": str(tmp_path / mode), "execute": True, "workers": 2,
-              "timeout": 10.0, "raw": False}
+              "timeout": 10.0, "raw": False, "cursor": "line-start"}
     values.update(extra)
     return argparse.Namespace(**values)
 
@@ -55,6 +55,18 @@ def test_fim_pipeline_beats_raw_output(tmp_path, model_path):
     assert piped["pass@1"] > raw["pass@1"]
     assert piped["rules"]["block_end"] + piped["rules"]["suffix_repeat"] > 0
     assert "exact_match" in piped
+
+
+@pytest.mark.skipif(not INFILLING.exists(), reason="needs ../shared/data/human-eval-infilling")
+@pytest.mark.parametrize("cursor", ["after-indent", "mid-line"])
+def test_fim_where_people_type_is_healed_and_named_in_the_report(tmp_path, model_path, cursor):
+    summary = run(args(tmp_path, "fim", data=str(INFILLING), max_tokens=48, cursor=cursor),
+                  Settings(model=str(model_path)))
+    assert summary["cursor"] == cursor and f"| cursor | {cursor} |" in (tmp_path / "fim" / "report.md").read_text()
+    samples = [json.loads(line) for line in (tmp_path / "fim" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["cursor"] == cursor and s["typed"] for s in samples)  # something was typed before each cursor
+    assert all(s["healed"] for s in samples)  # and the prompt stopped short of it
+    assert summary["pass@1"] >= 0.3
 
 
 def test_without_execute_only_samples_are_written(tmp_path, model_path, capsys):

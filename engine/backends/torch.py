@@ -125,7 +125,7 @@ class HFVocab:
         """Tables for token healing, for byte-level BPE vocabularies (Qwen, Llama 3); None for others."""
         backend = getattr(self.tok, "backend_tokenizer", None)
         pre = getattr(backend, "pre_tokenizer", None)
-        if pre is None or "ByteLevel" not in type(backend.decoder).__name__:
+        if backend is None or pre is None or "ByteLevel" not in type(backend.decoder).__name__:
             return None
         from native.tokenizer import TOKEN_CONTROL, TOKEN_NORMAL, token_bytes
 
