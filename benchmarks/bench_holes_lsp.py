@@ -32,6 +32,8 @@ from pygls.lsp.client import LanguageClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_typing import plain  # the benchmark beside this one (its folder is on sys.path)
+
 from engine.config import parse_set_arguments
 from engine.text import offset_at, position_at
 from eval import report
@@ -41,14 +43,6 @@ from eval.holes import CURSOR_MODES, multiline_holes, place_cursor
 
 _TIMINGS = ("prompt_tokens", "prompt_tokens_evaluated", "generated_tokens", "first_token_ms", "decode_ms",
             "stop_reason", "healed")
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _position(text: str, offset: int) -> types.Position:
@@ -113,7 +107,7 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]]) -> list
     client.exit(None)
     await client.stop()
     by_uri = {}
-    for entry in _plain(status).get("requests", []):
+    for entry in plain(status).get("requests", []):
         by_uri[entry.get("uri")] = entry  # the last request for each document
     for row in rows:
         entry = by_uri.get(Path(f"/tmp/fimble-holes/{row['task_id'].replace('/', '_')}.py").as_uri(), {})
