@@ -178,32 +178,3 @@ async def test_hostile_documents_do_not_stall_the_others(client: LanguageClient)
     result = await client.text_document_inline_completion_async(inline_params(5, 11))
     assert result.items  # the first document still completes
 
-
-HYPOTENUSE = ('import math\n\n\ndef hypotenuse(a: float, b: float) -> float:\n'
-              '    """Length of the hypotenuse of a right triangle with legs a and b."""\n\n\n'
-              'print(hypotenuse(3, 4))\n')
-PALINDROME = 'def is_palindrome(s: str) -> bool:\n    """Return True if s reads the same backwards."""\n'
-
-
-@pytest.mark.asyncio(loop_scope="module")
-@pytest.mark.parametrize(("text", "line"), [(HYPOTENUSE, 4), (PALINDROME, 1)], ids=["hypotenuse", "palindrome"])
-async def test_after_enter_and_auto_indent_the_body_parses_in_place(client: LanguageClient, text, line):
-    """A file just opened; the user presses Enter at the end of the docstring and the editor
-    indents the new line: the suggestion there must fit in place (it used to be empty, or one
-    space too deep)."""
-    uri = f"file:///work/example/typed_{line}.py"
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
-    end = len(text.split("\n")[line])
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[types.TextDocumentContentChangePartial(
-            range=types.Range(types.Position(line, end), types.Position(line, end)), text="\n    ")]))
-    result = await client.text_document_inline_completion_async(inline_params(line + 1, 4, uri))
-    assert len(result.items) == 1, await status(client, uri)
-    lines = text.split("\n")
-    lines.insert(line + 1, "    " + result.items[0].insert_text)
-    compile("\n".join(lines), uri, "exec")  # the compiler, not only tree-sitter, accepts the file
-    assert "return" in result.items[0].insert_text
-    client.text_document_did_close(types.DidCloseTextDocumentParams(
-        text_document=types.TextDocumentIdentifier(uri=uri)))
