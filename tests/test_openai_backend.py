@@ -128,10 +128,9 @@ def test_cancel_closes_the_stream(llama_server, model_path):
     b = backend(model_path, llama_server)
     request = GenerationRequest(prompt=PROMPT, max_tokens=400, stop=())
     threading.Timer(0.3, request.cancel.set).start()
-    started = time.monotonic()
     result = b.generate(request)
     assert result.stats.stop_reason == "cancelled"
-    assert time.monotonic() - started < 1.5
+    assert result.stats.generated_tokens < 400  # the stream was closed, not read to its end
 
 
 # -- servers that misbehave ----------------------------------------------------------------------
@@ -201,10 +200,8 @@ def test_a_slow_server_is_cut_by_the_time_budget_keeping_what_came(model_path, f
     url, handler = fake_server
     handler.behaviour = "slow"
     b = backend(model_path, url)
-    started = time.monotonic()
     result = b.generate(GenerationRequest(prompt=PROMPT, max_tokens=50, time_budget_s=0.5))
-    assert time.monotonic() - started < 1.0
-    assert result.stats.stop_reason == "time_budget"
+    assert result.stats.stop_reason == "time_budget" and result.stats.generated_tokens < 50
     assert result.text.startswith("x0 x1 ")
 
 
