@@ -1,6 +1,14 @@
 """Replay a typing session against `fimble serve` and compare with cold requests.
 
     python benchmarks/bench_typing.py [--file PATH --function NAME] [--cps 8] [--pause 0.8]
+    python benchmarks/bench_typing.py --scenario places [--file PATH] [--places 20] [--settle 120]
+
+`--scenario places` is a user moving around an open file: at each of --places lines (seeded,
+in random order) the line is cut at its indentation and --typed characters are typed back, a
+request per keystroke (the one before cancelled); reported: the last request of each burst,
+answered with text or not, its latency, and prompt tokens reused/evaluated. --settle waits up to
+that many seconds for the server's warm-up of the document first (0: start at once, as right
+after opening a file).
 
 Opens a real source file the project did not write (the standard library's textwrap.py by
 default), removes a function's body after its docstring, and types the body back character by
@@ -60,12 +68,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))] if ordered else float("nan")
 
 
-async def replay(args: argparse.Namespace, text: str, offset: int, body: str) -> dict[str, Any]:
+async def start_server(args: argparse.Namespace) -> LanguageClient:
+    """`fimble serve` over stdio, initialized with the benchmark's options."""
     client = LanguageClient("bench", "1")
     await client.start_io(sys.executable, "-m", "lsp_server")
     await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(),
-                                                         initialization_options={"debounceMs": args.debounce}))
+                                                         initialization_options=options(args)))
     client.initialized(types.InitializedParams())
+    return client
+
+
+async def replay(args: argparse.Namespace, text: str, offset: int, body: str) -> dict[str, Any]:
+    client = await start_server(args)
     uri = "file://" + str(args.file)
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text)))
@@ -105,6 +119,114 @@ async def replay(args: argparse.Namespace, text: str, offset: int, body: str) ->
     client.exit(None)
     await client.stop()
     return {"records": records, "status": status}
+
+
+async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
+    import random
+
+    client = await start_server(args)
+    uri = "file://" + str(args.file)
+    while (state := plain(await client.protocol.send_request_async("fimble/status", {}))["state"]) != "ready":
+        if state == "error":
+            raise SystemExit("the server could not load the model: see its log")
+        await asyncio.sleep(0.2)
+    opened = time.perf_counter()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text)))
+    settled = None
+    while args.settle and time.perf_counter() - opened < args.settle:
+        kv = plain(await client.protocol.send_request_async("fimble/status", {}))["cache"].get("kv", {})
+        if any(label.startswith("document:") for label in kv.get("labels", [])):
+            settled = round(time.perf_counter() - opened, 1)
+            break
+        await asyncio.sleep(0.5)
+    print(f"document warm-up: {settled} s" if settled else "not waiting for the document warm-up", file=sys.stderr)
+    lines = text.split("\n")
+    rng = random.Random(args.seed)
+    rows = [i for i, line in enumerate(lines) if len(line.strip()) > args.typed + 2 and line.startswith(" ")
+            and not line.strip().startswith(("#", '"', "'"))]
+    chosen = rng.sample(rows, min(args.places, len(rows)))
+    version, results = 0, []
+    for row in chosen:
+        original = lines[row]
+        indent = len(original) - len(original.lstrip())
+        version += 1
+        client.text_document_did_change(types.DidChangeTextDocumentParams(  # jump there, cut the line
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(row, indent), types.Position(row, len(original))), text="")]))
+        await asyncio.sleep(1 / args.cps)
+        futures = []
+        for k in range(args.typed):
+            version += 1
+            char = original[indent + k]
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangePartial(
+                    range=types.Range(types.Position(row, indent + k), types.Position(row, indent + k)), text=char)]))
+            if futures and not futures[-1][1].done():
+                client.protocol.notify("$/cancelRequest", types.CancelParams(id=futures[-1][0]))
+            msg_id = f"p{row}-{k}"
+            futures.append((msg_id, asyncio.ensure_future(client.protocol.send_request_async(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    position=types.Position(row, indent + k + 1),
+                    context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+                    work_done_token=msg_id), msg_id=msg_id)), time.perf_counter()))
+            if k + 1 < args.typed:
+                await asyncio.sleep(1 / args.cps)
+        msg_id, last, sent = futures[-1]
+        items = (await last).items
+        latency = (time.perf_counter() - sent) * 1000
+        results.append({"row": row, "id": msg_id, "latency_ms": latency, "text": items[0].insert_text if items else "",
+                        "expected": original[indent + args.typed :]})
+        version += 1
+        client.text_document_did_change(types.DidChangeTextDocumentParams(  # put the line back
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(row, indent), types.Position(row, indent + args.typed)),
+                text=original[indent:])]))
+        await asyncio.sleep(args.pause)
+    status = plain(await client.protocol.send_request_async("fimble/status", {"history": 1000}))
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    by_token = {h["token"]: h for h in status["requests"] if "token" in h}
+    for r in results:
+        timings = by_token.get(r["id"], {}).get("timings", {})
+        r.update(outcome=by_token.get(r["id"], {}).get("outcome"),
+                 **{k: timings.get(k) for k in ("prompt_tokens", "prompt_tokens_reused", "prompt_tokens_evaluated",
+                                                "generated_tokens")})
+    latencies = [r["latency_ms"] for r in results]
+    with_text = [r for r in results if r["text"]]
+    exact = sum(r["text"].split("\n")[0] == r["expected"] for r in with_text)
+    return {
+        "places": len(results),
+        "document_warm_s": settled,
+        "answered_with_text": f"{len(with_text)}/{len(results)}",
+        "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1),
+                       "max": round(max(latencies), 1)},
+        "rest_of_line_exact": f"{exact}/{len(with_text)}",
+        "prompt_tokens_evaluated": {"median": statistics.median([r["prompt_tokens_evaluated"] or 0 for r in results]),
+                                    "max": max(r["prompt_tokens_evaluated"] or 0 for r in results)},
+        "prompt_tokens_reused_median": statistics.median([r["prompt_tokens_reused"] or 0 for r in results]),
+        "outcomes": {o: sum(r["outcome"] == o for r in results) for o in {r["outcome"] for r in results}},
+        "kv": status["cache"].get("kv"),
+        "memory": status.get("memory"),
+        "each": [{k: (round(v) if isinstance(v, float) else v) for k, v in r.items() if k != "id"} for r in results],
+    }
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """initializationOptions: the debounce, then each --set KEY=VALUE (JSON values)."""
+    out: dict[str, Any] = {"debounceMs": args.debounce}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +317,19 @@ def main() -> None:
     parser.add_argument("--debounce", type=int, default=75)
     parser.add_argument("--budget", type=int, default=1024)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--scenario", choices=("type", "places"), default="type")
+    parser.add_argument("--places", type=int, default=20)
+    parser.add_argument("--typed", type=int, default=4)
+    parser.add_argument("--settle", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a server option, e.g. --set warm=false --set kvCacheMb=0")
     args = parser.parse_args()
+    if args.scenario == "places":
+        args.file = args.file if args.file.name != "textwrap.py" else args.file.with_name("calendar.py")
+        result = asyncio.run(places(args, args.file.read_text()))
+        print(json.dumps(result, indent=1))
+        return
     text, offset, body = cut_body(args.file.read_text(), args.function)
     print(f"typing {len(body)} characters of {args.file.name}:{args.function} at {args.cps}/s")
     result = asyncio.run(replay(args, text, offset, body))

@@ -42,8 +42,16 @@ class Settings:
     time_budget_ms: int = _opt(1500, "stop decoding after this long and keep what is there (the prompt's "
                                "evaluation is not counted); 0: no limit", lo=0, hi=600_000)
     n_threads: int = _opt(0, "CPU threads for llama.cpp; 0 means all cores", lo=0, hi=1024)
-    n_ctx: int = _opt(4096, "context window in tokens (prompt plus output): llama.cpp's, and the torch KV cache",
-                      lo=256, hi=131072)
+    n_ctx: int = _opt(8192, "context window in tokens (prompt plus output): llama.cpp's, and the torch KV cache; "
+                      "llama.cpp also warms up to this much of an open document", lo=256, hi=131072)
+    kv_cache_mb: int = _opt(256, "memory for saved prompt states (the KV cells of warmed documents and of places "
+                            "worked at) besides the live one, in MiB; 0 keeps only the live one", lo=0, hi=65536)
+    speculative_tokens: int = _opt(2, "prompt-lookup speculative decoding: up to this many tokens copied from the "
+                                   "context are proposed and verified in one batch (greedy decoding, llama_cpp and "
+                                   "torch); 0 turns it off. Small batches (2) agree with one-token decoding nearly "
+                                   "always; more is faster on long copies and flips more near-ties", lo=0, hi=64)
+    warm: bool = _opt(True, "evaluate the prompt of the place just opened or edited while the server is idle, "
+                      "so the first request there finds it ready")
     torch_compile: bool = _opt(False, "torch backend on a GPU: compile the decode step (CUDA graphs); the first "
                                "requests are slow while it compiles")
 

@@ -86,7 +86,7 @@ def pinned_lines(tree: SyntaxTree, offset: int, first_line: int) -> list[int]:
         if child.type in IMPORT_TYPES and child.start_point[0] < first_line:
             rows.update(range(child.start_point[0], min(child.end_point[0], first_line - 1) + 1))
     node = _enclosing(tree, offset, DEFINITION_TYPES, inclusive_end=True)
-    while node is not None:
+    while node is not None and node.parent is not None:  # not the root: Python's is a `module` too
         if node.type in DEFINITION_TYPES:
             body = node.child_by_field_name("body")
             header_end = body.start_point[0] if body is not None else node.start_point[0]

@@ -290,6 +290,24 @@ def syntax(text: str, site: Site) -> str:
         if site.spec.name == "python" and python_verdict(candidate, site) is False:
             continue
         return candidate
+    return _before_a_quote(lines[0], site, baseline)
+
+
+def _before_a_quote(line: str, site: Site, baseline: int) -> str:
+    """The first line cut before a quote, when no whole line is valid: inside a docstring or a
+    string the model often closes it where the document goes on (it writes the closing quotes
+    at the end of the sentence), and the words before the quote are still the suggestion."""
+    assert site.spec is not None
+    quotes = [i for i, char in enumerate(line) if char in "\"'" and (i == 0 or line[i - 1] != char)]
+    for cut in reversed(quotes):  # before each run of quotes, the longest first
+        candidate = line[:cut].rstrip()
+        if not candidate.strip():
+            continue
+        if error_count(parse(site.spec, site.prefix + candidate + site.suffix)) > baseline:
+            continue
+        if site.spec.name == "python" and python_verdict(candidate, site) is False:
+            continue
+        return candidate
     return ""
 
 

@@ -229,9 +229,16 @@ def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefi
         first = -(-first // line_step) * line_step
         n_pre = len(before) - min(first, len(before))
         used_pre = count(head_line) + sum(count(line + "\n") for line in before[len(before) - n_pre :])
-    if used_pre < prefix_budget:
-        # The prefix did not need all of its share, or the suffix ran out: give the rest back.
+    if used_pre < prefix_budget and n_pre == len(before):
+        # The whole prefix fits in less than its share: the suffix gets the rest. (What the
+        # rounding to `line_step` leaves is not given: the suffix, evaluated anew at each place,
+        # is the expensive part of a prompt — engine/backends/kv_reuse.py.)
         n_suf, used_suf = take(after, budget - used_pre, count(tail_line), from_end=False)
+    while n_pre and not before[len(before) - n_pre].strip():
+        # Start at a line with text: a run of newlines is one token, and a window that began
+        # inside one would tokenize differently from the document around it (kv_reuse.py).
+        used_pre -= count(before[len(before) - n_pre] + "\n")
+        n_pre -= 1
     kept_before = before[len(before) - n_pre :] if n_pre else []
     kept_after = after[:n_suf]
     new_prefix = "".join(line + "\n" for line in kept_before) + head_line

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, GenerationRequest, GenerationResult, get_backend_class
-from .backends.base import STOP_MAX_TOKENS, STOP_TIME_BUDGET
+from .backends.base import STOP_MAX_TOKENS, STOP_TIME_BUDGET, GenerationStats
 from .cache import LRUCache, TypeThrough
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, Snippet, analyze_cursor, extra_snippets, names_near, pinned_lines
@@ -69,7 +69,9 @@ class CompletionRequest:
     others: Sequence[OpenDocument] = ()
     # Skip postprocessing and caches: the raw output cut only at stop tokens (for measuring).
     raw: bool = False
-    # Use the caches (exact prompt and type-through); the eval harness turns them off.
+    # Use the caches (exact prompt, type-through, and KV cells moved from other places or
+    # restored: engine/backends/kv_reuse.py); the eval harness turns them off, so that an answer
+    # does not depend on the tasks before it.
     use_cache: bool = True
 
 
@@ -159,8 +161,10 @@ class ModelInfo:
 # The prompt's first line moves in steps of this many lines (see prompt.fit_window).
 WINDOW_LINE_STEP = 16
 # Share of the local budget for the text before the cursor. Whatever follows the cursor in the
-# prompt is evaluated again when the anchor moves, so the suffix is kept short: about 1:7.
-PREFIX_SHARE = 0.875
+# prompt is evaluated again when the anchor moves (and a warmed document cannot serve it: it comes
+# after the suffix token, see engine/backends/kv_reuse.py), so the suffix is kept short: 1:15,
+# about 64 tokens, five or six lines.
+PREFIX_SHARE = 0.9375
 # An anchor is kept while the text typed after it stays this small.
 ANCHOR_MAX_LINES = 12
 ANCHOR_MAX_CHARS = 1200
@@ -186,6 +190,19 @@ class Anchor:
         if len(middle) > ANCHOR_MAX_CHARS or middle.count("\n") > ANCHOR_MAX_LINES:
             return False
         return text.startswith(self.suffix, offset) and hash(text[: self.offset]) == self.head_hash
+
+
+def _pinned_text(lines: list[str], rows: Sequence[int], window_start: int) -> str:
+    """The pinned lines, each with the blank lines that follow it in the document (up to the
+    window): tokenized, they are then the same tokens as in the document, where a run of
+    newlines is one token, and a warmed document serves them from the KV cache too."""
+    out = []
+    for row in rows:
+        end = row + 1
+        while end < window_start and end < len(lines) and not lines[end].strip():
+            end += 1
+        out.append("".join(line + "\n" for line in lines[row:end]))
+    return "".join(out)
 
 
 def repo_context(template: FimTemplate, snippets: Sequence[Snippet], path: str) -> list[Part]:
@@ -218,6 +235,7 @@ class CompletionService:
         self.cache = LRUCache()
         self.type_through = TypeThrough()
         self._anchors: dict[str, Anchor] = {}
+        self._contexts: dict[str, tuple[object, tuple[Part, ...], list[Snippet]]] = {}
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -251,6 +269,10 @@ class CompletionService:
         self.load()
         assert self._info is not None
         return self._info
+
+    def cache_summary(self) -> dict[str, object]:
+        """The backend's prompt cache (saved KV states), for fimble/status."""
+        return self._backend.cache_summary() if self.loaded and self._backend is not None else {}
 
     def close(self) -> None:
         if self._backend is not None:
@@ -327,19 +349,37 @@ class CompletionService:
         pinned_text = ""
         if window.first_line > 0 and (rows := pinned_lines(tree, offset, window.first_line)):
             lines = text.split("\n")
-            pinned_text = "".join(lines[r] + "\n" for r in rows)
+            pinned_text = _pinned_text(lines, rows, window.first_line)
             window = fit_window(prefix, suffix, count, local_budget - count(pinned_text), PREFIX_SHARE,
                                 WINDOW_LINE_STEP)
-            pinned_text = "".join(lines[r] + "\n" for r in rows if r < window.first_line)
+            pinned_text = _pinned_text(lines, [r for r in rows if r < window.first_line], window.first_line)
         local_prefix = pinned_text + window.prefix
-        snippets: list[Snippet] = []
-        context: list[Part] = []
-        if repo_format and info.fim and info.fim.file_sep and info.fim.repo_name:
-            snippets = extra_snippets(names_near(text, offset), others, local_prefix + window.suffix, extra_budget,
-                                      count)
-            context = repo_context(info.fim, snippets, path)
-        return Anchor(start, hash(text[:start]), local_prefix, window.suffix, tuple(context), snippets,
+        context, snippets = self._document_context(tree, offset, others, path, local_prefix + window.suffix)
+        return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets,
                       self._anchor_key(self.settings))
+
+    def _document_context(self, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument], path: str,
+                          window_text: str) -> tuple[tuple[Part, ...], list[Snippet]]:
+        """The other documents' snippets for `path`, in the model's repository format.
+
+        They open the prompt, so they stay the same for a document while the other documents do
+        not change: a new place in the same file then shares everything up to its own window
+        with the prompts before (engine/backends/kv_reuse.py). They are chosen at the first
+        place that needs them (names near it, recent edits elsewhere)."""
+        info = self.info
+        if not (info.fim and info.fim.file_sep and info.fim.repo_name and others):
+            return (), []
+        key = (self._anchor_key(self.settings), tuple((d.path, hash(d.tree.text), d.recent_lines) for d in others))
+        cached = self._contexts.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        snippets = extra_snippets(names_near(tree.text, offset), others, window_text,
+                                  self.settings.context_tokens // 4, self.count_tokens)
+        context = tuple(repo_context(info.fim, snippets, path))
+        if len(self._contexts) >= 64:
+            self._contexts.pop(next(iter(self._contexts)))
+        self._contexts[path] = (key, context, snippets)
+        return context, snippets
 
     @staticmethod
     def _anchor_key(settings: Settings) -> tuple[object, ...]:
@@ -355,6 +395,55 @@ class CompletionService:
             return None
         cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
         return CompletionResult(rest, {"start": cursor_pos, "end": cursor_pos}, "cache", {"type_through": True})
+
+    # -- warming (the language server calls these on the model worker when it is idle) --------
+
+    def warm(self, request: CompletionRequest) -> GenerationStats | None:
+        """Evaluate the prompt a completion at `request`'s place would have, without generating,
+        so that the first request there (after the user's next keystroke) finds it ready."""
+        backend = self.load()
+        offset = offset_at(request.text, request.line, request.character, request.encoding)
+        tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+        cursor = analyze_cursor(tree, offset, self.settings.multiline)
+        prompt, *_ = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=request.use_cache)
+        return backend.warm(prompt, request.cancel)
+
+    def warm_document(self, request: CompletionRequest) -> GenerationStats | None:
+        """Evaluate the document itself the way prompts begin — its context, the FIM prefix
+        token, then its text from the top (the region around the cursor when it is longer than
+        the context window) — and keep that state. A request at any place in the document then
+        takes its window from there instead of evaluating it (engine/backends/kv_reuse.py)."""
+        backend = self.load()
+        info = self.info
+        offset = offset_at(request.text, request.line, request.character, request.encoding)
+        tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+        region = self._document_region(tree.text, offset, self.settings.n_ctx - 64)
+        if info.fim is None:
+            parts: tuple[Part, ...] = (Text(region),)
+        else:
+            context, _ = self._document_context(tree, offset, request.others, request.path, region)
+            parts = (*context, Special(info.fim.prefix), Text(region))
+        prompt = Prompt(parts, "warm", info.add_bos)
+        return backend.warm(prompt, request.cancel, keep=f"document:{Path(request.path).name}")
+
+    def _document_region(self, text: str, offset: int, budget: int) -> str:
+        """The document's lines that fit `budget` tokens: all of them, or a block around the
+        cursor's line (three quarters above it) starting at a multiple of WINDOW_LINE_STEP."""
+        lines = text.split("\n")
+        costs = [self.count_tokens(line + "\n") for line in lines]
+        if sum(costs) <= budget:
+            return text
+        row = text.count("\n", 0, offset)
+        first, used = row, 0
+        while first > 0 and used + costs[first - 1] <= budget * 3 // 4:
+            first -= 1
+            used += costs[first]
+        first = -(-first // WINDOW_LINE_STEP) * WINDOW_LINE_STEP if first else 0
+        used, last = 0, first
+        while last < len(lines) and used + costs[last] <= budget:
+            used += costs[last]
+            last += 1
+        return "".join(line + "\n" for line in lines[first:last])
 
     def complete(self, request: CompletionRequest) -> CompletionResult:
         started = time.perf_counter()
@@ -378,7 +467,8 @@ class CompletionService:
         # A line that opens a block (`for x in xs:`) goes on to its body; other lines end at "\n".
         line_stop = cursor.mode == LINE and (request.raw or cursor.why != "end_of_line")
         gen_request = GenerationRequest.from_settings(
-            prompt, self.settings, cancel=request.cancel, stop=["\n"] if line_stop else [],
+            prompt, self.settings, cancel=request.cancel, reuse=request.use_cache and not request.raw,
+            stop=["\n"] if line_stop else [],
             stop_when=None if request.raw else (lambda so_far: left_block(heal.inserted(so_far), site)),
             unfinished=None if request.raw else (lambda so_far: unfinished(heal.inserted(so_far), site)),
             heal=heal.text if heal.masked else "",

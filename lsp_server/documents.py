@@ -30,6 +30,9 @@ class Document:
     binary: bool = False
     recent_lines: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_EDITS))
     request_serial: int = 0  # bumped by every completion request: a newer one supersedes
+    last_edit: int = -1  # offset just after the last edit's inserted text: where the user is
+    last_inserted: str = ""  # the text the last edit inserted
+    last_shown: str = ""  # the last suggestion shown in this document
 
     @property
     def text(self) -> str:
@@ -96,6 +99,7 @@ class DocumentStore:
             if end < start:
                 start, end = end, start
             doc.syntax.edit(start, end, change.text)
+            doc.last_edit, doc.last_inserted = start + len(change.text), change.text
             line = change_range.start.line
             if line in doc.recent_lines:
                 doc.recent_lines.remove(line)

@@ -15,8 +15,9 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -37,8 +38,13 @@ EXPLAIN_COMMAND = "fimble.explain"
 STATUS_METHOD = "fimble/status"
 # Options whose change needs the model loaded again.
 _RELOAD_KEYS = ("model", "backend", "n_ctx", "n_threads", "openai_base_url", "openai_api_key", "openai_model",
-                "torch_compile")
+                "torch_compile", "kv_cache_mb")
 EMPTY = types.InlineCompletionList(items=[])
+# Documents warmed up at once (the most recently opened); see FimbleServer.warm_document.
+WARM_DOCUMENTS = 3
+# A document's warm-up (a minute of CPU for a long file) starts or resumes only after this long
+# without requests or edits: between keystrokes it would only be preempted again.
+DOCUMENT_WARM_QUIET_S = 1.0
 
 
 class _Answered:
@@ -107,6 +113,8 @@ class FimbleServer(LanguageServer):
         self._load_task: asyncio.Future[None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=1000)
         self.outcomes: dict[str, int] = {}
+        self.warmed: dict[str, int] = {}  # warm-ups finished: places, documents, precomputed
+        self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -252,7 +260,68 @@ class FimbleServer(LanguageServer):
         outcome = result.reason if result.reason in ("cancelled", "cache") or result.reason.startswith(
             "filtered:") else ("shown" if result.text else "empty")
         record(outcome, reason=result.reason, timings=result.timings)
+        if result.text:
+            doc.last_shown = result.text
         return self._as_list(result)
+
+    # -- warming (engine/backends/kv_reuse.py): model work done before it is asked for ---------------
+
+    def warm_place(self, uri: str) -> None:
+        """After an edit, evaluate the prompt for the place edited while the worker is idle, so
+        the request the next keystroke brings finds it ready. When the edit inserted the
+        suggestion shown last (the user accepted it), compute the next suggestion outright."""
+        doc = self.documents.get(uri)
+        if doc is None or doc.binary or not self.settings.warm or doc.last_edit < 0 or self.load_state != "ready":
+            return
+        text = doc.text
+        line = text.count("\n", 0, doc.last_edit)
+        request = CompletionRequest(text, line, doc.last_edit - (text.rfind("\n", 0, doc.last_edit) + 1), "utf-32",
+                                    doc.language_id, doc.path, tree=doc.syntax.snapshot(),
+                                    others=self.documents.others(uri))
+        accepted = len(doc.last_inserted) >= 2 and doc.last_shown.startswith(doc.last_inserted)
+        service = self.service
+
+        def run(cancel: Any) -> bool:
+            with contextlib.suppress(EngineError):
+                if accepted:
+                    service.complete(replace(request, cancel=cancel))
+                else:
+                    service.warm(replace(request, cancel=cancel))
+            return not cancel.is_set()
+
+        self.worker.submit_idle(f"warm:{uri}", run).add_done_callback(
+            self._count_warm("precomputed" if accepted else "places"))
+
+    def warm_document(self, uri: str) -> None:
+        """After an open, evaluate the document itself once while idle (CompletionService.warm_document)."""
+        doc = self.documents.get(uri)
+        if doc is None or doc.binary or not self.settings.warm:
+            return
+        text = doc.text
+        line = text.count("\n", 0, max(doc.last_edit, 0))
+        request = CompletionRequest(text, line, 0, "utf-32", doc.language_id, doc.path, tree=doc.syntax.snapshot(),
+                                    others=self.documents.others(uri))
+        service = self.service
+        if uri in self.warming:
+            self.warming.remove(uri)
+        self.warming.append(uri)
+        while len(self.warming) > WARM_DOCUMENTS:  # only the last few opened: CPU time is the user's
+            self.worker.drop_idle(f"document:{self.warming.popleft()}")
+
+        def run(cancel: Any) -> bool:
+            with contextlib.suppress(EngineError):
+                service.warm_document(replace(request, cancel=cancel))
+            return not cancel.is_set()
+
+        self.worker.submit_idle(f"document:{uri}", run, resume=True, quiet_s=DOCUMENT_WARM_QUIET_S).add_done_callback(
+            self._count_warm("documents"))
+
+    def _count_warm(self, kind: str) -> Callable[[asyncio.Future[Any]], None]:
+        """Warming is best effort: a superseded or failed one is only not counted."""
+        def done(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None and future.result():
+                self.warmed[kind] = self.warmed.get(kind, 0) + 1
+        return done
 
     def _as_list(self, result: CompletionResult) -> types.InlineCompletionList:
         if not result.text:
@@ -323,13 +392,27 @@ class FimbleServer(LanguageServer):
             "positionEncoding": self.encoding,
             "documents": len(self.documents),
             "cache": {"hits": service.cache.hits, "misses": service.cache.misses,
-                      "typeThrough": service.type_through.hits},
+                      "typeThrough": service.type_through.hits, "kv": service.cache_summary(),
+                      "warmed": dict(self.warmed)},
+            "memory": process_memory(),
             "outcomes": dict(self.outcomes),
             "rules": dict(service.rule_counts),
             "requests": list(self.history)[-max(0, history):],
             "settings": self.settings.to_dict(),
             "document": document,
         }
+
+
+def process_memory() -> dict[str, float | None]:
+    """The server's resident memory now and at its peak, in MiB (model, KV caches, documents)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    current = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        current = round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    return {"rssMb": current, "peakRssMb": round(peak, 1)}
 
 
 def explain_target(text: str, start_line: int, end_line: int, syntax: Any) -> str:
@@ -366,17 +449,23 @@ def create_server() -> FimbleServer:
         """Parse the document once; later changes are incremental."""
         item = params.text_document
         ls.documents.open(item.uri, item.language_id, item.version, item.text)
+        ls.warm_document(item.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: FimbleServer, params: types.DidChangeTextDocumentParams) -> None:
         """Apply edits to the text and the tree."""
         ls.documents.change(params.text_document.uri, params.text_document.version, list(params.content_changes),
                             ls.encoding)
+        ls.warm_place(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimbleServer, params: types.DidCloseTextDocumentParams) -> None:
         """Forget the document."""
         ls.documents.close(params.text_document.uri)
+        for key in (f"document:{params.text_document.uri}", f"warm:{params.text_document.uri}"):
+            ls.worker.drop_idle(key)
+        if params.text_document.uri in ls.warming:
+            ls.warming.remove(params.text_document.uri)
         ls.service.type_through.forget(params.text_document.uri.removeprefix("file://"))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())

@@ -51,6 +51,16 @@ def test_pinned_lines_are_imports_and_enclosing_headers():
     assert pinned_lines(tree, offset, first_line=0) == []
 
 
+def test_a_module_docstring_is_never_pinned():
+    """Python's root node is a `module`, the type Ruby's modules have: its first line (here the
+    opening of the module docstring) used to be pinned, and the prompt then opened a string it
+    never closed — every answer below parsed as broken and was filtered."""
+    source = ('"""Calendar printing functions\n\nNote.\n"""\nimport sys\n\n\n'
+              "class A:\n    def m(self):\n        return 1\n")
+    tree = SyntaxTree(source, "python")
+    assert pinned_lines(tree, source.index("return 1"), first_line=8) == [4, 7]
+
+
 OTHER = "def area(r):\n    return 3.14 * r * r\n\n\ndef unrelated():\n    pass\n"
 
 

@@ -116,3 +116,83 @@ async def test_worker_reports_errors_and_keeps_going():
         pass
     assert await worker.submit("a", lambda cancel: 42) == 42
     worker.stop()
+
+
+async def test_idle_jobs_run_only_when_nothing_waits_and_yield_to_real_ones():
+    worker = ModelWorker()
+    order: list[str] = []
+    started = threading.Event()
+
+    def warm_document(cancel):
+        started.set()
+        order.append("document")
+        while not cancel.is_set():
+            time.sleep(0.005)
+        return False
+
+    document = worker.submit_idle("document:a", warm_document, resume=True)
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)
+    started.clear()
+    # A real job preempts the running idle one; the place warm-up submitted after it runs before
+    # the preempted document warm-up, which resumes last and is the same future.
+    real = worker.submit("a", lambda cancel: order.append("request") or "answer")
+    place = worker.submit_idle("warm:a", lambda cancel: order.append("place") or True)
+    assert await real == "answer"
+    assert await place is True
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)
+    assert order == ["document", "request", "place", "document"]
+    assert not document.done()
+    newer = worker.submit_idle("warm:a", lambda cancel: "newer place")  # preempts the document again
+    assert await newer == "newer place"
+    worker.stop()  # the document warm-up, running again, is stopped and settled
+    assert await document is False
+
+
+async def test_a_newer_idle_job_for_the_same_key_replaces_the_waiting_one():
+    worker = ModelWorker()
+    gate = threading.Event()
+    blocker = worker.submit("busy", lambda cancel: gate.wait(5))
+    old = worker.submit_idle("warm:a", lambda cancel: "old")
+    new = worker.submit_idle("warm:a", lambda cancel: "new")
+    gate.set()
+    assert await blocker is True
+    assert await new == "new"
+    try:
+        await old
+        raise AssertionError("the older idle job should have been superseded")
+    except Superseded:
+        pass
+    worker.stop()
+
+
+async def test_a_dropped_warm_up_stops_and_does_not_come_back():
+    worker = ModelWorker()
+    started = threading.Event()
+    runs = []
+
+    def warm_document(cancel):
+        runs.append(1)
+        started.set()
+        while not cancel.is_set():
+            time.sleep(0.005)
+        return False
+
+    document = worker.submit_idle("document:a", warm_document, resume=True)
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)
+    worker.drop_idle("document:a")  # the document was closed
+    assert await document is False
+    assert await worker.submit("other", lambda cancel: "done") == "done"
+    assert runs == [1]  # not resumed
+    worker.stop()
+
+
+async def test_a_warm_up_that_wants_quiet_waits_for_a_pause():
+    worker = ModelWorker()
+    ran = threading.Event()
+    document = worker.submit_idle("document:a", lambda cancel: ran.set() or True, quiet_s=3.0)
+    for _ in range(4):  # keystrokes: no pause anywhere near long enough
+        await worker.submit("a", lambda cancel: "answer")
+        assert not ran.is_set()
+        await asyncio.sleep(0.05)
+    assert await document is True  # then it runs
+    worker.stop()

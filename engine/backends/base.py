@@ -34,6 +34,7 @@ STOP_SEQUENCE = "stop"
 STOP_MAX_TOKENS = "max_tokens"
 STOP_TIME_BUDGET = "time_budget"
 STOP_CANCELLED = "cancelled"
+STOP_PREFILLED = "prefilled"  # a warm-up: the prompt was evaluated, nothing generated
 
 
 @dataclass
@@ -52,6 +53,12 @@ class GenerationRequest:
     # Text the prompt was backed off by (token healing): the output must begin with it, and it is
     # not part of the returned text. Only for backends whose `healer` is set.
     heal: str = ""
+    # Reuse KV cells from other positions and saved states (kv_reuse.py: an approximation); False
+    # keeps only the exact common prefix, so that an answer does not depend on what came before.
+    reuse: bool = True
+    # Prompt-lookup speculative decoding (engine/backends/lookup.py): at most this many drafted
+    # tokens verified per step; 0 is off. Greedy decoding only.
+    draft_tokens: int = 0
     # Called with the text so far each time a line is finished; True ends generation there
     # (reason "stop"). The engine uses it to stop once a completion has left its block.
     stop_when: Callable[[str], bool] | None = None
@@ -74,6 +81,7 @@ class GenerationRequest:
             "min_p": settings.min_p,
             "repeat_penalty": settings.repeat_penalty,
             "seed": settings.seed,
+            "draft_tokens": settings.speculative_tokens,
             "time_budget_s": settings.time_budget_ms / 1000 if settings.time_budget_ms else None,
         }
         values.update(overrides)
@@ -84,11 +92,17 @@ class GenerationRequest:
 class GenerationStats:
     prompt_tokens: int = 0
     prompt_tokens_evaluated: int = 0  # prompt tokens not served from the KV cache
+    prompt_tokens_reused: int = 0  # prompt tokens served from the KV cache (live or restored)
+    prompt_tokens_moved: int = 0  # of those, moved from another position (kv_reuse.py)
     generated_tokens: int = 0
+    reuse_ms: float = 0.0  # finding, restoring and moving reused KV cells (part of prefill_ms)
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     first_token_ms: float | None = None
     healed_tokens: int = 0  # generated tokens that reproduced the healed text
+    draft_tokens: int = 0  # tokens proposed by prompt lookup (engine/backends/lookup.py)
+    draft_accepted: int = 0  # of those, kept: the tokens greedy decoding chose
+    near_ties: int = 0  # batched choices whose best two logits were within lookup.NEAR_TIE
     stop_reason: str = ""
 
     def as_dict(self) -> dict[str, object]:
@@ -132,6 +146,16 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
         """Stream a completion of `request.prompt`; see the module docstring for the contract."""
+
+    def warm(self, prompt: Prompt, cancel: threading.Event, *, keep: str = "") -> GenerationStats | None:
+        """Evaluate `prompt` into the backend's cache without generating, so that a request that
+        starts with it finds it ready; with `keep`, also save that state under the label.
+        None from backends without a cache of their own (a server keeps its own)."""
+        return None
+
+    def cache_summary(self) -> dict[str, object]:
+        """What the backend holds in its prompt cache, for fimble/status."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model's memory."""

@@ -13,6 +13,7 @@ llama.cpp is not thread-safe: callers run one backend on one worker thread.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from .base import (
     STOP_CANCELLED,
     STOP_EOS,
     STOP_MAX_TOKENS,
+    STOP_PREFILLED,
     Backend,
     Deadline,
     GenerationRequest,
@@ -33,12 +35,23 @@ from .base import (
     TextCallback,
     TextSink,
 )
+from .kv_reuse import Plan, Run, SavedState, StateCache, plan_reuse
+from .lookup import NEAR_TIE, PromptLookup
 
 log = logging.getLogger(__name__)
 
 # Prompt tokens evaluated per llama.cpp call. Small enough that cancel is seen within about
 # 0.2 s on two cores, large enough that prefill keeps most of its batch speed.
 PREFILL_CHUNK = 32
+# Moving a run of KV cells goes through positions this far up, so that no run lands on cells
+# another run has still to leave (llama.cpp moves cells by position range).
+_PARK = 1 << 24
+# The live sequence is saved before a prompt drops at least this many of its tokens.
+SAVE_WHEN_DROPPING = 256
+# A saved state is restored only when it serves this many more prompt tokens than the live one.
+RESTORE_GAIN = 48
+# Pack the live cells after a prompt dropped at least this many of the cached ones.
+COMPACT_WHEN_DROPPED = 1024
 
 
 class LlamaCppBackend(Backend):
@@ -52,6 +65,11 @@ class LlamaCppBackend(Backend):
         # same ids, about ten times faster than asking llama.cpp), else llama.cpp itself.
         self.tokenizer: Any = None
         self._healer: TokenHealer | None = None
+        self.states = StateCache(int(settings.kv_cache_mb) * 1024 * 1024)
+        # A move of KV cells is applied lazily, at the next decode; until then the live sequence
+        # must not be saved (llama.cpp would write the cells unrotated).
+        self._moved = False
+        self._scattered = False
 
     def load(self) -> None:
         if self.llm is not None:
@@ -126,25 +144,148 @@ class LlamaCppBackend(Backend):
             n += 1
         return n
 
-    def _prefill(self, tokens: list[int], request: GenerationRequest) -> tuple[int, str]:
-        """Evaluate what the cache lacks of `tokens`; returns (evaluated, stop reason or '').
+    # -- the KV cache across prompts (engine/backends/kv_reuse.py) -----------------------------
+
+    def _memory(self) -> Any:
+        import llama_cpp
+
+        return llama_cpp.llama_get_memory(self.llm._ctx.ctx)
+
+    def _live_tokens(self) -> list[int]:
+        return [int(t) for t in self.llm.input_ids[: self.llm.n_tokens]]
+
+    def save_live(self, label: str = "") -> bool:
+        """Keep the live sequence's KV state in the state cache (bounded by kvCacheMB)."""
+        import llama_cpp
+
+        tokens = tuple(self._live_tokens())
+        if not tokens or self._moved or self.states.max_bytes <= 0 or tokens in self.states:
+            return False
+        ctx = self.llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        if size > self.states.max_bytes:
+            return False
+        data = bytearray(size)
+        written = llama_cpp.llama_state_seq_get_data(ctx, (ctypes.c_uint8 * size).from_buffer(data), size, 0)
+        if written != size:
+            return False
+        return self.states.put(SavedState(tokens, data, label))
+
+    def _restore(self, state: SavedState) -> bool:
+        import llama_cpp
+
+        llm = self.llm
+        data = state.data if isinstance(state.data, bytearray) else bytearray(state.data)
+        read = llama_cpp.llama_state_seq_set_data(
+            llm._ctx.ctx, (ctypes.c_uint8 * len(data)).from_buffer(data), len(data), 0)
+        if read == 0:  # refused (a state from another model or context size): start empty
+            llm._ctx.kv_cache_seq_rm(0, -1, -1)
+            llm.n_tokens = 0
+            return False
+        llm.input_ids[: len(state.tokens)] = state.tokens
+        llm.n_tokens = len(state.tokens)
+        llm._requires_eval = True
+        self.states.restores += 1
+        self.states.touch(state)
+        return True
+
+    def _apply(self, plan: Plan, tokens: list[int]) -> int:
+        """Keep the plan's runs of the live sequence, moved to their places; drop every other cell."""
+        import llama_cpp
+
+        llm, mem = self.llm, self._memory()
+        position = 0
+        for run in sorted(plan.runs, key=lambda r: r.source):
+            if run.source > position:
+                llama_cpp.llama_memory_seq_rm(mem, 0, position, run.source)
+            position = run.source + run.length
+        llama_cpp.llama_memory_seq_rm(mem, 0, position, -1)
+        moving = [r for r in plan.runs if r.source != r.target]
+        for run in moving:
+            llama_cpp.llama_memory_seq_add(mem, 0, run.source, run.source + run.length, _PARK + run.target - run.source)
+        if moving:
+            llama_cpp.llama_memory_seq_add(mem, 0, _PARK, -1, -_PARK)
+            self._moved = True
+        llm.input_ids[: plan.reused] = tokens[: plan.reused]
+        llm.n_tokens = plan.reused
+        return sum(r.length for r in moving)
+
+    def _reuse(self, tokens: list[int], moves: bool = True) -> tuple[int, int]:
+        """Make the live sequence hold the longest head of `tokens` it or a saved state can serve.
+
+        Returns (tokens reused, of which moved from other positions). The live sequence is saved
+        first when the new prompt would drop much of it: the user may come back."""
+        live = self._live_tokens()
+        if not moves:  # the common prefix only: exact, whatever the cache held
+            common = self.cached_prefix(tokens[:-1])
+            self._scattered = False
+            return common, self._apply(Plan((Run(0, 0, common),) if common else ()), tokens)
+        plan = plan_reuse(live, tokens)
+        # Typing in place, the live sequence serves nearly all: no saved state could gain enough.
+        could_gain = len(tokens) - 1 - plan.reused >= RESTORE_GAIN
+        state, saved_plan = self.states.best(tokens) if could_gain and len(self.states) else (None, Plan(()))
+        restore = state is not None and saved_plan.reused >= plan.reused + RESTORE_GAIN
+        kept = 0 if restore else plan.reused
+        if len(live) - kept >= SAVE_WHEN_DROPPING:
+            self.save_live()
+        source = live
+        if restore and state is not None and self._restore(state):
+            plan, source = saved_plan, list(state.tokens)
+        elif restore:
+            plan = Plan(())
+        # When most of a long sequence (a warmed document) is dropped, the kept cells sit high up.
+        self._scattered = len(source) - plan.reused >= COMPACT_WHEN_DROPPED
+        return plan.reused, self._apply(plan, tokens)
+
+    def _compact(self) -> None:
+        """Move the live sequence's cells to the bottom of the cache. llama.cpp attends over every
+        cell up to the highest one in use, so cells kept from the middle of a restored document
+        made each token a quarter slower; a save and restore of the sequence packs them."""
+        import llama_cpp
+
+        ctx, size = self.llm._ctx.ctx, None
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        data = bytearray(size)
+        buffer = (ctypes.c_uint8 * size).from_buffer(data)
+        if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0) == size:
+            llama_cpp.llama_memory_seq_rm(self._memory(), 0, -1, -1)
+            if llama_cpp.llama_state_seq_set_data(ctx, buffer, size, 0) == 0:
+                self.llm.n_tokens = 0  # refused: evaluate again rather than use a broken cache
+        self._scattered = False
+
+    def _prefill(self, tokens: list[int], request: GenerationRequest, stats: GenerationStats) -> str:
+        """Evaluate what the KV cache lacks of `tokens`; returns the stop reason or ''.
 
         Only a cancel stops it: the time budget is for decoding, so that a request at a new
         place answers (later) instead of spending its budget on the prompt and showing nothing."""
         llm = self.llm
-        # Keep at least the last prompt token to evaluate: its logits pick the first new token.
-        keep = min(self.cached_prefix(tokens), len(tokens) - 1)
-        if keep < llm.n_tokens:
-            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
-            llm.n_tokens = keep
-        evaluated = 0
-        for start in range(keep, len(tokens), PREFILL_CHUNK):
+        started = time.perf_counter()
+        stats.prompt_tokens_reused, stats.prompt_tokens_moved = self._reuse(tokens, request.reuse)
+        stats.reuse_ms = (time.perf_counter() - started) * 1000
+        for start in range(llm.n_tokens, len(tokens), PREFILL_CHUNK):
             if request.cancel.is_set():
-                return evaluated, STOP_CANCELLED
+                return STOP_CANCELLED
             chunk = tokens[start : start + PREFILL_CHUNK]
             llm.eval(chunk)
-            evaluated += len(chunk)
-        return evaluated, ""
+            self._moved = False
+            stats.prompt_tokens_evaluated += len(chunk)
+            if self._scattered:  # after a decode: moved cells are rotated, a save is exact
+                self._compact()
+        return ""
+
+    def warm(self, prompt: Prompt, cancel: Any, *, keep: str = "") -> GenerationStats:
+        """Evaluate `prompt` into the KV cache without generating; with `keep`, save the state
+        under that label (a document's warm-up) once it is whole."""
+        self.load()
+        stats = GenerationStats()
+        tokens = self.prompt_tokens(prompt)[: self.llm.n_ctx() - 1]
+        stats.prompt_tokens = len(tokens)
+        started = time.perf_counter()
+        stats.stop_reason = self._prefill(tokens, GenerationRequest(prompt, cancel=cancel), stats) or STOP_PREFILLED
+        stats.prefill_ms = (time.perf_counter() - started) * 1000
+        if keep and stats.stop_reason != STOP_CANCELLED:
+            self.save_live(keep)
+        return stats
 
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
         self.load()
@@ -160,7 +301,7 @@ class LlamaCppBackend(Backend):
                 f"the prompt has {len(tokens)} tokens but the context holds {llm.n_ctx()}: lower contextTokens"
             )
         stats.prompt_tokens = len(tokens)
-        stats.prompt_tokens_evaluated, reason = self._prefill(tokens, request)
+        reason = self._prefill(tokens, request, stats)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         if reason:
             stats.stop_reason = reason
@@ -183,34 +324,97 @@ class LlamaCppBackend(Backend):
                 stats.decode_ms = (time.perf_counter() - decode_start) * 1000
                 return GenerationResult(sink.finish(decoder.decode(b"", final=True)), stats)
             room = llm.n_ctx() - len(tokens)
-        llm.set_seed(request.seed)
-        generator = llm.generate(
-            tokens,
-            top_k=request.top_k,
-            top_p=request.top_p,
-            min_p=request.min_p,
-            temp=request.temperature,
-            repeat_penalty=request.repeat_penalty,
-        )
-        reason = STOP_MAX_TOKENS
-        try:
-            for token in generator:
-                if stats.first_token_ms is None:
-                    stats.first_token_ms = (time.perf_counter() - started) * 1000
-                if token in stop_ids or self._is_eog(token):
-                    reason = STOP_EOS
-                    break
-                stats.generated_tokens += 1
-                reason = sink.add(decoder.decode(llm.detokenize([token]))) or sink.after_token(
-                    stats.generated_tokens, min(request.max_tokens, room), deadline)
-                if reason:
-                    break
-        finally:
-            generator.close()
+        most = min(request.max_tokens, room)
+
+        def emit(token: int) -> str:
+            """Account for one generated token; the reason to stop after it, or ''."""
+            if stats.first_token_ms is None:
+                stats.first_token_ms = (time.perf_counter() - started) * 1000
+            if token in stop_ids or self._is_eog(token):
+                return STOP_EOS
+            stats.generated_tokens += 1
+            return sink.add(decoder.decode(llm.detokenize([token]))) or sink.after_token(
+                stats.generated_tokens, most, deadline)
+
+        if request.draft_tokens and request.temperature <= 0 and request.repeat_penalty == 1.0:
+            reason = self._decode_with_lookup(tokens, request.draft_tokens, emit, stats)
+        else:
+            reason = self._decode_plain(tokens, request, emit)
         text = sink.finish(decoder.decode(b"", final=True))
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         stats.stop_reason = reason or STOP_MAX_TOKENS
         return GenerationResult(text, stats)
+
+    def _decode_plain(self, tokens: list[int], request: GenerationRequest, emit: Any) -> str:
+        """llama-cpp-python's own loop and sampler chain (sampling, penalties)."""
+        llm = self.llm
+        llm.set_seed(request.seed)
+        generator = llm.generate(tokens, top_k=request.top_k, top_p=request.top_p, min_p=request.min_p,
+                                 temp=request.temperature, repeat_penalty=request.repeat_penalty)
+        try:
+            for token in generator:
+                if reason := emit(token):
+                    return reason
+        finally:
+            generator.close()
+        return STOP_MAX_TOKENS
+
+    def _decode_with_lookup(self, tokens: list[int], max_draft: int, emit: Any, stats: GenerationStats) -> str:
+        """Greedy decoding with prompt-lookup drafts (engine/backends/lookup.py).
+
+        Each step evaluates the token just chosen and a draft after it in one batch, with logits
+        for those positions only; drafted tokens are kept while each is the argmax after the one
+        before, and the cells of the rest are dropped. Batched evaluation sums in another order
+        than one token at a time: rows whose best two logits are a near-tie are counted."""
+        import numpy as np
+
+        llm = self.llm
+        n_vocab, n_ctx = llm.n_vocab(), llm.n_ctx()
+
+        def logits(i: int) -> Any:
+            return np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
+
+        def near_tie(row: Any) -> bool:
+            top2 = np.partition(row, -2)[-2:]
+            return abs(float(top2[1] - top2[0])) < NEAR_TIE
+
+        lookup = PromptLookup(tokens, max_draft)
+        token = int(np.argmax(logits(-1)))
+        while True:
+            if reason := emit(token):
+                return reason
+            lookup.append(token)
+            draft = lookup.draft(n_ctx - llm.n_tokens - 2)
+            batch, start = [token, *draft], llm.n_tokens
+            llm._batch.set_batch(batch, n_past=start, logits_all=bool(draft))
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[start : start + len(batch)] = batch
+            llm.n_tokens = start + len(batch)
+            self._moved = False
+            stats.draft_tokens += len(draft)
+            accepted = 0
+            for i in range(len(batch)):
+                row = logits(i if draft else -1)
+                choice = int(np.argmax(row))
+                if draft:  # a batch row: counted where batching may have flipped the choice
+                    stats.near_ties += near_tie(row)
+                if i == len(draft) or choice != draft[i]:
+                    break
+                accepted += 1
+                stats.draft_accepted += 1
+                lookup.append(choice)
+                if reason := emit(choice):
+                    self._truncate(start + 1 + accepted)
+                    return reason
+            lookup.feedback(len(draft), accepted)
+            self._truncate(start + 1 + accepted)
+            token = choice
+
+    def _truncate(self, n: int) -> None:
+        """Forget cached tokens from position `n` on (a draft's rejected part)."""
+        if n < self.llm.n_tokens:
+            self.llm._ctx.kv_cache_seq_rm(0, n, -1)
+            self.llm.n_tokens = n
 
     @property
     def healer(self) -> TokenHealer | None:
@@ -238,9 +442,15 @@ class LlamaCppBackend(Backend):
             past = healing.take(self.healer.token(token) if self.healer else b"")
             tokens = [*tokens, token]
             llm.eval([token])
+            self._moved = False
         return tokens, past
 
+    def cache_summary(self) -> dict[str, object]:
+        llm = self.llm
+        return {"liveTokens": int(llm.n_tokens) if llm is not None else 0, **self.states.summary()}
+
     def close(self) -> None:
+        self.states = StateCache(self.states.max_bytes)
         if self.llm is not None:
             self.llm.close()
             self.llm = None

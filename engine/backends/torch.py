@@ -38,6 +38,7 @@ from .base import (
     TextCallback,
     TextSink,
 )
+from .lookup import NEAR_TIE, PromptLookup
 from .sampling import allow_only, sample
 from .torch_model import Transformer, load_transformer
 
@@ -244,6 +245,18 @@ class TorchBackend(Backend):
         self.cached.append(token)
         return logits
 
+    @torch.inference_mode()
+    def decode_batch(self, tokens: list[int]) -> torch.Tensor:
+        """Append tokens to the cache → logits [T, vocab], row i for what follows tokens[i]
+        (a prompt-lookup draft's verification; engine/backends/lookup.py)."""
+        assert self.net is not None
+        position = len(self.cached)
+        ids = torch.tensor([tokens], device=self.device)  # [1, T]
+        positions = torch.arange(position, position + len(tokens), device=self.device)  # [T]
+        logits = self.net(ids, positions)[0]  # [T, vocab]
+        self.cached += tokens
+        return logits
+
     # -- generation ----------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
@@ -273,6 +286,8 @@ class TorchBackend(Backend):
         decode_start = time.perf_counter()
         healing = HealingState(self.healer if request.heal else None, request.heal)
         healed_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        greedy = request.temperature <= 0 and request.repeat_penalty == 1.0
+        lookup = PromptLookup(tokens, request.draft_tokens) if request.draft_tokens and greedy else None
         while True:
             if healing.active:
                 logits = allow_only(logits, torch.tensor(healing.allowed(), device=logits.device))
@@ -298,7 +313,40 @@ class TorchBackend(Backend):
                 break
             if request.repeat_penalty != 1.0:
                 history = torch.cat([history, torch.tensor([token], device=self.device)])
-            logits = self.decode_one(token)
+            if lookup is None or healing.active:
+                if lookup is not None:
+                    lookup.append(token)
+                logits = self.decode_one(token)
+                continue
+            # Greedy with prompt lookup: the token and a draft after it in one batch; drafted
+            # tokens are kept while each is the argmax after the one before.
+            lookup.append(token)
+            draft = lookup.draft(self.net.max_len - len(self.cached) - 2)
+            start = len(self.cached)
+            rows = self.decode_batch([token, *draft])  # [1 + k, vocab]
+            stats.draft_tokens += len(draft)
+            accepted = 0
+            for i, guess in enumerate(draft):
+                top = torch.topk(rows[i], 2)
+                stats.near_ties += int(float(top.values[0] - top.values[1]) < NEAR_TIE)
+                if int(top.indices[0]) != guess:
+                    break
+                accepted += 1
+                stats.draft_accepted += 1
+                lookup.append(guess)
+                if guess in stop_ids:
+                    reason = STOP_EOS
+                    break
+                stats.generated_tokens += 1
+                reason = sink.add(stream.push(guess)) or sink.after_token(
+                    stats.generated_tokens, min(request.max_tokens, room), deadline)
+                if reason:
+                    break
+            self.cached = self.cached[: start + 1 + accepted]  # the rest of the draft is forgotten
+            if reason:
+                break
+            lookup.feedback(len(draft), accepted)
+            logits = rows[accepted]
         text = sink.finish()
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         stats.stop_reason = reason

