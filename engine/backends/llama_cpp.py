@@ -243,15 +243,17 @@ class LlamaCppBackend(Backend):
         made each token a quarter slower; a save and restore of the sequence packs them."""
         import llama_cpp
 
-        ctx, size = self.llm._ctx.ctx, None
+        self._scattered = False
+        ctx = self.llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         data = bytearray(size)
         buffer = (ctypes.c_uint8 * size).from_buffer(data)
-        if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0) == size:
-            llama_cpp.llama_memory_seq_rm(self._memory(), 0, -1, -1)
-            if llama_cpp.llama_state_seq_set_data(ctx, buffer, size, 0) == 0:
-                self.llm.n_tokens = 0  # refused: evaluate again rather than use a broken cache
-        self._scattered = False
+        if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0) != size:
+            return  # nothing removed: the cells stay where they are
+        llama_cpp.llama_memory_seq_rm(self._memory(), 0, -1, -1)
+        if llama_cpp.llama_state_seq_set_data(ctx, buffer, size, 0) == 0:
+            self.llm.n_tokens = 0
+            raise BackendError("llama.cpp refused its own KV state while packing the cache")
 
     def _prefill(self, tokens: list[int], request: GenerationRequest, stats: GenerationStats) -> str:
         """Evaluate what the KV cache lacks of `tokens`; returns the stop reason or ''.
