@@ -109,11 +109,14 @@ def test_every_request_is_answered_while_the_model_loads(model_path):
     raw = RawServer()
     raw.request("initialize", {**INIT, "initializationOptions": {"model": str(model_path)}})
     raw.notify("initialized", {})
-    states = []
-    deadline = time.monotonic() + 120
-    while not states or states[-1] != "ready":
-        states.append(raw.request("fimble/status", {}, timeout=5)["result"]["state"])
-        assert time.monotonic() < deadline and states[-1] != "error"
+    states: list[str] = []
+    # Every poll must be answered (a status request never waits on the model); the model must
+    # get to "ready" within a generous number of polls, whatever the machine's load.
+    for _ in range(6000):
+        states.append(raw.request("fimble/status", {}, timeout=30)["result"]["state"])
+        assert states[-1] != "error"
+        if states[-1] == "ready":
+            break
         time.sleep(0.05)
-    assert "loading" in states
+    assert states[-1] == "ready" and "loading" in states
     assert raw.close() == 0
