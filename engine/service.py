@@ -396,14 +396,19 @@ class CompletionService:
         cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
         return CompletionResult(rest, {"start": cursor_pos, "end": cursor_pos}, "cache", {"type_through": True})
 
+    @staticmethod
+    def _place(request: CompletionRequest) -> tuple[int, SyntaxTree]:
+        """The cursor's offset in the text, and the text's tree (the caller's, or parsed now)."""
+        offset = offset_at(request.text, request.line, request.character, request.encoding)
+        return offset, request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+
     # -- warming (the language server calls these on the model worker when it is idle) --------
 
     def warm(self, request: CompletionRequest) -> GenerationStats | None:
         """Evaluate the prompt a completion at `request`'s place would have, without generating,
         so that the first request there (after the user's next keystroke) finds it ready."""
         backend = self.load()
-        offset = offset_at(request.text, request.line, request.character, request.encoding)
-        tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+        offset, tree = self._place(request)
         cursor = analyze_cursor(tree, offset, self.settings.multiline)
         prompt, *_ = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=request.use_cache)
         return backend.warm(prompt, request.cancel)
@@ -415,8 +420,7 @@ class CompletionService:
         takes its window from there instead of evaluating it (engine/backends/kv_reuse.py)."""
         backend = self.load()
         info = self.info
-        offset = offset_at(request.text, request.line, request.character, request.encoding)
-        tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+        offset, tree = self._place(request)
         region = self._document_region(tree.text, offset, self.settings.n_ctx - 64)
         if info.fim is None:
             parts: tuple[Part, ...] = (Text(region),)
@@ -449,11 +453,10 @@ class CompletionService:
         started = time.perf_counter()
         if (hit := self.typed_through(request)) is not None:
             return hit
-        offset = offset_at(request.text, request.line, request.character, request.encoding)
+        offset, tree = self._place(request)
         cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
         empty_range = {"start": cursor_pos, "end": cursor_pos}
         backend = self.load()
-        tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
         cursor = analyze_cursor(tree, offset, self.settings.multiline)
         prompt, site, snippets, heal = self.build_prompt(tree, offset, cursor, request.others, request.path,
                                                          reuse=request.use_cache and not request.raw,
