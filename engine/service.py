@@ -53,6 +53,11 @@ def language_for_path(path: str | Path) -> str:
     return LANGUAGE_BY_SUFFIX.get(Path(path).suffix.lower(), "plaintext")
 
 
+# An explanation is read, not glanced at, so it gets far more time than ghost text, but not forever:
+# a server that streams without end is cut here (the openai backend also counts maxTokens itself).
+EXPLAIN_TIME_BUDGET_S = 120.0
+
+
 @dataclass
 class CompletionRequest:
     text: str
@@ -540,7 +545,7 @@ class CompletionService:
         prompt = chat_prompt(messages, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
                              add_bos=info.add_bos)
         request = GenerationRequest.from_settings(
-            prompt, self.settings, max_tokens=max(self.settings.max_tokens, 512), time_budget_s=None,
+            prompt, self.settings, max_tokens=max(self.settings.max_tokens, 512), time_budget_s=EXPLAIN_TIME_BUDGET_S,
             cancel=cancel or threading.Event(),
         )
         return backend.generate(request, on_text).text.strip()

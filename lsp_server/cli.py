@@ -166,7 +166,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    return serve(tcp=args.tcp)
+    return serve(tcp=args.tcp, allow_remote=args.allow_remote)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -210,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=cmd_model)
 
     serve = sub.add_parser("serve", help="run the language server (stdio unless --tcp)")
-    serve.add_argument("--tcp", metavar="HOST:PORT")
+    serve.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (loopback; a client must send the token "
+                       "written to $FIMBLE_HOME/serve.token as initializationOptions.token)")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow --tcp on a non-loopback address (prefer an SSH tunnel)")
     serve.set_defaults(func=cmd_serve)
 
     evaluate = sub.add_parser("eval", help="measure a model: the offline HumanEval harness")

@@ -28,8 +28,10 @@ from pygls.protocol.language_server import lsp_method
 
 from engine.config import Settings, apply_options
 from engine.errors import EngineError
+from engine.models import fimble_home
 from engine.service import CompletionRequest, CompletionResult, CompletionService
 
+from . import transport
 from .documents import DocumentStore
 from .worker import ModelWorker, Superseded
 
@@ -57,6 +59,18 @@ class FimbleProtocol(LanguageServerProtocol):
     """pygls' protocol, with two changes: executeCommand passes the whole params (with its
     workDoneToken) to explain, and a request whose params do not fit its method is answered
     with a JSON-RPC error instead of being dropped (which would leave the client waiting)."""
+
+    # Set by the TCP transport: `exit` then ends that client's connection, not the process.
+    on_exit: Callable[[], None] | None = None
+
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args: Any) -> Generator[Any, Any, None]:
+        if self.on_exit is None:
+            return (yield from super().lsp_exit(*args))
+        if (handler := self.fm.features.get(types.EXIT)) is not None:
+            yield handler, args, None
+        self.on_exit()
+        return None
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
@@ -115,6 +129,7 @@ class FimbleServer(LanguageServer):
         self.outcomes: dict[str, int] = {}
         self.warmed: dict[str, int] = {}  # warm-ups finished: places, documents, precomputed
         self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
+        self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -126,11 +141,24 @@ class FimbleServer(LanguageServer):
             return "utf-16"
         return str(getattr(encoding, "value", encoding))
 
+    def redact(self, message: str) -> str:
+        """The last guard on every channel out (messages, logs, status, errors): no secret passes."""
+        for secret in (*self.settings.secrets(), os.environ.get("OPENAI_API_KEY", "")):
+            if len(secret) >= 4:
+                message = message.replace(secret, "***")
+        return message
+
+    def describe_error(self, exc: EngineError) -> str:
+        """What the client is told: a client over TCP learns nothing about this machine's files."""
+        return self.redact(exc.public if self.remote else str(exc))
+
     def warn(self, message: str) -> None:
+        message = self.redact(message)
         self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
         self.log(message, types.MessageType.Warning)
 
     def log(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        message = self.redact(message)
         log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, message)
         with contextlib.suppress(Exception):  # logging must never take the server down
             self.window_log_message(types.LogMessageParams(type=kind, message=message))
@@ -158,6 +186,12 @@ class FimbleServer(LanguageServer):
             self.start_loading()
         else:
             self.service.settings = new
+
+    def end_session(self) -> None:
+        """The client left: stop the model worker and free the model (TCP serves the next client anew)."""
+        self.worker.stop()
+        self.service.close()
+        self.shutdown()
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -194,13 +228,17 @@ class FimbleServer(LanguageServer):
             error = future.exception() if not future.cancelled() else None
             if service is self.service:
                 self.load_state = "error" if error else "ready"
+            said = (self.describe_error(error) if isinstance(error, EngineError)
+                    else f"{type(error).__name__} (see the server's log)") if error else ""
+            if error and not isinstance(error, EngineError):
+                log.error("model load failed", exc_info=error)
             if progress:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(
-                    message=f"failed: {error}" if error else "ready"))
+                    message=f"failed: {said}" if error else "ready"))
             if error:
                 self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
-                                                                 message=f"fimble: {error}"))
-                self.log(f"model load failed: {error}", types.MessageType.Error)
+                                                                 message=f"fimble: {said}"))
+                self.log(f"model load failed: {said}", types.MessageType.Error)
             else:
                 self.log(f"model ready: {service.settings.model} ({service.load_ms:.0f} ms)")
 
@@ -213,8 +251,8 @@ class FimbleServer(LanguageServer):
         try:
             return await self._inline_completion(params, started)
         except EngineError as exc:
-            self.log(f"completion failed: {exc}", types.MessageType.Error)
-            self.record(params.text_document.uri, "error", started, error=str(exc))
+            self.log(f"completion failed: {self.describe_error(exc)}", types.MessageType.Error)
+            self.record(params.text_document.uri, "error", started, error=self.describe_error(exc))
             return EMPTY
 
     async def _inline_completion(
@@ -368,7 +406,9 @@ class FimbleServer(LanguageServer):
         except asyncio.CancelledError:
             self.worker.cancel(future)
             raise
-        except (EngineError, Superseded) as exc:
+        except EngineError as exc:
+            raise JsonRpcInvalidParams(f"explain failed: {self.describe_error(exc)}") from exc
+        except Superseded as exc:
             raise JsonRpcInvalidParams(f"explain failed: {exc}") from exc
         finally:
             if token is not None:
@@ -437,6 +477,9 @@ def create_server() -> FimbleServer:
     def initialize(ls: FimbleServer, params: types.InitializeParams) -> None:
         """Read initializationOptions (camelCase, every key optional)."""
         options = params.initialization_options
+        if isinstance(options, dict):
+            # The TCP transport checked the token already; it is not an option and not shown anywhere.
+            options = {k: v for k, v in options.items() if k != "token"}
         ls.apply_settings(options if isinstance(options, dict) else None)
 
     @server.feature(types.INITIALIZED)
@@ -504,19 +547,20 @@ def create_server() -> FimbleServer:
     return server
 
 
-def serve(tcp: str | None = None) -> int:
+def serve(tcp: str | None = None, allow_remote: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="fimble %(levelname)s %(message)s")
     logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message it sends at INFO
-    server = create_server()
     if tcp:
-        host, _, port = tcp.rpartition(":")
-        server.start_tcp(host or "127.0.0.1", int(port))
+        host, port = transport.parse_address(tcp, allow_remote)
+        token, token_path = transport.write_token(fimble_home())
+        transport.serve_tcp(create_server, host, port, token, transport.announce_on_stderr(token_path))
         return 0
+    server = create_server()
     # The protocol gets its own copy of stdout, and fd 1 becomes stderr. Native code writes to fd 1
     # (llama.cpp's logs), and llama-cpp-python silences it by pointing fd 1 at /dev/null while a
     # model loads: a response written then would be lost, and a stray print would corrupt the stream.
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    server.start_io(sys.stdin.buffer, protocol_out)
+    transport.run_stdio(server, sys.stdin.buffer, protocol_out)
     return 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -11,34 +13,39 @@ import time
 from typing import Any
 
 
-class RawServer:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "lsp_server", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+class RawPeer:
+    """JSON-RPC over a pair of byte streams; subclasses say where they come from."""
+
+    def __init__(self, out: Any, write: Any) -> None:
+        self._out = out
+        self._write = write
         self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.ended = threading.Event()  # the other side closed its end
         self._next_id = 0
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        out = self.proc.stdout
-        assert out is not None
-        while True:
-            headers = {}
+        out = self._out
+        try:
             while True:
-                line = out.readline()
-                if not line:
-                    return
-                if line in (b"\r\n", b"\n"):
-                    break
-                key, _, value = line.decode().partition(":")
-                headers[key.strip().lower()] = value.strip()
-            body = out.read(int(headers["content-length"]))
-            self.messages.put(json.loads(body))
+                headers = {}
+                while True:
+                    line = out.readline()
+                    if not line:
+                        return
+                    if line in (b"\r\n", b"\n"):
+                        break
+                    key, _, value = line.decode().partition(":")
+                    headers[key.strip().lower()] = value.strip()
+                body = out.read(int(headers["content-length"]))
+                self.messages.put(json.loads(body))
+        except (OSError, ValueError):
+            return
+        finally:
+            self.ended.set()
 
     def send_bytes(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        self._write(data)
 
     def send(self, message: dict[str, Any] | str) -> None:
         body = (message if isinstance(message, str) else json.dumps(message)).encode("utf-8", "surrogatepass")
@@ -66,7 +73,21 @@ class RawServer:
                 self.send({"jsonrpc": "2.0", "id": message["id"], "result": None})
             if predicate(message):
                 return message
-        raise TimeoutError(f"no matching message; saw {seen!r:.2000}; server exit status {self.proc.poll()}")
+        raise TimeoutError(f"no matching message; saw {seen!r:.2000}")
+
+
+class RawServer(RawPeer):
+    """`python -m lsp_server ARGS` over its stdio."""
+
+    def __init__(self, *args: str, stderr: Any = subprocess.DEVNULL) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "lsp_server", *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=stderr)
+        super().__init__(self.proc.stdout, self._write_stdin)
+
+    def _write_stdin(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
 
     def close(self) -> int:
         try:
@@ -76,3 +97,17 @@ class RawServer:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+class RawSocket(RawPeer):
+    """A client connected over TCP."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=30)
+        self.sock.settimeout(None)
+        super().__init__(self.sock.makefile("rb"), self.sock.sendall)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # the reader's file keeps the socket open otherwise
+            self.sock.close()

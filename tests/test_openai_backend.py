@@ -7,6 +7,7 @@ stdlib servers stand in for a server that is down, slow, or answers garbage.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
@@ -138,13 +139,34 @@ def test_cancel_closes_the_stream(llama_server, model_path):
 class _Handler(http.server.BaseHTTPRequestHandler):
     behaviour = "garbage"
     requests = 0
+    auth: str | None = None
 
     def log_message(self, *args: object) -> None:
         pass
 
     def do_POST(self) -> None:
         type(self).requests += 1
+        type(self).auth = self.headers.get("Authorization")
         self.rfile.read(int(self.headers["Content-Length"]))
+        if self.behaviour == "echo":  # a server that quotes the request's key back, over many lines
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(f"bad key\n{self.headers.get('Authorization')}\n".encode() + b"x" * 5000)
+            return
+        if self.behaviour == "endless line":
+            self.send_response(200)
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for _ in range(64):
+                    self.wfile.write(b"y" * (64 << 10))
+            return
+        if self.behaviour == "forever":  # ignores max_tokens and never finishes
+            self.send_response(200)
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for i in range(100_000):
+                    self.wfile.write(f"data: {json.dumps({'choices': [{'text': f' t{i}'}]})}\n\n".encode())
+            return
         if self.behaviour == "unavailable":
             self.send_response(503)
             self.end_headers()
@@ -184,7 +206,7 @@ def test_a_server_that_is_down_gives_a_clear_error(model_path):
 def test_garbage_is_refused_with_what_came(model_path, fake_server):
     url, handler = fake_server
     handler.behaviour = "garbage"
-    with pytest.raises(BackendError, match="streamed something that is not JSON: '<html>"):
+    with pytest.raises(BackendError, match="streamed something that is not JSON: <html>oops</html>"):
         backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
 
 
@@ -240,3 +262,44 @@ def test_language_server_answers_empty_and_stays_up_when_the_server_is_down(mode
     errors = [r for r in status["requests"] if r["outcome"] == "error"]
     assert len(errors) == 2 and "could not reach the OpenAI-compatible server" in errors[-1]["error"]
     assert raw.close() == 0
+
+
+def test_a_server_that_ignores_max_tokens_is_stopped_at_max_tokens(model_path, fake_server):
+    url, handler = fake_server
+    handler.behaviour = "forever"
+    result = backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=20, stop=()))
+    assert result.stats.stop_reason == "max_tokens"
+    assert 20 <= result.stats.generated_tokens <= 22 and result.text.count(" t") <= 22
+
+
+def test_an_endless_line_is_refused_not_buffered(model_path, fake_server):
+    url, handler = fake_server
+    handler.behaviour = "endless line"
+    with pytest.raises(BackendError, match="streamed a line over 1 MiB"):
+        backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
+
+
+def test_error_bodies_are_a_short_line_without_the_key(model_path, fake_server):
+    url, handler = fake_server
+    handler.behaviour = "echo"
+    key = "sk-echoed-back-0123456789"
+    with pytest.raises(BackendError) as info:
+        backend(model_path, url, openai_api_key=key).generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
+    message = str(info.value)
+    assert handler.auth == f"Bearer {key}"  # it was sent to the server it was given for
+    assert key not in message and "\n" not in message and len(message) < 300
+    assert "HTTP 401: bad key Bearer ***" in message
+
+
+def test_the_environment_key_goes_only_to_the_environment_server(model_path, fake_server, monkeypatch):
+    url, handler = fake_server
+    handler.behaviour = "garbage"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # another server
+    with pytest.raises(BackendError):
+        backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
+    assert handler.auth is None
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with pytest.raises(BackendError):
+        backend(model_path, url).generate(GenerationRequest(prompt=PROMPT, max_tokens=4))
+    assert handler.auth == "Bearer sk-from-the-environment"

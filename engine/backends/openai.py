@@ -48,6 +48,12 @@ READ_TIMEOUT_S = 120.0
 # Attempts for a request that failed before any text arrived (connection refused, 502/503/429).
 ATTEMPTS = 3
 RETRY_STATUS = {429, 502, 503, 504}
+# Whatever the server does, one request ends within this long (a stream of keep-alive comments
+# never times out a read), and holds at most this much of its answer in memory.
+REQUEST_DEADLINE_S = 300.0
+MAX_LINE = 1 << 20  # one server-sent event line
+MAX_JSON_BODY = 4 << 20  # /models
+EXCERPT = 160  # characters of a server's error body passed on to the user
 
 
 class _Closed(Exception):
@@ -59,14 +65,32 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model: Any, settings: Any) -> None:
         super().__init__(model, settings)
-        self.base_url = (settings.openai_base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        self.api_key = settings.openai_api_key or os.environ.get("OPENAI_API_KEY", "")
-        self.served_model: str = settings.openai_model
-        self.tokenizer: Tokenizer | None = None
+        env_url = os.environ.get("OPENAI_BASE_URL", "").rstrip("/")
+        self.base_url = (settings.openai_base_url or env_url or DEFAULT_BASE_URL).rstrip("/")
         url = urlsplit(self.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise BackendError(f"openaiBaseUrl {self.base_url!r} is not an http(s) URL")
+            raise BackendError(f"openaiBaseUrl {_without_credentials(self.base_url)!r} is not an http(s) URL")
         self._url = url
+        # What errors name: never a user:password in the URL.
+        self.shown_url = _without_credentials(self.base_url)
+        # The environment's key is for the server the environment names; code and key go to another
+        # server only with a key given for it (openaiApiKey, which a URL change clears).
+        env_key = os.environ.get("OPENAI_API_KEY", "")
+        same_server = _origin(self.base_url) == _origin(env_url or DEFAULT_BASE_URL)
+        self.api_key = settings.openai_api_key or (env_key if same_server else "")
+        self.served_model: str = settings.openai_model
+        self.tokenizer: Tokenizer | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.shown_url!r})"
+
+    def excerpt(self, data: bytes | str) -> str:
+        """A short, single-line piece of what a server said, with the key (if it echoed it) removed."""
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        text = " ".join(text.split())
+        if self.api_key:
+            text = text.replace(self.api_key, "***")
+        return text[:EXCERPT] + ("…" if len(text) > EXCERPT else "")
 
     def load(self) -> None:
         if self.tokenizer is not None:
@@ -100,17 +124,21 @@ class OpenAIBackend(Backend):
         try:
             conn.request("GET", self._url.path + path, headers=self._headers())
             response = conn.getresponse()
-            body = response.read()
-        except OSError as exc:
-            raise BackendError(f"could not reach the OpenAI-compatible server at {self.base_url}: {exc}") from exc
+            body = response.read(MAX_JSON_BODY + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise BackendError(f"could not reach the OpenAI-compatible server at {self.shown_url}: "
+                               f"{self.excerpt(str(exc))}") from exc
         finally:
             conn.close()
         if response.status != 200:
-            raise BackendError(f"{self.base_url}{path} answered HTTP {response.status}: {body[:200]!r}")
+            raise BackendError(f"{self.shown_url}{path} answered HTTP {response.status}: {self.excerpt(body)}")
+        if len(body) > MAX_JSON_BODY:
+            raise BackendError(f"{self.shown_url}{path} answered more than {MAX_JSON_BODY >> 20} MiB")
         try:
             return json.loads(body)
-        except ValueError as exc:
-            raise BackendError(f"{self.base_url}{path} answered something that is not JSON: {body[:200]!r}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise BackendError(f"{self.shown_url}{path} answered something that is not JSON: "
+                               f"{self.excerpt(body)}") from exc
 
     def served_model_name(self) -> str:
         """`openaiModel`, else the first model the server lists (vLLM needs the name)."""
@@ -119,7 +147,7 @@ class OpenAIBackend(Backend):
             try:
                 self.served_model = str(listing["data"][0]["id"])
             except (KeyError, IndexError, TypeError) as exc:
-                raise BackendError(f"{self.base_url}/models lists no model; set openaiModel") from exc
+                raise BackendError(f"{self.shown_url}/models lists no model; set openaiModel") from exc
         return self.served_model
 
     def _open_stream(self, path: str, body: dict[str, Any], deadline: Deadline,
@@ -138,15 +166,15 @@ class OpenAIBackend(Backend):
                 assert sock is not None
                 sock.settimeout(READ_TIMEOUT_S)
                 response = conn.getresponse()
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                last = f"could not reach the OpenAI-compatible server at {self.base_url}: {exc}"
+                last = f"could not reach the OpenAI-compatible server at {self.shown_url}: {self.excerpt(str(exc))}"
             else:
                 if response.status == 200:
                     return sock, response
-                detail = response.read()[:300].decode("utf-8", "replace")
+                detail = self.excerpt(response.read(4 * EXCERPT))
                 conn.close()
-                last = f"{self.base_url}{path} answered HTTP {response.status}: {detail}"
+                last = f"{self.shown_url}{path} answered HTTP {response.status}: {detail}"
                 if response.status not in RETRY_STATUS:
                     break
             time.sleep(min(0.2 * 2**attempt, 1.0))
@@ -154,7 +182,9 @@ class OpenAIBackend(Backend):
 
     def _events(self, response: http.client.HTTPResponse, path: str) -> Iterator[dict[str, Any]]:
         """The JSON objects of a server-sent event stream, until `[DONE]` or its end."""
-        for raw in response:
+        while raw := response.readline(MAX_LINE + 1):
+            if len(raw) > MAX_LINE:
+                raise BackendError(f"{self.shown_url}{path} streamed a line over {MAX_LINE >> 20} MiB")
             line = raw.decode("utf-8", "replace").strip()
             if not line or line.startswith(":") or not line.startswith("data:"):
                 continue
@@ -163,13 +193,13 @@ class OpenAIBackend(Backend):
                 return
             try:
                 event = json.loads(data)
-            except ValueError as exc:
-                raise BackendError(f"{self.base_url}{path} streamed something that is not JSON: {data[:200]!r}") \
-                    from exc
+            except (ValueError, RecursionError) as exc:
+                raise BackendError(f"{self.shown_url}{path} streamed something that is not JSON: "
+                                   f"{self.excerpt(data)}") from exc
             if not isinstance(event, dict):
-                raise BackendError(f"{self.base_url}{path} streamed an unexpected event: {data[:200]!r}")
+                raise BackendError(f"{self.shown_url}{path} streamed an unexpected event: {self.excerpt(data)}")
             if "error" in event:
-                raise BackendError(f"{self.base_url}{path} reported an error: {event['error']}")
+                raise BackendError(f"{self.shown_url}{path} reported an error: {self.excerpt(str(event['error']))}")
             yield event
 
     # -- generation ----------------------------------------------------------------------------
@@ -219,7 +249,8 @@ class OpenAIBackend(Backend):
             return GenerationResult("", stats)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         done = threading.Event()
-        watcher = threading.Thread(target=_close_when, args=(sock, request, deadline, done), daemon=True)
+        overall = Deadline(REQUEST_DEADLINE_S)
+        watcher = threading.Thread(target=_close_when, args=(sock, request, (deadline, overall), done), daemon=True)
         watcher.start()
         try:
             for event in self._events(response, path):
@@ -229,9 +260,13 @@ class OpenAIBackend(Backend):
                     if stats.first_token_ms is None:
                         stats.first_token_ms = (time.perf_counter() - started) * 1000
                         deadline.start()
-                    stats.generated_tokens += 1  # one streamed chunk is one token on the servers we know
+                    # Counted here, not trusted to the server: one that ignores max_tokens is stopped.
+                    stats.generated_tokens += max(1, self.tokenizer.count(piece))
                     if sink.add(piece):
                         reason = STOP_SEQUENCE
+                        break
+                    if stats.generated_tokens >= request.max_tokens:
+                        reason = STOP_MAX_TOKENS
                         break
                 finish = choice.get("finish_reason")
                 if finish:
@@ -239,19 +274,20 @@ class OpenAIBackend(Backend):
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if request.cancel.is_set():
                 reason = STOP_CANCELLED
-            elif deadline.expired():
+            elif deadline.expired() or overall.expired():
                 reason = STOP_TIME_BUDGET
             else:
-                raise BackendError(f"the stream from {self.base_url}{path} broke off: {exc}") from exc
+                raise BackendError(f"the stream from {self.shown_url}{path} broke off: "
+                                   f"{self.excerpt(str(exc))}") from exc
         finally:
             done.set()
             response.close()
             sock.close()
-        if reason not in (STOP_SEQUENCE, STOP_EOS):
+        if reason not in (STOP_SEQUENCE, STOP_EOS) and stats.generated_tokens < request.max_tokens:
             # A closed socket ends the stream like the server's own end does: say which it was.
             if request.cancel.is_set():
                 reason = STOP_CANCELLED
-            elif deadline.expired():
+            elif deadline.expired() or overall.expired():
                 reason = STOP_TIME_BUDGET
         text = sink.finish()
         stats.decode_ms = (time.perf_counter() - started) * 1000 - stats.prefill_ms
@@ -259,14 +295,30 @@ class OpenAIBackend(Backend):
         return GenerationResult(text, stats)
 
 
-def _close_when(sock: socket.socket, request: GenerationRequest, deadline: Deadline,
+def _close_when(sock: socket.socket, request: GenerationRequest, deadlines: tuple[Deadline, ...],
                 done: threading.Event) -> None:
     """Shut the socket when the request is cancelled or out of time: the reader wakes at once."""
     while not done.wait(0.02):
-        if request.cancel.is_set() or deadline.expired():
+        if request.cancel.is_set() or any(d.expired() for d in deadlines):
             with contextlib.suppress(OSError):  # already closed by the other side
                 sock.shutdown(socket.SHUT_RDWR)
             return
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 __all__ = ["OpenAIBackend"]

@@ -1,0 +1,244 @@
+"""Transports: stdio for the editor that started us, TCP for one that connects.
+
+Both read through `wire.read_loop`. TCP is a network socket, so it is guarded: loopback only
+unless `--allow-remote`, a token from `$FIMBLE_HOME/serve.token` (mode 0600) in the first
+message's `initializationOptions.token`, and one client at a time with a server of its own —
+a client that leaves takes its documents and settings with it, never the listening server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from engine.errors import EngineError
+
+from . import wire
+
+log = logging.getLogger("fimble")
+TOKEN_FILE = "serve.token"
+AUTH_ERROR = -32001  # a server-defined JSON-RPC error code
+READ_SIZE = 64 * 1024
+HANDOVER_S = 3.0
+AUTH_WAIT_S = 10.0
+
+
+class TransportError(EngineError):
+    """A transport cannot be set up as asked (a non-loopback host, a bad HOST:PORT)."""
+
+
+def run_stdio(server: Any, stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """Serve the editor on the other end of stdin/stdout until it closes them or sends `exit`."""
+    protocol = server.protocol
+    protocol.set_writer(_StdoutWriter(stdout))
+    try:
+        fd = stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        fd = -1
+
+    def read_some(size: int) -> bytes:
+        # os.read on the descriptor, not the buffered file: a daemon thread blocked inside the
+        # buffer's lock makes the interpreter abort at exit.
+        return os.read(fd, size) if fd >= 0 else getattr(stdin, "read1", stdin.read)(size)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+
+        def pump() -> None:
+            # A daemon thread, not an executor: a read blocked on stdin must not hold up the exit.
+            while True:
+                try:
+                    data = read_some(READ_SIZE)
+                except (OSError, ValueError):
+                    data = b""
+                asyncio.run_coroutine_threadsafe(chunks.put(data), loop).result()
+                if not data:
+                    return
+
+        threading.Thread(target=pump, name="fimble-stdin", daemon=True).start()
+        await wire.read_loop(chunks.get, protocol)
+
+    try:
+        asyncio.run(main())
+    except BrokenPipeError:
+        log.error("fimble: the client closed the connection")
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.shutdown()
+
+
+class _StdoutWriter:
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        self._stream.write(data)
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+# -- TCP -------------------------------------------------------------------------------------------
+
+def parse_address(address: str, allow_remote: bool) -> tuple[str, int]:
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise TransportError(f"--tcp takes HOST:PORT (e.g. 127.0.0.1:7777), got {address!r}")
+    if not allow_remote and not is_loopback(host):
+        raise TransportError(
+            f"refusing to serve on {host}: fimble reads the code it is sent and answers anyone who can "
+            f"connect, so it listens on loopback only. To use it from another machine, keep it on "
+            f"127.0.0.1 and tunnel: `ssh -N -L {port_text}:127.0.0.1:{port_text} THIS_HOST`, then connect "
+            f"to 127.0.0.1:{port_text} there. If the network is yours alone, pass --allow-remote (the "
+            f"token is still required).")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def write_token(home: Path) -> tuple[str, Path]:
+    """A new random token in `home/serve.token`, readable by this user only (never via a symlink)."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / TOKEN_FILE
+    token = secrets.token_urlsafe(32)
+    temp = home / f".{TOKEN_FILE}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.replace(temp, path)  # replaces a planted link itself, never what it points to
+    return token, path
+
+
+def token_ok(body: bytes, token: str) -> tuple[bool, Any]:
+    """Is this the `initialize` request carrying the token? Also returns its id, to answer it."""
+    message, _ = wire.parse_body(body)
+    if message is None:
+        return False, None
+    msg_id = message.get("id")
+    params = message.get("params")
+    options = params.get("initializationOptions") if isinstance(params, dict) else None
+    given = options.get("token") if isinstance(options, dict) else None
+    ok = message.get("method") == "initialize" and isinstance(given, str) and hmac.compare_digest(
+        given.encode(), token.encode())
+    return ok, msg_id
+
+
+def serve_tcp(make_server: Callable[[], Any], host: str, port: int, token: str,
+              announce: Callable[[str, int], None]) -> None:
+    """Accept clients one at a time, each with a server of its own, until interrupted."""
+    busy = asyncio.Lock()
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            # A client that just left may still be tearing down: wait for it a moment.
+            await asyncio.wait_for(busy.acquire(), HANDOVER_S)
+        except TimeoutError:
+            # Answer its first request by id (so the client shows the reason), then close.
+            msg_id = await _first_id(reader)
+            _send(writer, wire.error_response(msg_id, AUTH_ERROR, "fimble serves one client at a time and "
+                                                                  "another one is connected"))
+            await _close(writer)
+            return
+        try:
+            server = make_server()
+            server.remote = True
+            protocol = server.protocol
+            protocol.set_writer(writer)
+            protocol.on_exit = writer.close  # `exit` ends this connection, not the process
+            authenticated = False
+
+            def on_frame(body: bytes) -> bool:
+                nonlocal authenticated
+                if not authenticated:
+                    ok, msg_id = token_ok(body, token)
+                    if not ok:
+                        log.warning("fimble: a TCP client without the right token was refused")
+                        _send(writer, wire.error_response(msg_id, AUTH_ERROR, (
+                            "fimble: the first message must be `initialize` with the token of "
+                            f"$FIMBLE_HOME/{TOKEN_FILE} as initializationOptions.token")))
+                        return False
+                    authenticated = True
+                wire.dispatch(protocol, body)
+                return not writer.is_closing()
+
+            async def read() -> bytes:
+                if authenticated:
+                    return await reader.read(READ_SIZE)
+                try:  # a connection that never says who it is must not hold the one slot
+                    return await asyncio.wait_for(reader.read(READ_SIZE), AUTH_WAIT_S)
+                except TimeoutError:
+                    return b""
+
+            try:
+                await wire.read_loop(read, protocol, on_frame)
+            except (ConnectionError, OSError) as exc:
+                log.info("fimble: client connection ended: %s", exc)
+            finally:
+                await asyncio.get_running_loop().run_in_executor(None, server.end_session)
+                await _close(writer)
+        finally:
+            busy.release()
+
+    async def main() -> None:
+        listener = await asyncio.start_server(connection, host, port)
+        bound = listener.sockets[0].getsockname()
+        announce(bound[0], bound[1])
+        async with listener:
+            await listener.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+async def _first_id(reader: asyncio.StreamReader, wait_s: float = 5.0) -> Any:
+    frames = wire.FrameReader(max_body=1 << 20)
+    with contextlib.suppress(asyncio.TimeoutError, OSError):
+        async with asyncio.timeout(wait_s):
+            while data := await reader.read(READ_SIZE):
+                for event in frames.feed(data):
+                    if isinstance(event, wire.Frame):
+                        return token_ok(event.body, "")[1]
+    return None
+
+
+def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    body = json.dumps(message).encode()
+    with contextlib.suppress(Exception):
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()
+        await writer.wait_closed()
+
+
+def announce_on_stderr(token_path: Path) -> Callable[[str, int], None]:
+    def announce(host: str, port: int) -> None:
+        print(f"fimble: serving on {host}:{port}; a client sends the token in {token_path} as "
+              f"initializationOptions.token", file=sys.stderr, flush=True)
+    return announce
