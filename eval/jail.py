@@ -1,73 +1,392 @@
-"""Run one command inside the sandbox's walls, then exec it. Standard library only.
+"""The sandbox's two processes: a referee that runs the tests, and the sample it calls. Stdlib only.
 
-    python -I jail.py run --uid U --cpu S --memory BYTES --fsize BYTES --nproc N --nofile N [--netns] -- CMD…
-    python -I jail.py sweep --uid U
+    python -I jail.py probe                      what isolation this machine gives (JSON on stdout)
+    python -I jail.py run --uid U --cpu S --memory B --fsize B --nproc N --nofile N --timeout S --python PY
+                          --verdict-fd FD
+        stdin: {"program", "tests", "entry_point"} as JSON; the verdict is written to FD
 
-`run` puts the process in its own session (so the harness can kill the whole group), sets the
-rlimits, leaves the network in a fresh empty namespace when asked, drops to an unprivileged uid
-when started as root, and execs CMD with an empty environment. `sweep` kills every process of
-a uid — the only way to catch a daemon that double-forked out of the process group.
+The referee (this process, root) takes fresh mount, IPC, network and PID namespaces, then forks
+the sample's process. That one becomes PID 1 of the new PID namespace (when it ends, every
+process it left behind ends with it), mounts its own /proc and small tmpfs on /tmp, /var/tmp and
+/dev/shm (nothing it writes there outlives it, and /dev/shm cannot grow past the limit), drops to
+uid U with rlimits, and execs Python on the program.
 
-This is a separate program (not a `preexec_fn`) because the harness runs samples from several
-threads, and code between fork and exec in a threaded parent can deadlock.
+The verdict cannot come from the sample: the tests run here, in the referee, calling the sample's
+functions through a pipe (arguments and results cross as plain data, never code or pickles), and
+the verdict goes out on a descriptor the sample's process never has. A sample that prints, exits 0,
+or reads any file it can reach finds no marker to forge; one that dies or answers wrongly fails.
+
+A separate program (not a `preexec_fn`) because the harness runs samples from several threads,
+and code between fork and exec in a threaded parent can deadlock.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
+import json
 import os
 import resource
 import signal
+import sys
+import threading
+import traceback
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+PR_SET_PDEATHSIG = 1
+TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
+TMPFS_OPTIONS = b"size=64m,mode=1777"
+WORK = "/tmp/work"
+MAX_MESSAGE = 16 << 20
+OUTPUT_TAIL = 4096
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
-def unshare(flags: int) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.unshare(flags) == 0
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def run(args: argparse.Namespace) -> None:
-    os.setsid()
-    limits = {
-        resource.RLIMIT_CPU: args.cpu,
-        resource.RLIMIT_AS: args.memory,
-        resource.RLIMIT_FSIZE: args.fsize,
-        resource.RLIMIT_NOFILE: args.nofile,
-        resource.RLIMIT_CORE: 0,
-    }
-    for which, value in limits.items():
-        resource.setrlimit(which, (value, value))
-    as_root = os.geteuid() == 0
-    # Root can take a network namespace directly; anyone else needs a user namespace too.
-    if args.netns and not unshare(CLONE_NEWNET if as_root else CLONE_NEWUSER | CLONE_NEWNET):
-        os.write(2, b"fimble-jail: could not unshare the network namespace\n")
-        os._exit(97)
-    if as_root and args.uid:
-        resource.setrlimit(resource.RLIMIT_NPROC, (args.nproc, args.nproc))
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: bytes | None = None) -> None:
+    def raw(text: str | None) -> bytes | None:
+        return text.encode() if text is not None else None
+
+    _check(_libc.mount(raw(source), raw(target), raw(fstype), ctypes.c_ulong(flags), data), f"mount {target}")
+
+
+# -- the sample's side: runs as the sample's uid, executes the program, answers calls -------------
+
+HOST = r'''
+import json, math, sys
+def enc(v):
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return {"f": repr(v)}
+    for kind, tag in ((list, "l"), (tuple, "t"), (frozenset, "z"), (set, "s")):
+        if isinstance(v, kind):
+            return {tag: [enc(x) for x in v]}
+    if isinstance(v, dict):
+        return {"d": [[enc(k), enc(x)] for k, x in v.items()]}
+    if isinstance(v, bytes):
+        return {"b": v.hex()}
+    if isinstance(v, complex):
+        return {"c": [repr(v.real), repr(v.imag)]}
+    raise TypeError(f"a {type(v).__name__} cannot cross the sandbox")
+def dec(v):
+    if not isinstance(v, dict):
+        return v
+    (tag, x), = v.items()
+    return {"f": float, "l": lambda x: [dec(i) for i in x], "t": lambda x: tuple(dec(i) for i in x),
+            "s": lambda x: {dec(i) for i in x}, "z": lambda x: frozenset(dec(i) for i in x),
+            "d": lambda x: {dec(k): dec(i) for k, i in x}, "b": bytes.fromhex,
+            "c": lambda x: complex(float(x[0]), float(x[1]))}[tag](x)
+requests, replies = open(3, "rb", buffering=0), open(4, "w", buffering=1)
+source = open("sample.py", encoding="utf-8").read()
+namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+exec(compile(source, "sample.py", "exec"), namespace)
+replies.write(json.dumps({"ready": sorted(k for k, v in namespace.items() if callable(v))}) + "\n")
+for line in requests:
+    call = json.loads(line)
+    try:
+        value = namespace[call["call"]](*dec(call["args"]), **dec(call["kwargs"]))
+        reply = {"ok": enc(value)}
+    except BaseException as exc:
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            raise
+        reply = {"raised": type(exc).__name__, "message": str(exc)[:300]}
+    replies.write(json.dumps(reply) + "\n")
+'''
+
+
+def encode(value: object) -> object:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return {"f": repr(value)}
+    for kind, tag in ((list, "l"), (tuple, "t"), (frozenset, "z"), (set, "s")):
+        if isinstance(value, kind):
+            return {tag: [encode(x) for x in value]}
+    if isinstance(value, dict):
+        return {"d": [[encode(k), encode(x)] for k, x in value.items()]}
+    if isinstance(value, bytes):
+        return {"b": value.hex()}
+    if isinstance(value, complex):
+        return {"c": [repr(value.real), repr(value.imag)]}
+    raise TypeError(f"a {type(value).__name__} cannot cross the sandbox")
+
+
+def decode(value: object) -> object:
+    if not isinstance(value, dict):
+        if isinstance(value, list):  # only inside tagged containers
+            raise SampleFailed("ValueError", "malformed value from the sample")
+        return value
+    if len(value) != 1:
+        raise SampleFailed("ValueError", "malformed value from the sample")
+    ((tag, x),) = value.items()
+    try:
+        if tag == "f":
+            return float(x)
+        if tag == "l":
+            return [decode(i) for i in x]
+        if tag == "t":
+            return tuple(decode(i) for i in x)
+        if tag == "s":
+            return {decode(i) for i in x}
+        if tag == "z":
+            return frozenset(decode(i) for i in x)
+        if tag == "d":
+            return {decode(k): decode(i) for k, i in x}
+        if tag == "b":
+            return bytes.fromhex(x)
+        if tag == "c":
+            return complex(float(x[0]), float(x[1]))
+    except (TypeError, ValueError) as exc:
+        raise SampleFailed("ValueError", f"malformed value from the sample: {exc}") from None
+    raise SampleFailed("ValueError", f"unknown value tag {tag!r} from the sample")
+
+
+class SampleFailed(Exception):
+    """The sample raised, died, or answered something that is not a value."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+
+
+class Sample:
+    """The sample's functions, called over the pipe from the tests."""
+
+    def __init__(self, requests: int, replies: int, pid: int) -> None:
+        self.requests = os.fdopen(requests, "w", buffering=1)
+        self.replies = os.fdopen(replies, "rb")
+        self.pid = pid
+
+    def read(self) -> dict[str, object]:
+        line = self.replies.readline(MAX_MESSAGE + 1)
+        if not line.endswith(b"\n"):
+            raise SampleFailed("Died", "")
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            raise SampleFailed("ValueError", "the sample's reply is not JSON") from None
+        if not isinstance(message, dict):
+            raise SampleFailed("ValueError", "the sample's reply is not an object")
+        return message
+
+    def function(self, name: str) -> object:
+        def call(*args: object, **kwargs: object) -> object:
+            try:
+                self.requests.write(json.dumps({"call": name, "args": encode(list(args)),
+                                                "kwargs": encode(kwargs)}) + "\n")
+            except OSError:
+                raise SampleFailed("Died", "") from None
+            reply = self.read()
+            if "ok" in reply:
+                return decode(reply["ok"])
+            raise SampleFailed(str(reply.get("raised", "Error"))[:80], str(reply.get("message", ""))[:300])
+        call.__name__ = name
+        return call
+
+
+def _sample_process(args: argparse.Namespace, program: str, fds: tuple[int, int, int]) -> None:
+    """In the child: PID 1 of the new namespace. Never returns."""
+    try:
+        # Out of the way first, so that moving them to 1-4 cannot overwrite one another.
+        requests, replies, output = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        for target in TMPFS:
+            if os.path.isdir(target):
+                mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS)
+        os.mkdir(WORK, 0o700)
+        with open(f"{WORK}/sample.py", "w", encoding="utf-8") as handle:
+            handle.write(program)
+        with open(f"{WORK}/.host.py", "w", encoding="utf-8") as handle:
+            handle.write(HOST)
+        for name in (WORK, f"{WORK}/sample.py", f"{WORK}/.host.py"):
+            os.chown(name, args.uid, args.uid)
+        os.chdir(WORK)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.dup2(requests, 3)
+        os.dup2(replies, 4)
+        os.closerange(5, 65536)  # nothing else of the referee's (the verdict's descriptor was closed first)
+        limits = {resource.RLIMIT_CPU: args.cpu, resource.RLIMIT_AS: args.memory,
+                  resource.RLIMIT_FSIZE: args.fsize, resource.RLIMIT_NOFILE: args.nofile,
+                  resource.RLIMIT_CORE: 0, resource.RLIMIT_NPROC: args.nproc}
+        for which, value in limits.items():
+            resource.setrlimit(which, (value, value))
         os.setgroups([])
         os.setgid(args.uid)
         os.setuid(args.uid)
-    else:
-        # Without a uid of its own RLIMIT_NPROC would count the user's other processes too.
-        resource.setrlimit(resource.RLIMIT_NPROC, (max(args.nproc, 256), max(args.nproc, 256)))
-    os.execve(args.cmd[0], args.cmd, {})
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the referee gone (timeout), the sample goes too
+        os.execve(args.python, [args.python, "-I", ".host.py"], {})
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(97)
 
 
-def sweep(args: argparse.Namespace) -> None:
-    if os.geteuid() != 0 or not args.uid:
+def run(args: argparse.Namespace) -> None:
+    verdict_fd = args.verdict_fd
+    job = json.loads(sys.stdin.buffer.read(4 * MAX_MESSAGE))
+    os.setsid()
+    to_sample, requests_write = os.pipe()
+    replies_read, from_sample = os.pipe()
+    output_read, output_write = os.pipe()
+    tail = bytearray()
+    # Threads first: after unshare(CLONE_NEWPID) this process may not start one.
+    threading.Thread(target=_drain, args=(output_read, tail), daemon=True).start()
+    try:
+        unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+    except OSError as exc:
+        _verdict(verdict_fd, False, f"error: the sandbox could not be set up ({exc})")
         return
-    os.setgroups([])
-    os.setgid(args.uid)
-    os.setuid(args.uid)
-    # kill(-1) as an unprivileged uid reaches exactly that uid's processes (and not this one).
-    for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os.close(verdict_fd)
+        for fd in (requests_write, replies_read, output_read):
+            os.close(fd)
+        _sample_process(args, job["program"], (to_sample, from_sample, output_write))
+    for fd in (to_sample, from_sample, output_write):
+        os.close(fd)
+    signal.signal(signal.SIGALRM, _out_of_time)
+    signal.alarm(max(1, int(args.timeout)))
+    sample = Sample(requests_write, replies_read, pid)
+    passed, result = False, ""
+    try:
+        ready = sample.read()
+        if "ready" not in ready or not isinstance(ready["ready"], list):
+            raise SampleFailed("ValueError", "the sample did not start properly")
+        namespace: dict[str, object] = {str(name): sample.function(str(name)) for name in ready["ready"]}
+        namespace["__name__"] = "__tests__"
+        exec(compile(job["tests"], "<tests>", "exec"), namespace)  # trusted: the task's own tests
+        check = namespace.get("check")
+        candidate = namespace.get(job["entry_point"])
+        if not callable(check) or candidate is None:
+            raise SampleFailed("NameError", f"the sample defines no {job['entry_point']}")
+        check(candidate)
+        passed, result = True, "passed"
+    except TimedOut:
+        result = "timed out"
+    except SampleFailed as exc:
+        result = f"failed: {_why(exc, pid, tail)}"
+    except RecursionError:
+        result = "failed: RecursionError"
+    except Exception as exc:  # the tests' own assertions, with the sample's values
+        message = str(exc)
+        result = f"failed: {type(exc).__name__}{': ' + message[:200] if message else ''}"
+    finally:
+        signal.alarm(0)
+        _kill(pid)
+    _verdict(verdict_fd, passed, result)
+
+
+class TimedOut(BaseException):
+    pass
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    raise TimedOut
+
+
+def _why(exc: SampleFailed, pid: int, tail: bytearray) -> str:
+    """Why the sample failed: what it raised, or how its process ended and its last words."""
+    if exc.kind != "Died":
+        return str(exc)[:300]
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        status = 0
+    if os.WIFSIGNALED(status):
         try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
+            return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        except ValueError:
+            return f"killed by signal {os.WTERMSIG(status)}"
+    text = bytes(tail).decode("utf-8", "replace")
+    lines = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head.replace(".", "").replace("_", "").isalnum() and head.endswith(
+                ("Error", "Exception", "Exit", "Interrupt", "Warning")):
+            return line[:200]
+    code = os.WEXITSTATUS(status)
+    return "exited before its tests finished" if code == 0 else f"exit status {code}"
+
+
+def _drain(fd: int, tail: bytearray) -> None:
+    """Keep the last few KB of what the sample printed (for the failure reason); discard the rest."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
             return
+        if not chunk:
+            return
+        tail += chunk
+        del tail[:-OUTPUT_TAIL]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: everything it started ends too
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _verdict(fd: int, passed: bool, result: str) -> None:
+    os.write(fd, json.dumps({"passed": passed, "result": result}).encode())
+    os.close(fd)
+
+
+def probe() -> None:
+    """What the sandbox needs, and whether this machine gives it: {"missing": [...]}."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root: samples run as a uid of their own, set up by a root harness (run `fimble eval "
+                       "--execute` as root, e.g. in a container or VM you can lose)")
+    else:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID)
+                mount(None, "/", None, MS_REC | MS_PRIVATE)
+                child = os.fork()
+                if child == 0:
+                    try:
+                        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS)
+                    except OSError as exc:
+                        os.write(2, f"{exc}\n".encode())
+                        os._exit(3)
+                    os._exit(0)
+                _, status = os.waitpid(child, 0)
+                os._exit(0 if os.waitstatus_to_exitcode(status) == 0 else 3)
+            except OSError as exc:
+                os.write(2, f"{exc}\n".encode())
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code == 2:
+            missing.append("namespaces: the kernel refused new mount, IPC, network and PID namespaces")
+        elif code != 0:
+            missing.append("mounts: a private /proc and tmpfs could not be mounted in the new namespaces")
+    print(json.dumps({"missing": missing}))
 
 
 def main() -> None:
@@ -76,17 +395,15 @@ def main() -> None:
     run_parser = sub.add_parser("run")
     for name in ("uid", "cpu", "memory", "fsize", "nproc", "nofile"):
         run_parser.add_argument(f"--{name}", type=int, required=True)
-    run_parser.add_argument("--netns", action="store_true")
-    run_parser.add_argument("cmd", nargs=argparse.REMAINDER)
-    sweep_parser = sub.add_parser("sweep")
-    sweep_parser.add_argument("--uid", type=int, required=True)
+    run_parser.add_argument("--timeout", type=float, required=True)
+    run_parser.add_argument("--python", required=True)
+    run_parser.add_argument("--verdict-fd", type=int, required=True)
+    sub.add_parser("probe")
     args = parser.parse_args()
     if args.action == "run":
-        if args.cmd and args.cmd[0] == "--":
-            args.cmd = args.cmd[1:]
         run(args)
     else:
-        sweep(args)
+        probe()
 
 
 if __name__ == "__main__":

@@ -179,6 +179,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_execute(args: argparse.Namespace) -> int:
+    from eval.harness import run_execute
+
+    print(json.dumps(run_execute(args)))
+    print(f"results: {Path(args.out) / 'results.jsonl'}")
+    return 0
+
+
 def cmd_options(args: argparse.Namespace) -> int:
     for name, default, doc in describe():
         print(f"{name:16} {default!r:28} {doc}")
@@ -224,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(humaneval)
     _add_model_options(humaneval)
     humaneval.set_defaults(func=cmd_eval)
+    execute = eval_sub.add_parser("execute", help="run given samples' tests in the sandbox (task_id + completion "
+                                                  "jsonl): results.jsonl and summary.json")
+    from eval.harness import add_execute_arguments
+
+    add_execute_arguments(execute)
+    execute.set_defaults(func=cmd_eval_execute)
 
     options = sub.add_parser("options", help="list every option with its default")
     options.set_defaults(func=cmd_options)
