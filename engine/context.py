@@ -41,17 +41,36 @@ def _line_at(text: str, offset: int) -> tuple[str, str]:
     return text[start:offset], text[offset : len(text) if end < 0 else end]
 
 
+# Ancestors farther up than this are not looked at: a file nested 50,000 deep still answers.
+MAX_DEPTH = 2000
+
+
+def ancestors(tree: SyntaxTree, byte: int) -> list[Any]:
+    """The nodes holding bytes [byte - 1, byte], innermost first, at most MAX_DEPTH of them.
+
+    Walked down from the root with a cursor: tree-sitter's `node.parent` searches from the root
+    each time, so climbing with it costs depth² (minutes at depth 50,000).
+    """
+    if tree.tree is None:
+        return []
+    low, high = max(byte - 1, 0), byte
+    cursor = tree.tree.walk()
+    path = [cursor.node]
+    while cursor.goto_first_child_for_byte(low) is not None:
+        node = cursor.node
+        if node.start_byte > low or node.end_byte < high:
+            break
+        path.append(node)
+    return path[::-1][:MAX_DEPTH]
+
+
 def _enclosing(tree: SyntaxTree, offset: int, types: frozenset[str], *, inclusive_end: bool) -> Any:
     """The innermost node of one of `types` that holds the cursor, or None."""
-    if tree.tree is None:
-        return None
     byte = len(tree.text[:offset].encode("utf-8", errors="surrogatepass"))
-    node = tree.tree.root_node.descendant_for_byte_range(max(byte - 1, 0), byte)
-    while node is not None:
+    for node in ancestors(tree, byte):
         inside = node.start_byte < byte < node.end_byte or (inclusive_end and node.start_byte < byte == node.end_byte)
         if node.type in types and inside:
             return node
-        node = node.parent
     return None
 
 
@@ -85,15 +104,14 @@ def pinned_lines(tree: SyntaxTree, offset: int, first_line: int) -> list[int]:
     for child in tree.tree.root_node.children:
         if child.type in IMPORT_TYPES and child.start_point[0] < first_line:
             rows.update(range(child.start_point[0], min(child.end_point[0], first_line - 1) + 1))
-    node = _enclosing(tree, offset, DEFINITION_TYPES, inclusive_end=True)
-    while node is not None and node.parent is not None:  # not the root: Python's is a `module` too
-        if node.type in DEFINITION_TYPES:
+    byte = len(tree.text[:offset].encode("utf-8", errors="surrogatepass"))
+    for node in ancestors(tree, byte)[:-1]:  # not the root: Python's is a `module` too
+        if node.type in DEFINITION_TYPES and node.start_byte < byte <= node.end_byte:
             body = node.child_by_field_name("body")
             header_end = body.start_point[0] if body is not None else node.start_point[0]
             if body is not None and body.start_point[0] > node.start_point[0] and body.start_point[1] > 0:
                 header_end -= 1  # the body starts on its own line: the header ends above it
             rows.update(r for r in range(node.start_point[0], header_end + 1) if r < first_line)
-        node = node.parent
     return sorted(rows)
 
 

@@ -56,6 +56,7 @@ def language_for_path(path: str | Path) -> str:
 # An explanation is read, not glanced at, so it gets far more time than ghost text, but not forever:
 # a server that streams without end is cut here (the openai backend also counts maxTokens itself).
 EXPLAIN_TIME_BUDGET_S = 120.0
+EXPLAIN_PROMPT_TOKENS = 128  # the explain prompt's own words and chat template, with room to spare
 
 
 @dataclass
@@ -241,6 +242,16 @@ class CompletionService:
         self.type_through = TypeThrough()
         self._anchors: dict[str, Anchor] = {}
         self._contexts: dict[str, tuple[object, tuple[Part, ...], list[Snippet]]] = {}
+
+    def documents_kept(self) -> int:
+        """Documents the service keeps something for (an anchor or a prompt context)."""
+        return len(self._anchors.keys() | self._contexts.keys())
+
+    def forget(self, path: str) -> None:
+        """A document was closed: drop its anchor, prompt context and typed-through suggestion."""
+        self._anchors.pop(path, None)
+        self._contexts.pop(path, None)
+        self.type_through.forget(path)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -536,6 +547,8 @@ class CompletionService:
             raise EngineError("there is no code to explain in that range")
         backend = self.load()
         info = self.info
+        max_tokens = max(self.settings.max_tokens, 512)
+        code = self._fit_for_explain(backend, code, self.settings.n_ctx - max_tokens - EXPLAIN_PROMPT_TOKENS)
         fence = "" if language == "plaintext" else language
         messages = [
             {"role": "system", "content": "You are fimble, a concise assistant that explains code. "
@@ -545,7 +558,16 @@ class CompletionService:
         prompt = chat_prompt(messages, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
                              add_bos=info.add_bos)
         request = GenerationRequest.from_settings(
-            prompt, self.settings, max_tokens=max(self.settings.max_tokens, 512), time_budget_s=EXPLAIN_TIME_BUDGET_S,
+            prompt, self.settings, max_tokens=max_tokens, time_budget_s=EXPLAIN_TIME_BUDGET_S,
             cancel=cancel or threading.Event(),
         )
         return backend.generate(request, on_text).text.strip()
+
+    @staticmethod
+    def _fit_for_explain(backend: Backend, code: str, budget: int) -> str:
+        """The selection, cut to what the context holds (the start of it, and a note saying so)."""
+        tokens = backend.count_tokens(code)
+        if tokens <= budget:
+            return code
+        keep = code[: max(0, int(len(code) * budget / tokens * 0.9))]
+        return keep + "\n… (the rest of the selection did not fit in the model's context)"

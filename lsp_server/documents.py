@@ -1,8 +1,13 @@
 """Open documents: text, one tree-sitter tree each, kept in step by incremental edits.
 
 Positions arrive in the negotiated encoding (utf-16 unless the client chose otherwise) and are
-turned into code-point offsets here. A position past the end is clamped rather than refused:
-an editor that is one keystroke ahead of us must not lose the document's state.
+turned into code-point offsets here, through a line index kept by the edits: a keystroke costs
+O(lines edited), not O(file). A position past the end is clamped rather than refused: an editor
+that is one keystroke ahead of us must not lose the document's state.
+
+Bounds: a document over MAX_PARSED_CHARS keeps its text (edits still apply, in either direction
+across the line) but has no tree and gets no completions; all documents together stay under
+MAX_TOTAL_CHARS — the one whose open or edit would pass it is not tracked, and says so.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from typing import Any
 
 from engine.context import OpenDocument
 from engine.syntax import SyntaxTree
-from engine.text import offset_at
+from engine.text import LineIndex
 
 # Above this size a document is kept as plain text: no tree (parsing would stall the server)
-# and no completions from it beyond the plain-text path.
+# and no completions in it.
 MAX_PARSED_CHARS = 2_000_000
+# All open documents together (code points; a few bytes each in memory).
+MAX_TOTAL_CHARS = 64_000_000
 RECENT_EDITS = 8
 
 
@@ -33,6 +40,14 @@ class Document:
     last_edit: int = -1  # offset just after the last edit's inserted text: where the user is
     last_inserted: str = ""  # the text the last edit inserted
     last_shown: str = ""  # the last suggestion shown in this document
+    lines: LineIndex | None = None
+    capped: bool = False  # over MAX_PARSED_CHARS: text only
+
+    def __post_init__(self) -> None:
+        if self.lines is None:
+            self.lines = LineIndex(self.text)
+        self.capped = len(self.text) > MAX_PARSED_CHARS
+
 
     @property
     def text(self) -> str:
@@ -43,7 +58,8 @@ class Document:
         return self.uri.removeprefix("file://")
 
     def as_context(self) -> OpenDocument:
-        return OpenDocument(self.path, self.syntax, tuple(self.recent_lines))
+        # A snapshot: the worker parses and reads it while the event loop edits the document.
+        return OpenDocument(self.path, self.syntax.snapshot(), tuple(self.recent_lines))
 
 
 def _looks_binary(text: str) -> bool:
@@ -51,14 +67,15 @@ def _looks_binary(text: str) -> bool:
 
 
 def _syntax_for(text: str, language_id: str) -> SyntaxTree:
-    if len(text) > MAX_PARSED_CHARS or _looks_binary(text):
-        return SyntaxTree(text, None)
-    return SyntaxTree(text, language_id)
+    return SyntaxTree(text, language_id, parse=len(text) <= MAX_PARSED_CHARS and not _looks_binary(text))
 
 
 class DocumentStore:
-    def __init__(self) -> None:
+    def __init__(self, max_total_chars: int = MAX_TOTAL_CHARS) -> None:
         self._docs: dict[str, Document] = {}
+        self.max_total_chars = max_total_chars
+        self.total_chars = 0
+        self.refused: dict[str, str] = {}  # uri → why it is not tracked (bounded like the documents)
 
     def __contains__(self, uri: str) -> bool:
         return uri in self._docs
@@ -71,40 +88,73 @@ class DocumentStore:
 
     def others(self, uri: str, limit: int = 8) -> list[OpenDocument]:
         """Other parsed documents, most recently opened or edited last."""
-        docs = [d for d in self._docs.values() if d.uri != uri and not d.binary and d.syntax.tree is not None]
+        docs = [d for d in self._docs.values() if d.uri != uri and not d.binary and d.syntax.parsed]
         return [d.as_context() for d in docs[-limit:]]
 
-    def open(self, uri: str, language_id: str, version: int, text: str) -> Document:
+    def _refuse(self, uri: str, size: int) -> None:
+        self._docs.pop(uri, None)
+        if len(self.refused) >= 1000:
+            self.refused.pop(next(iter(self.refused)))
+        self.refused[uri] = (f"fimble keeps at most {self.max_total_chars // 1_000_000} million characters of open "
+                             f"documents; {uri} ({size:,}) is not tracked: close some documents and reopen it")
+
+    def open(self, uri: str, language_id: str, version: int, text: str) -> Document | None:
+        """The new document, or None when it does not fit under the total bound (see `refused`)."""
+        self.close(uri)
+        if self.total_chars + len(text) > self.max_total_chars:
+            self._refuse(uri, len(text))
+            return None
         doc = Document(uri, language_id or "plaintext", version, _syntax_for(text, language_id), _looks_binary(text))
         self._docs[uri] = doc
+        self.total_chars += len(text)
         return doc
 
     def close(self, uri: str) -> None:
-        self._docs.pop(uri, None)
+        self.refused.pop(uri, None)
+        doc = self._docs.pop(uri, None)
+        if doc is not None:
+            self.total_chars -= len(doc.text)
 
     def change(self, uri: str, version: int, changes: list[Any], encoding: str) -> Document | None:
         """Apply LSP content changes in order; ranged ones incrementally."""
         doc = self._docs.get(uri)
         if doc is None:
             return None
+        before = len(doc.text)
         for change in changes:
             change_range = getattr(change, "range", None)
             if change_range is None:
+                doc.capped = len(change.text) > MAX_PARSED_CHARS
                 doc.syntax = _syntax_for(change.text, doc.language_id)
                 doc.binary = _looks_binary(change.text)
+                doc.lines = LineIndex(change.text)
                 continue
-            text = doc.text
-            start = offset_at(text, change_range.start.line, change_range.start.character, encoding)
-            end = offset_at(text, change_range.end.line, change_range.end.character, encoding)
+            text, lines = doc.text, doc.lines
+            assert lines is not None
+            start_pos, end_pos = change_range.start, change_range.end
+            start = lines.offset(text, start_pos.line, start_pos.character, encoding)
+            end = lines.offset(text, end_pos.line, end_pos.character, encoding)
             if end < start:
                 start, end = end, start
+                start_pos, end_pos = end_pos, start_pos
+            last = len(lines) - 1
             doc.syntax.edit(start, end, change.text)
+            lines.edit(doc.text, min(start_pos.line, last), min(end_pos.line, last), len(change.text), end - start)
             doc.last_edit, doc.last_inserted = start + len(change.text), change.text
-            line = change_range.start.line
+            line = start_pos.line
             if line in doc.recent_lines:
                 doc.recent_lines.remove(line)
             doc.recent_lines.appendleft(line)
+        size = len(doc.text)
+        if doc.capped != (size > MAX_PARSED_CHARS):  # crossed the size cap, one way or the other
+            doc.capped = size > MAX_PARSED_CHARS
+            doc.syntax = _syntax_for(doc.text, doc.language_id)
         doc.version = version
+        self.total_chars += size - before
+        if self.total_chars > self.max_total_chars:
+            self.total_chars -= size
+            self._refuse(uri, size)
+            return None
         # Move the document to the end: "recently used" order for extra context.
         self._docs[uri] = self._docs.pop(uri)
         return doc

