@@ -7,6 +7,7 @@ downstream takes the plain-text path: no parse, no crash.
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import threading
 from collections.abc import Iterator
@@ -138,7 +139,7 @@ class SyntaxTree:
         self._stale = self.spec is not None  # parsed on first use
         self._lock = threading.Lock()  # edits (event loop) against adopting a parse (worker)
         self._origin: SyntaxTree | None = None
-        self._checkpoint: tuple[int, int, int] | None = None  # (offset, byte, row) in the current text
+        self._checkpoints: list[tuple[int, int, int]] | None = None  # see _byte_and_row
 
     @property
     def parsed(self) -> bool:
@@ -174,7 +175,7 @@ class SyntaxTree:
             old = self.text
             self.text = old[:start] + new_text + old[end:]
             if self._tree is None:
-                self._checkpoint = None
+                self._checkpoints = None
                 return
             start_byte, row = self._byte_and_row(old, start)
             old_end_byte = start_byte + len(self._bytes(old[start:end]))
@@ -190,19 +191,49 @@ class SyntaxTree:
                 new_end_point=_advance(start_point, new_text),
             )
             self._stale = True
-            # Where the next edit is likely to be (typing goes on here): a checkpoint into the new text.
-            self._checkpoint = (start + len(new_text), new_end_byte, row + new_text.count("\n"))
+            self._move_checkpoints(start, end, len(new_text), start_byte, old_end_byte, new_end_byte, row,
+                                   old.count("\n", start, end), new_text.count("\n"))
+
+    # Checkpoints (offset, byte, row) into the current text, so that an edit finds its byte offset
+    # and tree-sitter row by counting from a nearby one instead of from the top: O(distance).
+    CHECKPOINT_EVERY = 1 << 16
+    MAX_CHECKPOINTS = 256
 
     def _byte_and_row(self, text: str, offset: int) -> tuple[int, int]:
-        """UTF-8 byte offset and tree-sitter row of a code-point offset, counted from the last edit's
-        end rather than from the top: O(distance), and O(1) when typing goes on at one place."""
-        mark, byte, row = self._checkpoint if self._checkpoint is not None else (0, 0, 0)
+        if self._checkpoints is None:
+            self._checkpoints = self._seed_checkpoints(text)
+        points = self._checkpoints
+        i = bisect.bisect_right(points, (offset, float("inf"), float("inf"))) - 1
+        mark, byte, row = points[i]
         ascii_only = text.isascii()  # O(1): then a byte is a code point
-        if offset >= mark:
-            between = offset - mark if ascii_only else len(self._bytes(text[mark:offset]))
-            return byte + between, row + text.count("\n", mark, offset)
-        between = mark - offset if ascii_only else len(self._bytes(text[offset:mark]))
-        return byte - between, row - text.count("\n", offset, mark)
+        between = offset - mark if ascii_only else len(self._bytes(text[mark:offset]))
+        found = (offset, byte + between, row + text.count("\n", mark, offset))
+        if offset - mark > self.CHECKPOINT_EVERY // 4 and len(points) < self.MAX_CHECKPOINTS:
+            points.insert(i + 1, found)
+        return found[1], found[2]
+
+    def _seed_checkpoints(self, text: str) -> list[tuple[int, int, int]]:
+        """One pass over the text (the first edit pays it): a checkpoint every CHECKPOINT_EVERY."""
+        points, byte, row = [(0, 0, 0)], 0, 0
+        step = self.CHECKPOINT_EVERY
+        for start in range(0, len(text) - step, step):
+            chunk = text[start : start + step]
+            byte += step if chunk.isascii() else len(self._bytes(chunk))
+            row += chunk.count("\n")
+            points.append((start + step, byte, row))
+        return points
+
+    def _move_checkpoints(self, start: int, end: int, inserted: int, start_byte: int, old_end_byte: int,
+                          new_end_byte: int, row: int, rows_removed: int, rows_inserted: int) -> None:
+        """Keep the checkpoints true for the edited text: those after the edit move with it."""
+        if self._checkpoints is None:
+            return
+        shift = (inserted - (end - start), new_end_byte - old_end_byte, rows_inserted - rows_removed)
+        points = [p for p in self._checkpoints if p[0] <= start]
+        points += [(p[0] + shift[0], p[1] + shift[1], p[2] + shift[2]) for p in self._checkpoints if p[0] >= end]
+        if points[-1][0] != start:
+            points.append((start, start_byte, row))
+        self._checkpoints = sorted(points)
 
     def snapshot(self) -> SyntaxTree:
         """A frozen copy for another thread: edits to this one will not reach it. It parses on use."""
@@ -210,7 +241,7 @@ class SyntaxTree:
             copy = SyntaxTree.__new__(SyntaxTree)
             copy.spec, copy.text, copy._parser, copy._lock = self.spec, self.text, None, threading.Lock()
             copy._tree = self._tree.copy() if self._tree is not None else None
-            copy._stale, copy._origin, copy._checkpoint = self._stale, self, None
+            copy._stale, copy._origin, copy._checkpoints = self._stale, self, None
         return copy
 
 

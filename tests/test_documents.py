@@ -78,12 +78,13 @@ def test_change_to_an_unknown_document_is_ignored():
 
 async def test_worker_supersedes_pending_and_cancels_running():
     worker = ModelWorker()
-    started = threading.Event()
+    started, submitted = threading.Event(), threading.Event()
 
     def slow(cancel):
         started.set()
         while not cancel.is_set():
             time.sleep(0.005)
+        submitted.wait(5)  # hold the worker until all are queued: otherwise it may start `second`
         return "cancelled"
 
     first = worker.submit("doc", slow)
@@ -91,6 +92,7 @@ async def test_worker_supersedes_pending_and_cancels_running():
     second = worker.submit("doc", lambda cancel: "queued")
     third = worker.submit("doc", lambda cancel: "newest")
     other = worker.submit("other-doc", lambda cancel: "kept")
+    submitted.set()
     assert await first == "cancelled"
     try:
         await second

@@ -32,14 +32,19 @@ def test_error_count_sees_errors_and_missing_nodes():
 SOURCE = 'def greet(name):\n    """Say hi — 😀."""\n    return f"hi {name}"\n\nprint(greet("you"))\n'
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 5), st.text(max_size=6)), max_size=12))
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 5), st.text(max_size=6), st.booleans()),
+                max_size=12))
 def test_incremental_edits_give_the_same_tree_as_a_fresh_parse(edits):
     doc = SyntaxTree(SOURCE, "python")
-    for pos, length, new in edits:
+    doc.CHECKPOINT_EVERY = 8  # checkpoints every few characters, so edits count from them
+    assert doc.tree is not None  # parsed: the edits below go through tree-sitter's incremental path
+    for pos, length, new, read in edits:
         start = pos % (len(doc.text) + 1)
         end = min(len(doc.text), start + length)
         doc.edit(start, end, new)
+        if read:  # parsed in between, through a snapshot (as the worker does), or not
+            assert doc.snapshot().tree.root_node.end_byte == len(doc.text.encode("utf-8", errors="surrogatepass"))
     fresh = SyntaxTree(doc.text, "python")
     assert str(doc.tree.root_node) == str(fresh.tree.root_node)
     assert doc.tree.root_node.end_byte == len(doc.text.encode("utf-8", errors="surrogatepass"))
@@ -48,6 +53,7 @@ def test_incremental_edits_give_the_same_tree_as_a_fresh_parse(edits):
 def test_incremental_edit_in_a_big_file():
     lines = [f"def f{i}(x):\n    return x + {i}\n" for i in range(2500)]
     doc = SyntaxTree("".join(lines), "python")
+    assert doc.tree is not None
     rng = random.Random(1)
     for _ in range(20):
         at = rng.randrange(len(doc.text))
