@@ -120,16 +120,20 @@ def is_loopback(host: str) -> bool:
 
 def write_token(home: Path) -> tuple[str, Path]:
     """A new random token in `home/serve.token`, readable by this user only (never via a symlink)."""
-    home.mkdir(parents=True, exist_ok=True)
     path = home / TOKEN_FILE
     token = secrets.token_urlsafe(32)
     temp = home / f".{TOKEN_FILE}.{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    os.replace(temp, path)  # replaces a planted link itself, never what it points to
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        os.replace(temp, path)  # replaces a planted link itself, never what it points to
+    except OSError as exc:
+        raise TransportError(f"cannot write the TCP token to {path}: {exc.strerror or exc}; set FIMBLE_HOME to a "
+                             f"folder you can write") from None
     return token, path
 
 

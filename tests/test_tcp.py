@@ -110,3 +110,22 @@ def test_a_non_loopback_address_is_refused_with_the_safe_way(tmp_path, host):
     assert f"refusing to serve on {host}" in proc.stderr and "ssh -N -L 7777:127.0.0.1:7777" in proc.stderr
     assert "--allow-remote" in proc.stderr
     assert not (tmp_path / "serve.token").exists()
+
+
+def test_an_unwritable_home_is_a_clear_error_not_a_traceback(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "lsp_server", "--tcp", "127.0.0.1:0"], capture_output=True,
+                          text=True, env={**os.environ, "FIMBLE_HOME": str(blocker / "home")}, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "cannot write the TCP token" in proc.stderr
+
+
+def test_a_planted_token_link_is_replaced_not_followed(tmp_path):
+    from lsp_server.transport import write_token
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "serve.token").symlink_to(victim)
+    token, path = write_token(tmp_path)
+    assert victim.read_text() == "keep me" and not path.is_symlink() and path.read_text().strip() == token
