@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import explain
 from .backends import Backend, GenerationRequest, GenerationResult, get_backend_class
 from .backends.base import STOP_MAX_TOKENS, STOP_TIME_BUDGET, GenerationStats
 from .cache import LRUCache, TypeThrough
@@ -543,25 +544,30 @@ class CompletionService:
         cancel: threading.Event | None = None,
     ) -> str:
         """Explain `code` in markdown through the model's chat template, streaming to `on_text`."""
+        return self.explain_result(code, language, on_text, cancel).text
+
+    def explain_result(
+        self,
+        code: str,
+        language: str = "plaintext",
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """`explain`, with the generation's stats (the eval reports time to first token and speed)."""
         if not code.strip():
             raise EngineError("there is no code to explain in that range")
         backend = self.load()
         info = self.info
         max_tokens = max(self.settings.max_tokens, 512)
         code = self._fit_for_explain(backend, code, self.settings.n_ctx - max_tokens - EXPLAIN_PROMPT_TOKENS)
-        fence = "" if language == "plaintext" else language
-        messages = [
-            {"role": "system", "content": "You are fimble, a concise assistant that explains code. "
-             "Answer in Markdown: one short paragraph, then a few bullet points."},
-            {"role": "user", "content": f"Explain what this code does.\n\n```{fence}\n{code.rstrip()}\n```"},
-        ]
-        prompt = chat_prompt(messages, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
-                             add_bos=info.add_bos)
+        prompt = chat_prompt(explain.messages(code, language), info.chat_template, bos_token=info.bos_token,
+                             eos_token=info.eos_token, add_bos=info.add_bos)
         request = GenerationRequest.from_settings(
             prompt, self.settings, max_tokens=max_tokens, time_budget_s=EXPLAIN_TIME_BUDGET_S,
             cancel=cancel or threading.Event(),
         )
-        return backend.generate(request, on_text).text.strip()
+        result = backend.generate(request, on_text)
+        return GenerationResult(explain.clean(result.text), result.stats)
 
     @staticmethod
     def _fit_for_explain(backend: Backend, code: str, budget: int) -> str:

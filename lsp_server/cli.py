@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine import models
+from engine import explain, models
 from engine.config import Settings, apply_options, describe, parse_set_arguments
 from engine.errors import EngineError
 from engine.service import CompletionRequest, CompletionService, language_for_path
+from engine.syntax import SyntaxTree
 from engine.text import offset_at
 
 EXIT_ERROR = 1
@@ -117,35 +118,32 @@ def why_empty(reason: str) -> str:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     text = _read_source(args.file)
-    lines = text.splitlines()
+    count = text.count("\n") + 1
     end = args.end_line if args.end_line is not None else args.line
-    if not 0 <= args.line < len(lines) or end < args.line:
-        raise EngineError(f"lines {args.line}..{end} are not in {args.file} ({len(lines)} lines)")
-    code = "\n".join(lines[args.line : end + 1])
-    if args.end_line is None:
-        code = _enclosing_block(lines, args.line)
+    if not 0 <= args.line < count or end < args.line:
+        raise EngineError(f"lines {args.line}..{end} are not in {args.file} ({count} lines)")
+    # The editor's choice of code, from the same function: a line alone means its definition.
+    language = language_for_path(args.file)
+    code = explain.target(text, args.line, end, SyntaxTree(text, language))
     service = CompletionService(settings_from_args(args))
     _load(service)
 
+    streamed: list[str] = []
+    printed = 0  # characters of the cleaned answer already printed: whole lines, as they complete
+
     def write(piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+        nonlocal printed
+        streamed.append(piece)
+        cleaned = explain.clean("".join(streamed))  # the text the editor shows (no LaTeX)
+        done = cleaned.rfind("\n") + 1
+        if done > printed:
+            sys.stdout.write(cleaned[printed:done])
+            sys.stdout.flush()
+            printed = done
 
-    service.explain(code, language_for_path(args.file), on_text=write)
-    sys.stdout.write("\n")
+    answer = service.explain(code, language, on_text=write)
+    sys.stdout.write(answer[printed:] + "\n")
     return 0
-
-
-def _enclosing_block(lines: list[str], line: int) -> str:
-    """The line and what is indented under it — a function header gives the whole function."""
-    head = lines[line]
-    indent = len(head) - len(head.lstrip())
-    block = [head]
-    for following in lines[line + 1 :]:
-        if following.strip() and len(following) - len(following.lstrip()) <= indent:
-            break
-        block.append(following)
-    return "\n".join(block).rstrip()
 
 
 def cmd_model(args: argparse.Namespace) -> int:
@@ -184,6 +182,15 @@ def cmd_eval_execute(args: argparse.Namespace) -> int:
 
     print(json.dumps(run_execute(args)))
     print(f"results: {Path(args.out) / 'results.jsonl'}")
+    return 0
+
+
+def cmd_eval_explain(args: argparse.Namespace) -> int:
+    from eval.explain import run as run_explain
+
+    summary = run_explain(args, settings_from_args(args))
+    print(json.dumps(summary))
+    print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -238,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_execute_arguments(execute)
     execute.set_defaults(func=cmd_eval_execute)
+    explain_eval = eval_sub.add_parser("explain", help="explain HumanEval functions, rewrite them from the "
+                                                       "explanation alone, run the tests: explanation fidelity")
+    from eval.explain import add_arguments as add_explain_arguments
+
+    add_explain_arguments(explain_eval)
+    _add_model_options(explain_eval)
+    explain_eval.set_defaults(func=cmd_eval_explain)
 
     options = sub.add_parser("options", help="list every option with its default")
     options.set_defaults(func=cmd_options)

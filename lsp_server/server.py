@@ -26,6 +26,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
+from engine import explain
 from engine.config import Settings, apply_options
 from engine.errors import EngineError
 from engine.models import fimble_home
@@ -408,14 +409,14 @@ class FimbleServer(LanguageServer):
         def on_text(piece: str) -> None:
             streamed.append(piece)
             if token is not None:
-                text = "".join(streamed)
+                text = explain.clean("".join(streamed))  # as the final answer will read
                 loop.call_soon_threadsafe(self.work_done_progress.report, token,
                                           types.WorkDoneProgressReport(message=text))
 
         service, language = self.service, doc.language_id
         def run(cancel: Any) -> str:
             # Choosing the code walks the tree (a deeply nested file takes a while): on the worker.
-            code = explain_target(text, start_line, end_line, syntax)
+            code = explain.target(text, start_line, end_line, syntax)
             return service.explain(code, language, on_text, cancel)
 
         future = self.worker.submit(f"explain:{first['uri']}", run)
@@ -475,21 +476,6 @@ def process_memory() -> dict[str, float | None]:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         current = round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
     return {"rssMb": current, "peakRssMb": round(peak, 1)}
-
-
-def explain_target(text: str, start_line: int, end_line: int, syntax: Any) -> str:
-    """The selected lines; for an empty selection, the definition under the cursor."""
-    lines = text.split("\n")
-    start_line = max(0, min(start_line, len(lines) - 1))
-    end_line = max(start_line, min(end_line, len(lines) - 1))
-    if start_line == end_line and syntax.tree is not None:
-        from engine.context import DEFINITION_TYPES, _enclosing
-
-        offset = sum(len(line) + 1 for line in lines[:start_line]) + len(lines[start_line]) // 2
-        node = _enclosing(syntax, min(offset, len(text)), DEFINITION_TYPES, inclusive_end=True)
-        if node is not None:
-            start_line, end_line = node.start_point[0], node.end_point[0]
-    return "\n".join(lines[start_line : end_line + 1])
 
 
 def create_server() -> FimbleServer:

@@ -1,0 +1,129 @@
+"""Explain this code: which code, the prompt, and the last pass over the answer.
+
+One place for all three, so that the editor (`fimble.explain`), `fimble explain` and `fimble eval
+explain` explain the same code the same way, and the eval scores the text the editor shows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .context import DEFINITION_TYPES, ancestors
+
+# The prompt asks for what a reader (and the eval's rewrite from the explanation alone) needs:
+# what goes in, what comes out, the rule in between, the edge cases; Markdown, no LaTeX.
+SYSTEM = (
+    "You are fimble, a concise assistant that explains code. Answer in Markdown: one short paragraph "
+    "saying what the code does, then a few bullet points naming the inputs, the result, and the edge "
+    "cases it handles. Be specific: give the exact rule or formula the code follows. Under 120 words. "
+    "Write math as plain code like `3.14159 * r ** 2`, never LaTeX. Do not repeat the code."
+)
+
+
+def messages(code: str, language: str) -> list[dict[str, str]]:
+    fence = "" if language == "plaintext" else language
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"Explain what this code does.\n\n```{fence}\n{code.rstrip()}\n```"},
+    ]
+
+
+def target(text: str, start_line: int, end_line: int, syntax: Any) -> str:
+    """The code to explain: the selected lines; for an empty selection (one line), the innermost
+    definition around the middle of that line, else the line and what is indented under it."""
+    lines = text.split("\n")
+    start_line = max(0, min(start_line, len(lines) - 1))
+    end_line = max(start_line, min(end_line, len(lines) - 1))
+    if start_line == end_line:
+        node = None
+        if syntax is not None and syntax.tree is not None:
+            offset = sum(len(line) + 1 for line in lines[:start_line]) + len(lines[start_line]) // 2
+            node = _definition_at(syntax, min(offset, len(text)))
+        if node is not None:
+            start_line, end_line = node.start_point[0], node.end_point[0]
+        else:
+            end_line = _indented_block_end(lines, start_line)
+    return "\n".join(lines[start_line : end_line + 1]).rstrip()
+
+
+def _definition_at(syntax: Any, offset: int) -> Any:
+    """The innermost definition holding `offset` (with its decorators), never the whole file."""
+    byte = len(syntax.text[:offset].encode("utf-8", errors="surrogatepass"))
+    path = ancestors(syntax, byte)[:-1]  # not the root: Python's is a `module` too
+    for i, node in enumerate(path):
+        if node.type in DEFINITION_TYPES and node.start_byte < byte <= node.end_byte:
+            parent = path[i + 1] if i + 1 < len(path) else None
+            return parent if parent is not None and parent.type == "decorated_definition" else node
+    return None
+
+
+def _indented_block_end(lines: list[str], line: int) -> int:
+    """The last line of `line` and what is indented under it (no tree: plain text, unknown language)."""
+    indent = len(lines[line]) - len(lines[line].lstrip())
+    end = line
+    for number in range(line + 1, len(lines)):
+        following = lines[number]
+        if following.strip() and len(following) - len(following.lstrip()) <= indent:
+            break
+        end = number
+    while end > line and not lines[end].strip():
+        end -= 1
+    return end
+
+
+# -- the last pass: LaTeX math becomes code spans ---------------------------------------------------
+
+_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<![\w$\\])\$(?!\s)([^$\n]+?)(?<!\s)\$(?![\w$])",
+                   re.S)
+_COMMANDS = {
+    r"\times": "*", r"\cdot": "*", r"\div": "/", r"\leq": "<=", r"\le": "<=", r"\geq": ">=", r"\ge": ">=",
+    r"\neq": "!=", r"\ne": "!=", r"\pi": "pi", r"\infty": "inf", r"\to": "->", r"\rightarrow": "->",
+    r"\ldots": "...", r"\dots": "...", r"\cdots": "...", r"\pm": "+/-", r"\in": "in", r"\land": "and",
+    r"\lor": "or", r"\lnot": "not ", r"\%": "%", r"\_": "_", r"\{": "{", r"\}": "}", r"\,": " ", r"\;": " ",
+    r"\quad": " ", r"\left": "", r"\right": "", r"\lfloor": "floor(", r"\rfloor": ")", r"\lceil": "ceil(",
+    r"\rceil": ")", r"\mod": "%", r"\bmod": "%",
+}
+_COMMAND = re.compile("|".join(re.escape(c) + r"(?![A-Za-z])" for c in sorted(_COMMANDS, key=len, reverse=True)))
+_FRAC = re.compile(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_SQRT = re.compile(r"\\sqrt\s*\{([^{}]*)\}")
+_TEXT = re.compile(r"\\(?:text|mathrm|mathit|mathbf|operatorname|texttt)\s*\{([^{}]*)\}")
+_POWER = re.compile(r"\^\{([^{}]*)\}")
+_SUBSCRIPT = re.compile(r"_\{([^{}]*)\}")
+
+
+def _plain_math(tex: str) -> str:
+    text = tex.strip()
+    for _ in range(3):  # nested \frac{\text{a}}{b}
+        text = _TEXT.sub(r"\1", text)
+        text = _FRAC.sub(r"(\1) / (\2)", text)
+        text = _SQRT.sub(r"sqrt(\1)", text)
+    text = _POWER.sub(r"**(\1)", text).replace("^", "**")
+    text = _SUBSCRIPT.sub(r"_\1", text)
+    text = _COMMAND.sub(lambda match: _COMMANDS[match.group(0)], text)
+    text = re.sub(r"\\([A-Za-z]+)", r"\1", text)  # any other command: its name
+    return " ".join(text.replace("{", "").replace("}", "").split())
+
+
+def clean(answer: str) -> str:
+    """The explanation as shown and scored: LaTeX math turned into code spans, outside code blocks."""
+    parts = re.split(r"(```.*?(?:```|$))", answer, flags=re.S)
+    for i in range(0, len(parts), 2):  # even parts are outside fenced blocks
+        parts[i] = _MATH.sub(lambda m: f"`{_plain_math(next(g for g in m.groups() if g is not None))}`", parts[i])
+    return "".join(parts).strip()
+
+
+_FENCED = re.compile(r"```.*?(?:```|$)", re.S)
+
+
+def without_code_blocks(answer: str) -> tuple[str, int]:
+    """The explanation without its fenced code blocks, and how many there were."""
+    blocks = _FENCED.findall(answer)
+    return _FENCED.sub("", answer).strip(), len(blocks)
+
+
+def word_count(answer: str) -> int:
+    return len(re.findall(r"[A-Za-z0-9_']+", answer))
+
+
+__all__: list[str] = ["SYSTEM", "clean", "messages", "target", "without_code_blocks", "word_count"]

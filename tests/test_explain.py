@@ -1,0 +1,102 @@
+"""Explain: the code chosen (one function for the editor and the CLI), the LaTeX pass, and the
+`fimble eval explain` protocol (docstring removed, explanation → rewrite → tests)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import pytest
+
+from engine import explain
+from engine.syntax import SyntaxTree
+from eval.data import load_problems
+from eval.explain import without_docstring
+from lsp_server import cli
+
+DOC = '''import math
+
+
+class Shape:
+    def area(self, r):
+        """Area."""
+        return math.pi * r ** 2
+
+    @staticmethod
+    def unit():
+        return 1
+
+
+x = 1
+'''
+
+
+def test_latex_math_becomes_code_spans_and_code_blocks_are_left_alone():
+    answer = ("The area is \\( \\text{Area} = 3.14159 \\times r^2 \\), $x \\leq y$ and $$\\frac{a}{b}$$, for $5.\n"
+              "```python\nprice = \"$5 and $6\"\n```\n\\[ \\sqrt{n} \\]")
+    assert explain.clean(answer) == ("The area is `Area = 3.14159 * r**2`, `x <= y` and `(a) / (b)`, for $5.\n"
+                                     "```python\nprice = \"$5 and $6\"\n```\n`sqrt(n)`")
+    assert explain.clean("It costs $5 and $6 each.") == "It costs $5 and $6 each."
+
+
+def test_code_blocks_are_cut_and_counted():
+    prose, blocks = explain.without_code_blocks("Adds.\n```python\nreturn a + b\n```\nThen `b`.\n```\nx\n```")
+    assert blocks == 2 and "return" not in prose and "`b`" in prose
+
+
+@pytest.mark.parametrize(("line", "expected_first", "expected_last"), [
+    (6, "    def area(self, r):", "        return math.pi * r ** 2"),  # inside a method: the method
+    (9, "    @staticmethod", "        return 1"),  # a decorated definition, decorator included
+    (13, "x = 1", "x = 1"),  # outside any definition: the line (and what is indented under it)
+])
+def test_the_code_to_explain_for_a_cursor(line, expected_first, expected_last):
+    code = explain.target(DOC, line, line, SyntaxTree(DOC, "python")).split("\n")
+    assert (code[0], code[-1]) == (expected_first, expected_last)
+
+
+def test_without_a_tree_the_indented_block_is_explained():
+    code = explain.target(DOC, 4, 4, SyntaxTree(DOC, "plaintext"))
+    assert code.startswith("    def area") and code.endswith("return math.pi * r ** 2")
+
+
+def test_the_cli_explains_the_code_the_editor_would(tmp_path, monkeypatch):
+    source = tmp_path / "shape.py"
+    source.write_text(DOC)
+    seen = []
+    monkeypatch.setattr(cli.CompletionService, "load", lambda self, progress=None: None)
+    monkeypatch.setattr(cli.CompletionService, "explain",
+                        lambda self, code, language, on_text=None: seen.append(code) or "")
+    assert cli.main(["explain", str(source), "--line", "6", "--backend", "fake"]) == 0
+    assert seen == [explain.target(DOC, 6, 6, SyntaxTree(DOC, "python"))]
+
+
+def test_every_humaneval_function_loses_its_docstring_and_keeps_its_body():
+    for problem in load_problems():
+        function, above, signature = without_docstring(problem)
+        tree = ast.parse(above + "\n" + function)
+        node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == problem["entry_point"])
+        assert ast.get_docstring(node) is None, problem["task_id"]
+        assert signature.startswith(problem["entry_point"] + "("), (problem["task_id"], signature)
+        assert problem["canonical_solution"].strip().split("\n")[-1].strip() in function
+
+
+@pytest.mark.model
+def test_eval_explain_runs_the_protocol_on_five_tasks_with_execution(model_path, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lsp_server.cli", "eval", "explain", "--limit", "5", "--execute",
+                           "--out", str(out), "--model", str(model_path)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["task_id"] for s in samples] == [f"HumanEval/{i}" for i in range(5)]
+    assert all('"""' not in s["code"] and s["explanation"] and s["rewrite"] for s in samples)
+    assert len(results) == 5 and summary["passed"] == sum(r["passed"] for r in results)
+    assert summary["pass@1"] >= 0.4 and summary["latex_left"] == 0  # 3 of 5 passed when this was written
+    assert (out / "report.md").read_text().startswith("# fimble eval explain") and (out / "plot.png").exists()
+    again = subprocess.run([sys.executable, "-m", "lsp_server.cli", "eval", "explain", "--limit", "5", "--out",
+                            str(out), "--model", str(model_path)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and len((out / "samples.jsonl").read_text().splitlines()) == 5  # resumed
