@@ -63,8 +63,8 @@ def hostile_samples(home: Path, repo: Path, victim: Path, port: int, planted_env
             f"for fd in range(1024):\n    try:\n        os.write(fd, {FORGED!r}.encode())\n    except OSError:\n"
             "        pass\nos._exit(0)\n"
         ),
-        "answer the referee with a forged reply": (
-            "import os\nos.write(4, b'{\"ready\": [\"f\"]}\\n{\"ok\": 9}\\n')\nos._exit(0)\n"
+        "answer the referee before it asks": (
+            "import os, time\nos.write(4, b'{\"ready\": [\"f\"]}\\n{\"ok\": 9}\\n')\ntime.sleep(2)\nos._exit(0)\n"
         ),
         "redefine the test's comparison": (
             "class Anything(int):\n    def __eq__(self, other):\n        return True\n"

@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import resource
+import secrets
 import signal
 import sys
 import threading
@@ -106,6 +107,7 @@ for line in requests:
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
             raise
         reply = {"raised": type(exc).__name__, "message": str(exc)[:300]}
+    reply["id"] = call["id"]
     replies.write(json.dumps(reply) + "\n")
 '''
 
@@ -187,12 +189,17 @@ class Sample:
 
     def function(self, name: str) -> object:
         def call(*args: object, **kwargs: object) -> object:
+            # A fresh id per call, echoed in the reply: a reply written before the call was made
+            # (a sample answering blindly) does not count.
+            call_id = secrets.token_hex(8)
             try:
-                self.requests.write(json.dumps({"call": name, "args": encode(list(args)),
+                self.requests.write(json.dumps({"call": name, "id": call_id, "args": encode(list(args)),
                                                 "kwargs": encode(kwargs)}) + "\n")
             except OSError:
                 raise SampleFailed("Died", "") from None
             reply = self.read()
+            if reply.get("id") != call_id:
+                raise SampleFailed("ValueError", "the sample sent a reply to a call it was not asked")
             if "ok" in reply:
                 return decode(reply["ok"])
             raise SampleFailed(str(reply.get("raised", "Error"))[:80], str(reply.get("message", ""))[:300])
