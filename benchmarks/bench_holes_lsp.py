@@ -30,6 +30,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from eval.metrics import percentile
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_typing import plain  # the benchmark beside this one (its folder is on sys.path)
@@ -145,7 +147,7 @@ def main() -> int:
             "options": parse_set_arguments(args.options), "generation_s": round(generation_s, 1),
             "shown": sum(s["shown"] for s in samples),
             "latency_ms": {"p50": round(statistics.median(latencies), 1),
-                           "p95": round(statistics.quantiles(latencies, n=20)[-1], 1) if len(latencies) > 1 else None}}
+                           "p95": round(percentile(latencies, 95), 1)}}
     summary = report.summarize(samples, results, meta)
     report.write(out, summary, samples)
     print({k: summary.get(k) for k in ("pass@1", "passed_tasks", "tasks", "exact_match", "shown", "latency_ms")})

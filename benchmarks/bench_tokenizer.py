@@ -87,8 +87,9 @@ def main() -> None:
     print(f"corpus: {len(texts)} files of the standard library, {size / 1e6:.1f} MB; model {path.name}")
 
     import native
+    from engine.tokenizer import native_tokenizer
 
-    tok, load_s, mem = loaded("native", lambda: native.Tokenizer.from_gguf(path))
+    tok, load_s, mem = loaded("native", lambda: native_tokenizer(path))
     assert isinstance(tok, native.Tokenizer) and tok.is_native
     rows = [("native (C)", speed(tok.encode, texts), load_s, mem)]
 
@@ -130,7 +131,8 @@ def main() -> None:
     rows.append(("llama.cpp", speed(lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False), texts),  # type: ignore[attr-defined]
                  load_s, mem))
 
-    twin_tok = native.Tokenizer.from_gguf(path, use_c=False)
+    twin_tok = native_tokenizer(path, use_c=False)
+    assert twin_tok is not None
     rows.append(("native twin (Python)", speed(twin_tok.encode, texts[:40]), float("nan"), float("nan")))
 
     base = {name: mbs for name, mbs, _, _ in rows}

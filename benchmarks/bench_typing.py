@@ -36,6 +36,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from eval.metrics import percentile
+
 
 def plain(value: Any) -> Any:
     if hasattr(value, "_asdict"):
@@ -61,11 +63,6 @@ def position(text: str, offset: int) -> types.Position:
     before = text[:offset]
     line = before.count("\n")
     return types.Position(line=line, character=len(before) - (before.rfind("\n") + 1))  # ASCII source
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))] if ordered else float("nan")
 
 
 async def start_server(args: argparse.Namespace) -> LanguageClient:

@@ -41,10 +41,6 @@ class LRUCache:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
 
 @dataclass(frozen=True)
 class Shown:

@@ -23,6 +23,7 @@ from .syntax import (
     SyntaxTree,
     iter_nodes,
 )
+from .text import split_lines
 
 MULTI, LINE = "multi", "line"
 BLOCK_OPENERS = {"indent": (":",), "brace": ("{", "(", "[", "=>"), "keyword": ("do", "then", "{", "(", "else")}
@@ -191,10 +192,10 @@ def _depth(node: Any) -> int:
 
 
 def _near_duplicate(snippet: str, window: str, threshold: float = 0.8) -> bool:
-    lines = [line.strip() for line in snippet.splitlines() if line.strip()]
+    lines = [line.strip() for line in split_lines(snippet) if line.strip()]
     if not lines:
         return True
-    present = {line.strip() for line in window.splitlines()}
+    present = {line.strip() for line in split_lines(window)}
     return sum(line in present for line in lines) / len(lines) >= threshold
 
 
@@ -208,7 +209,7 @@ def extra_snippets(
     """Snippets from `others` within `budget` tokens, in a stable (path, line) order."""
     candidates: list[Snippet] = []
     for doc in others:
-        lines = doc.tree.text.split("\n")
+        lines = split_lines(doc.tree.text)
         for name, first, last in definitions(doc.tree):
             if name in names:
                 end = min(last, first + SNIPPET_MAX_LINES - 1)

@@ -7,9 +7,11 @@ explain` explain the same code the same way, and the eval scores the text the ed
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .context import DEFINITION_TYPES, ancestors
+from .text import split_lines
 
 # The prompt asks for what a reader (and the eval's rewrite from the explanation alone) needs:
 # what goes in, what comes out, the rule in between, the edge cases; Markdown, no LaTeX.
@@ -19,6 +21,22 @@ SYSTEM = (
     "cases it handles. Be specific: give the exact rule or formula the code follows. Under 120 words. "
     "Write math as plain code like `3.14159 * r ** 2`, never LaTeX. Do not repeat the code."
 )
+
+
+# An explanation is read, not glanced at, so it gets far more time than ghost text, but not forever:
+# a server that streams without end is cut here (the openai backend also counts maxTokens itself).
+TIME_BUDGET_S = 120.0
+PROMPT_TOKENS = 128  # the prompt's own words and chat template, with room to spare
+MIN_ANSWER_TOKENS = 512
+
+
+def fit(code: str, count: Callable[[str], int], budget: int) -> str:
+    """The selection, cut to what the context holds (the start of it, and a note saying so)."""
+    tokens = count(code)
+    if tokens <= budget:
+        return code
+    keep = code[: max(0, int(len(code) * budget / tokens * 0.9))]
+    return keep + "\n… (the rest of the selection did not fit in the model's context)"
 
 
 def messages(code: str, language: str) -> list[dict[str, str]]:
@@ -32,7 +50,7 @@ def messages(code: str, language: str) -> list[dict[str, str]]:
 def target(text: str, start_line: int, end_line: int, syntax: Any) -> str:
     """The code to explain: the selected lines; for an empty selection (one line), the innermost
     definition around the middle of that line, else the line and what is indented under it."""
-    lines = text.split("\n")
+    lines = split_lines(text)
     start_line = max(0, min(start_line, len(lines) - 1))
     end_line = max(start_line, min(end_line, len(lines) - 1))
     if start_line == end_line:

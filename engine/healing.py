@@ -20,6 +20,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 
+from .text import split_lines
+
 # Longest text backed off: a piece longer than this is typed text, not a token being spelt.
 MAX_HEAL_CHARS = 48
 
@@ -57,7 +59,7 @@ def strip_indentation(text: str, indentation: str) -> str:
     """
     if text.startswith(indentation):
         return text[len(indentation) :]
-    lines = text.split("\n")
+    lines = split_lines(text)
     while len(lines) > 1 and not lines[0].strip():
         lines.pop(0)
     first = lines[0]

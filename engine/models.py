@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelError
 from .gguf import read_gguf
+from .prompt import FimTemplate, detect_fim_template
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 CHUNK = 8 * 1024 * 1024
@@ -265,6 +267,71 @@ class ModelRef:
     @property
     def is_gguf(self) -> bool:
         return self.format == "gguf"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs to know of a model's vocabulary to prompt it."""
+
+    fim: FimTemplate | None
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    add_bos: bool
+
+    @classmethod
+    def from_gguf(cls, path: Path) -> ModelInfo:
+        gguf = read_gguf(path, check_complete=False)
+        tokens, meta = gguf.tokens, gguf.metadata
+
+        def token(key: str) -> str:
+            index = meta.get(key)
+            return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
+
+        return cls(
+            fim=detect_fim_template(tokens, meta),
+            chat_template=meta.get("tokenizer.chat_template"),
+            bos_token=token("tokenizer.ggml.bos_token_id"),
+            eos_token=token("tokenizer.ggml.eos_token_id"),
+            add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+        )
+
+    @classmethod
+    def from_hf_folder(cls, folder: Path) -> ModelInfo:
+        """From a Hugging Face folder's tokenizer files: its added tokens hold the FIM tokens."""
+        def load(name: str) -> dict[str, Any]:
+            path = folder / name
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+        config, tokenizer = load("tokenizer_config.json"), load("tokenizer.json")
+        tokens = [t["content"] for t in tokenizer.get("added_tokens", [])]
+        tokens += [t["content"] for t in config.get("added_tokens_decoder", {}).values()]
+        template = config.get("chat_template")
+        if not isinstance(template, str) and (folder / "chat_template.jinja").is_file():
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+
+        def token(key: str) -> str:
+            value = config.get(key)
+            return value.get("content", "") if isinstance(value, dict) else value or ""
+
+        return cls(
+            fim=detect_fim_template(tokens, {}),
+            chat_template=template if isinstance(template, str) else None,
+            bos_token=token("bos_token"),
+            eos_token=token("eos_token"),
+            add_bos=bool(config.get("add_bos_token", False)),
+        )
+
+    @classmethod
+    def plain(cls) -> ModelInfo:
+        return cls(None, None, "", "", False)
+
+    @classmethod
+    def of(cls, ref: ModelRef | None) -> ModelInfo:
+        """The vocabulary facts of a resolved model; none for a backend without a local model."""
+        if ref is None:
+            return cls.plain()
+        return cls.from_gguf(ref.path) if ref.is_gguf else cls.from_hf_folder(ref.path)
 
 
 def resolve_model(spec: str | None, progress: Progress | None = None) -> ModelRef:

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from .context import BLOCK_OPENERS, LINE, CursorInfo
 from .syntax import LanguageSpec, error_count, parse
+from .text import split_lines
 
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _QUOTES = "\"'`"
@@ -53,7 +54,7 @@ def _cursor_line_before(site: Site) -> str:
 
 def markdown_fence(text: str, site: Site) -> str:
     """An instruct model closing or opening a markdown fence has left the code."""
-    lines = text.split("\n")
+    lines = split_lines(text)
     for i, line in enumerate(lines):
         if line.lstrip().startswith("```"):
             return "\n".join(lines[:i])
@@ -62,7 +63,7 @@ def markdown_fence(text: str, site: Site) -> str:
 
 def loop(text: str, site: Site) -> str:
     """The same non-empty line three times in a row: cut before the repetition starts."""
-    lines = text.split("\n")
+    lines = split_lines(text)
     for i in range(len(lines) - 2):
         if lines[i].strip() and lines[i] == lines[i + 1] == lines[i + 2]:
             return "\n".join(lines[:i])
@@ -82,7 +83,7 @@ def single_line(text: str, site: Site) -> str:
     if site.spec is not None and site.spec.block_style == "brace":
         return _through_closing_brace(text)
     level = _indent(header)
-    lines = text.split("\n")
+    lines = split_lines(text)
     for i in range(1, len(lines)):
         if lines[i].strip() and _indent(lines[i]) <= level:
             return "\n".join(lines[:i])
@@ -111,7 +112,7 @@ def block_end(text: str, site: Site) -> str:
     style = site.spec.block_style if site.spec else "indent"
     if style == "brace":
         return _brace_block_end(text, site)
-    lines = text.split("\n")
+    lines = split_lines(text)
     before = _cursor_line_before(site)
     if site.cursor.why == "block_header":
         # After `def f():` the body is indented deeper; a line back at the header's level ends it.
@@ -148,7 +149,7 @@ _DEF = re.compile(r"\s*(async\s+)?def\s")
 def _function_indent(prefix: str, level: int) -> int | None:
     """Indentation of the `def` that holds a line at `level` (walking out through the blocks
     above it), or None when no function holds it."""
-    lines = prefix.split("\n")[:-1]  # the cursor's own line is not a header
+    lines = split_lines(prefix)[:-1]  # the cursor's own line is not a header
     for line in reversed(lines):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -164,7 +165,7 @@ def _function_indent(prefix: str, level: int) -> int | None:
 
 def _suffix_leaves(suffix: str, function: int) -> bool:
     """Whether the first code line after the cursor's line is outside the function (or there is none)."""
-    for line in suffix.split("\n")[1:]:
+    for line in split_lines(suffix)[1:]:
         if line.strip():
             return _indent(line) <= function
     return True
@@ -197,8 +198,8 @@ def _brace_block_end(text: str, site: Site) -> str:
 
 def suffix_repeat(text: str, site: Site) -> str:
     """Drop trailing lines that repeat the first lines of the suffix."""
-    lines = text.split("\n")
-    suffix_lines = [line.strip() for line in site.suffix.split("\n")]
+    lines = split_lines(text)
+    suffix_lines = [line.strip() for line in split_lines(site.suffix)]
     # The rest of the cursor's line belongs to the completion's first line, not to a repeat.
     suffix_lines = [line for line in suffix_lines[1:] if line] if site.suffix and not site.suffix.startswith("\n") \
         else [line for line in suffix_lines if line]
@@ -269,7 +270,7 @@ def _reindented(text: str, site: Site) -> list[str]:
     extra = len(first) - len(first.lstrip(" \t"))
     if not extra or _cursor_line_before(site).strip():
         return []
-    dedented = [line[min(extra, len(line) - len(line.lstrip(" \t"))) :] for line in rest.split("\n")]
+    dedented = [line[min(extra, len(line) - len(line.lstrip(" \t"))) :] for line in split_lines(rest)]
     return [first[extra:] + newline + "\n".join(dedented), first[extra:] + newline + rest]
 
 
@@ -280,7 +281,7 @@ def syntax(text: str, site: Site) -> str:
     if site.spec is None or not text:
         return text
     baseline = error_count(parse(site.spec, site.prefix + site.suffix))
-    lines = text.split("\n")
+    lines = split_lines(text)
     for keep in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:keep])
         if not candidate.strip():
@@ -340,7 +341,7 @@ def python_verdict(candidate: str, site: Site) -> bool | None:
 
 def _blank_lines_after_cursor_line(suffix: str) -> int:
     count = 0
-    for line in suffix.split("\n")[1:]:
+    for line in split_lines(suffix)[1:]:
         if line.strip() and not line.lstrip().startswith("#"):
             break
         count += 1
@@ -362,7 +363,7 @@ def _compile_error_line(source: str) -> int:
 
 
 def trailing_whitespace(text: str, site: Site) -> str:
-    return "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
+    return "\n".join(line.rstrip() for line in split_lines(text)).rstrip()
 
 
 def left_block(text: str, site: Site) -> bool:
@@ -378,7 +379,7 @@ def unfinished(text: str, site: Site) -> bool:
     a little longer: a block is never cut before its body.)"""
     if "\n" not in text:
         return True
-    lines = text.split("\n")[:-1]  # whole lines only
+    lines = split_lines(text)[:-1]  # whole lines only
     while lines and not lines[-1].strip():
         lines.pop()
     last = (_cursor_line_before(site) + lines[-1]) if len(lines) == 1 else (lines[-1] if lines else "")

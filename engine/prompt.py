@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from .text import split_lines
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class FimTemplate:
     def build(self, prefix: str, suffix: str, *, context: Sequence[Part] = (), add_bos: bool = False,
               middle: str = "") -> Prompt:
         """`middle` is the start of the middle, given as if the model had written it: the text
-        typed since the anchor (see service.Anchor), so that typing only appends to the prompt."""
+        typed since the anchor (see engine/anchor.py), so that typing only appends to the prompt."""
         parts: list[Part] = [*context, Special(self.prefix), Text(prefix), Special(self.suffix), Text(suffix),
                              Special(self.middle), Text(middle)]
         stops = tuple(t for t in (self.prefix, self.suffix, self.middle, *self.end_tokens) if t)
@@ -188,8 +190,6 @@ class Window:
     prefix_tokens: int
     suffix_tokens: int
     first_line: int  # first document line included in the prefix
-    last_line: int  # last document line included in the suffix
-    kept: dict[str, int] = field(default_factory=dict)
 
 
 def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefix_share: float = 0.75,
@@ -204,8 +204,8 @@ def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefi
     moves the start of the prompt only every `line_step` lines, and a backend that reuses the
     cached prefix of the last prompt (llama.cpp) keeps reusing it.
     """
-    before = prefix.split("\n")
-    after = suffix.split("\n")
+    before = split_lines(prefix)
+    after = split_lines(suffix)
     head_line, tail_line = before.pop(), after.pop(0)
     used_pre, used_suf = count(head_line), count(tail_line)
     prefix_budget = int(budget * prefix_share)
@@ -245,6 +245,4 @@ def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefi
     new_suffix = tail_line + "".join("\n" + line for line in kept_after)
     return Window(
         new_prefix, new_suffix, used_pre, used_suf,
-        first_line=len(before) - n_pre, last_line=len(before) + n_suf,
-        kept={"prefix_lines": n_pre + 1, "suffix_lines": n_suf + 1},
-    )
+        first_line=len(before) - n_pre)

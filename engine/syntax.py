@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import PurePath
 from typing import Any
 
 # LSP languageId → (grammar module, function returning the language pointer, block style).
@@ -38,6 +39,17 @@ _ALIASES = {"py": "python", "js": "javascript", "ts": "typescript", "tsx": "type
             "cs": "csharp", "c#": "csharp", "rb": "ruby", "sh": "shellscript", "bash": "shellscript"}
 
 SUPPORTED_LANGUAGES = tuple(_GRAMMARS)
+# A file's suffix → its LSP languageId, for callers without an editor to say it (the CLI, the eval).
+LANGUAGE_BY_SUFFIX = {
+    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".jsx": "javascript", ".ts": "typescript", ".tsx": "typescriptreact", ".go": "go", ".rs": "rust",
+    ".java": "java", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp",
+    ".cs": "csharp", ".rb": "ruby", ".php": "php", ".lua": "lua", ".sh": "shellscript", ".bash": "shellscript",
+}
+
+
+def language_for_path(path: str | PurePath) -> str:
+    return LANGUAGE_BY_SUFFIX.get(PurePath(path).suffix.lower(), "plaintext")
 
 # Node types (over all grammars) that hold text the model should not break out of.
 STRING_TYPES = frozenset({

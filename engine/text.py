@@ -16,6 +16,14 @@ ENCODINGS = ("utf-16", "utf-8", "utf-32")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of a text as the engine counts them: split at \\n only. A \\r before it stays on
+    its line, so `"\\n".join` gives the text back exactly and rows agree with tree-sitter's;
+    `str.splitlines` is not used anywhere (it also breaks at \\f, \\x1c, \\u2028 …). Editor
+    positions, where a lone \\r ends a line too, go through `LineIndex` and `offset_at`."""
+    return text.split("\n")
+
+
 def line_starts(text: str) -> list[int]:
     """Offsets (code points) at which each line begins."""
     return [0, *(m.end() for m in _NEWLINE.finditer(text))]

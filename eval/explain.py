@@ -29,6 +29,7 @@ from engine.errors import EngineError
 from engine.prompt import chat_prompt
 from engine.service import CompletionService
 from engine.syntax import SyntaxTree
+from engine.text import split_lines
 
 from .data import load_problems, read_jsonl, write_jsonl
 from .generate import extract_code
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def without_docstring(problem: dict[str, Any]) -> tuple[str, str, str]:
     """(the whole function without its docstring, the code above the function, its signature)."""
     source = problem["prompt"] + problem["canonical_solution"]
-    lines = source.split("\n")
+    lines = split_lines(source)
     tree = ast.parse(source)
     function = next(node for node in tree.body
                     if isinstance(node, ast.FunctionDef) and node.name == problem["entry_point"])

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from engine.text import split_lines
+
 CURSOR_MODES = ("line-start", "after-indent", "mid-line")
 
 
@@ -80,7 +82,7 @@ def multiline_holes(problems: list[dict[str, Any]], seed: int = 0, min_lines: in
     """
     holes = []
     for problem in problems:
-        lines = problem["canonical_solution"].split("\n")
+        lines = split_lines(problem["canonical_solution"])
         if lines and lines[-1] == "":
             lines.pop()
         rng = random.Random(f"{seed}:{problem['task_id']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from math import comb
 
@@ -23,11 +24,13 @@ def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
+    """The q-th percentile, q in [0, 100], linearly interpolated between the two nearest values
+    (`statistics.quantiles`' inclusive method, numpy's default); NaN for no values."""
     if not values:
         return float("nan")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    if len(values) == 1 or q <= 0:
+        return float(min(values))
+    if q >= 100:
+        return float(max(values))
+    # 1000 cut points make every tenth of a percent a cut point: q = 95 is cut 950.
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 10) - 1]

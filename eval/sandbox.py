@@ -158,7 +158,7 @@ class Sandbox:
             verdict = json.loads(raw)
             return ExecResult(verdict["passed"] is True, str(verdict["result"]), seconds)
         except (ValueError, KeyError, TypeError):
-            why = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            why = stderr.decode("utf-8", "replace").strip().split("\n")[-1:] or [f"exit status {proc.returncode}"]
             return ExecResult(False, f"failed: the referee gave no verdict ({why[0][:200]})", seconds)
 
 

@@ -16,9 +16,10 @@ from typing import Any
 from engine import explain, models
 from engine.config import Settings, apply_options, describe, parse_set_arguments
 from engine.errors import EngineError
-from engine.service import CompletionRequest, CompletionService, language_for_path
-from engine.syntax import SyntaxTree
-from engine.text import offset_at
+from engine.reasons import FILTERED, Outcome, StopReason, is_filtered
+from engine.service import CompletionRequest, CompletionService
+from engine.syntax import SyntaxTree, language_for_path
+from engine.text import offset_at, split_lines
 
 EXIT_ERROR = 1
 
@@ -103,22 +104,23 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 def why_empty(reason: str) -> str:
     """A person's reading of an empty completion's reason."""
-    if reason.startswith("filtered:"):
-        rule = reason.split(":", 1)[1]
+    if is_filtered(reason):
+        rule = reason.removeprefix(FILTERED)
         return f"the model's answer was dropped by the postprocessing rule '{rule}' ({reason})"
-    return {
-        "eos": "the model ended without writing anything here (eos)",
-        "empty": "the model wrote only whitespace here (empty)",
-        "time_budget": "the time budget ran out before a whole line was written (time_budget); "
-                       "raise it with --set timeBudgetMs=N",
-        "cancelled": "the request was cancelled (cancelled)",
-        "max_tokens": "maxTokens was reached before anything worth showing (max_tokens)",
-    }.get(reason, f"nothing worth showing ({reason})")
+    readings: dict[str, str] = {
+        StopReason.EOS: "the model ended without writing anything here (eos)",
+        Outcome.EMPTY: "the model wrote only whitespace here (empty)",
+        StopReason.TIME_BUDGET: "the time budget ran out before a whole line was written (time_budget); "
+                                "raise it with --set timeBudgetMs=N",
+        Outcome.CANCELLED: "the request was cancelled (cancelled)",
+        StopReason.MAX_TOKENS: "maxTokens was reached before anything worth showing (max_tokens)",
+    }
+    return readings.get(reason, f"nothing worth showing ({reason})")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     text = _read_source(args.file)
-    count = text.count("\n") + 1
+    count = len(split_lines(text))
     end = args.end_line if args.end_line is not None else args.line
     if not 0 <= args.line < count or end < args.line:
         raise EngineError(f"lines {args.line}..{end} are not in {args.file} ({count} lines)")

@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from pygls.uris import to_fs_path
+
 from engine.context import OpenDocument
 from engine.syntax import SyntaxTree
 from engine.text import LineIndex
@@ -54,12 +56,24 @@ class Document:
         return self.syntax.text
 
     @property
+    def line_count(self) -> int:
+        """Lines as the editor counts them (a lone \\r ends one too)."""
+        assert self.lines is not None
+        return len(self.lines)
+
+    @property
     def path(self) -> str:
-        return self.uri.removeprefix("file://")
+        return path_of(self.uri)
 
     def as_context(self) -> OpenDocument:
         # A snapshot: the worker parses and reads it while the event loop edits the document.
         return OpenDocument(self.path, self.syntax.snapshot(), tuple(self.recent_lines))
+
+
+def path_of(uri: str) -> str:
+    """A document's file path (percent-decoded, as pygls reads file URIs); a URI that names no
+    file (`untitled:`) stands for itself: it is only a key and a label in the prompt."""
+    return to_fs_path(uri) or uri
 
 
 def _looks_binary(text: str) -> bool:

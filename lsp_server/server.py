@@ -15,25 +15,25 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.language_server import lsp_method
 
 from engine import explain
 from engine.config import Settings, apply_options
 from engine.errors import EngineError
 from engine.models import fimble_home
+from engine.reasons import Outcome, is_filtered
 from engine.service import CompletionRequest, CompletionResult, CompletionService
 
 from . import transport
-from .documents import MAX_PARSED_CHARS, DocumentStore
+from .documents import MAX_PARSED_CHARS, DocumentStore, path_of
+from .protocol import FimbleProtocol
 from .worker import ModelWorker, Superseded
 
 log = logging.getLogger("fimble")
@@ -50,72 +50,8 @@ WARM_DOCUMENTS = 3
 DOCUMENT_WARM_QUIET_S = 1.0
 
 
-class _Answered:
-    """Stands in for a message that was already answered with an error (pygls skips it)."""
-
-    jsonrpc = "answered"
-
-
-class FimbleProtocol(LanguageServerProtocol):
-    """pygls' protocol, with two changes: executeCommand passes the whole params (with its
-    workDoneToken) to explain, and a request whose params do not fit its method is answered
-    with a JSON-RPC error instead of being dropped (which would leave the client waiting)."""
-
-    # Set by the TCP transport: `exit` then ends that client's connection, not the process.
-    on_exit: Callable[[], None] | None = None
-
-    @lsp_method(types.EXIT)
-    def lsp_exit(self, *args: Any) -> Generator[Any, Any, None]:
-        if self.on_exit is None:
-            return (yield from super().lsp_exit(*args))
-        if (handler := self.fm.features.get(types.EXIT)) is not None:
-            yield handler, args, None
-        self.on_exit()
-        return None
-
-    @lsp_method(types.INITIALIZE)
-    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
-        if self._workspace is not None:
-            # A second initialize would reset the position encoding under open documents.
-            raise JsonRpcInvalidRequest("the server is already initialized")
-        return (yield from super().lsp_initialize(params))
-
-    # Our DocumentStore holds the one copy of each document. pygls' own workspace would keep a
-    # second one, and an edit its copy cannot take (a reversed range, a lone surrogate) would
-    # raise before our handler ran, and the two would drift apart. So these skip it.
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Generator[Any, Any, None]:
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Generator[Any, Any, None]:
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Generator[Any, Any, None]:
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
-            yield handler, (params,), None
-
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if isinstance(data, dict) and "id" in data and "method" in data:
-                self._send_response(data["id"], error=exc.to_response_error())
-                return _Answered()
-            raise
-
-    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
-    def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Generator[Any, Any, Any]:
-        server = self._server
-        if params.command == EXPLAIN_COMMAND and isinstance(server, FimbleServer):
-            return (yield server.explain, (params,), None)
-        return (yield from super().lsp_workspace__execute_command(params))
-
-
 class FimbleServer(LanguageServer):
+    protocol: FimbleProtocol
     def __init__(self) -> None:
         super().__init__("fimble", "0.1.0", protocol_cls=FimbleProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
@@ -131,6 +67,7 @@ class FimbleServer(LanguageServer):
         self.warmed: dict[str, int] = {}  # warm-ups finished: places, documents, precomputed
         self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
         self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
+        self.protocol.whole_params_commands[EXPLAIN_COMMAND] = self.explain
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -253,7 +190,7 @@ class FimbleServer(LanguageServer):
             return await self._inline_completion(params, started)
         except EngineError as exc:
             self.log(f"completion failed: {self.describe_error(exc)}", types.MessageType.Error)
-            self.record(params.text_document.uri, "error", started, error=self.describe_error(exc))
+            self.record(params.text_document.uri, Outcome.ERROR, started, error=self.describe_error(exc))
             return EMPTY
 
     async def _inline_completion(
@@ -270,11 +207,11 @@ class FimbleServer(LanguageServer):
         if doc is None or doc.binary or doc.capped:
             why = ("binary" if doc.binary else f"over {MAX_PARSED_CHARS:,} characters: not parsed, no completions"
                    ) if doc is not None else self.documents.refused.get(uri, "unknown document")
-            record("empty", why=why)
+            record(Outcome.EMPTY, why=why)
             return EMPTY
         pos = params.position
-        if pos.line >= doc.text.count("\n") + 1 or pos.line < 0 or pos.character < 0:
-            record("empty", why="position out of range")
+        if pos.line >= doc.line_count or pos.line < 0 or pos.character < 0:
+            record(Outcome.EMPTY, why="position out of range")
             return EMPTY
         doc.request_serial += 1
         serial = doc.request_serial
@@ -282,24 +219,24 @@ class FimbleServer(LanguageServer):
                                     tree=doc.syntax.snapshot(), others=self.documents.others(uri))
         service = self.service
         if (hit := service.typed_through(request)) is not None:
-            record("cache", type_through=True)
+            record(Outcome.CACHE, type_through=True)
             return self._as_list(hit)
         await asyncio.sleep(self.settings.debounce_ms / 1000)
         if doc.request_serial != serial:
-            record("cancelled", why="superseded while debouncing")
+            record(Outcome.CANCELLED, why="superseded while debouncing")
             return EMPTY
         future = self.worker.submit(uri, lambda cancel: service.complete(replace(request, cancel=cancel)))
         try:
             result: CompletionResult = await future
         except Superseded:
-            record("cancelled", why="superseded")
+            record(Outcome.CANCELLED, why="superseded")
             return EMPTY
         except asyncio.CancelledError:
             self.worker.cancel(future)
-            record("cancelled", why="$/cancelRequest")
+            record(Outcome.CANCELLED, why="$/cancelRequest")
             raise
-        outcome = result.reason if result.reason in ("cancelled", "cache") or result.reason.startswith(
-            "filtered:") else ("shown" if result.text else "empty")
+        outcome = result.reason if result.reason in (Outcome.CANCELLED, Outcome.CACHE) or is_filtered(
+            result.reason) else (Outcome.SHOWN if result.text else Outcome.EMPTY)
         record(outcome, reason=result.reason, timings=result.timings)
         if result.text:
             doc.last_shown = result.text
@@ -364,7 +301,7 @@ class FimbleServer(LanguageServer):
             self.worker.drop_idle(key)
         if uri in self.warming:
             self.warming.remove(uri)
-        service, path = self.service, uri.removeprefix("file://")
+        service, path = self.service, path_of(uri)
         # The service is the worker's: it forgets there, after whatever is running for the document.
         done = self.worker.submit(f"forget:{uri}", lambda cancel: service.forget(path), supersede=False)
         done.add_done_callback(lambda future: future.cancelled() or future.exception())  # best effort

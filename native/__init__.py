@@ -1,7 +1,9 @@
 """The tokenizer fast path: byte-level BPE in C (`_bpe`), with a pure-Python twin.
 
-    tok = native.Tokenizer.from_gguf("model.gguf")
+    tok = native.Tokenizer(tokens, token_types, merges, "qwen2")
     tok.encode("def f():"), tok.decode(ids), tok.count(text), tok.vocab_size
+
+It stands alone: the vocabulary comes in as lists (engine/tokenizer.py reads them from a GGUF file).
 """
 
 from .tokenizer import HAVE_C, Tokenizer

@@ -1,4 +1,8 @@
-"""`native.Tokenizer`: byte-level BPE for GPT-2-style vocabularies read from a GGUF file.
+"""`native.Tokenizer`: byte-level BPE for GPT-2-style vocabularies.
+
+It takes the vocabulary as lists (tokens, their types, merges, the pre-tokenizer's name), as
+tiktoken's core takes its ranks: where they come from is the caller's business (fimble reads them
+from a GGUF file in engine/tokenizer.py).
 
 The same ids as llama.cpp's tokenizer (`Llama(path, vocab_only=True).tokenize(..., add_bos=False,
 special=...)`). The hot path — pre-tokenizer split and merges — runs in the C module `_bpe`; this
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import twin
@@ -100,17 +103,6 @@ class Tokenizer:
         self._special = sorted(((tokens[i], i) for i, k in enumerate(types) if k in (TOKEN_CONTROL,
                                                                                        TOKEN_USER_DEFINED)),
                                key=lambda x: -len(x[0]))
-
-    @classmethod
-    def from_gguf(cls, path: str | Path, *, use_c: bool = True) -> Tokenizer:
-        """Read the vocabulary of a GGUF file (`tokenizer.ggml.*`); raises ValueError for one we can't run."""
-        from engine.gguf import read_gguf
-
-        meta = read_gguf(path, check_complete=False).metadata
-        if meta.get("tokenizer.ggml.model") != "gpt2":
-            raise ValueError(f"{path}: tokenizer {meta.get('tokenizer.ggml.model')!r} is not byte-level BPE")
-        return cls(meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type", []),
-                   meta.get("tokenizer.ggml.merges", []), str(meta.get("tokenizer.ggml.pre", "gpt2")), use_c=use_c)
 
     @property
     def vocab_size(self) -> int:

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from engine.backends.fake import FakeBackend
 from engine.config import Settings
-from engine.service import CompletionService, ModelInfo
+from engine.models import ModelInfo
+from engine.service import CompletionService
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

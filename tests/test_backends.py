@@ -1,7 +1,9 @@
+import sys
 import threading
 
 import pytest
 
+from engine import backends
 from engine.backends import Backend, available_backends, get_backend_class, register_backend
 from engine.backends.base import GenerationRequest
 from engine.backends.fake import FakeBackend
@@ -19,13 +21,64 @@ def test_unknown_backend_lists_the_known_ones():
         get_backend_class("gpu9000")
 
 
-def test_third_party_backend_registers_like_a_builtin():
-    @register_backend
+THIRD_PARTY = """
+from engine.backends.fake import FakeBackend
+
+
+class ShoutBackend(FakeBackend):
+    name = "shout"
+
+    def generate(self, request, on_text=None):
+        result = super().generate(request, on_text)
+        result.text = result.text.upper()
+        return result
+"""
+
+
+@pytest.fixture()
+def installed_third_party(tmp_path, monkeypatch):
+    """A tiny installed distribution, `fimble-shout`, whose entry point names its backend — as a
+    package from the registry would be, found by importlib.metadata on sys.path."""
+    (tmp_path / "fimble_shout.py").write_text(THIRD_PARTY)
+    info = tmp_path / "fimble_shout-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fimble-shout\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fimble.backends]\nshout = fimble_shout:ShoutBackend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    backends._registered.pop("shout", None)  # the registry caches what it loaded
+    sys.modules.pop("fimble_shout", None)
+
+
+def test_a_third_party_backend_is_found_through_its_entry_point(installed_third_party, qwen_info):
+    from engine.config import Settings
+    from engine.service import CompletionRequest, CompletionService
+
+    assert "shout" in available_backends()
+    cls = get_backend_class("shout")
+    assert cls.__module__ == "fimble_shout" and issubclass(cls, Backend)
+    service = CompletionService(Settings(backend="shout"), model_info=qwen_info)
+    service.load().queue("a + b")  # type: ignore[attr-defined]
+    result = service.complete(CompletionRequest("x = \n", 0, 4, language="python"))
+    assert result.text == "A + B"
+
+
+def test_the_third_party_backend_is_gone_once_uninstalled():
+    assert "shout" not in available_backends()
+    with pytest.raises(BackendError, match="unknown backend 'shout'"):
+        get_backend_class("shout")
+
+
+def test_register_backend_adds_and_the_registry_can_forget():
     class Echo(FakeBackend):
         name = "echo-test"
 
-    assert get_backend_class("echo-test") is Echo
-    assert issubclass(Echo, Backend)
+    try:
+        assert register_backend(Echo) is Echo and get_backend_class("echo-test") is Echo
+    finally:
+        backends._registered.pop("echo-test", None)
+    with pytest.raises(BackendError):
+        get_backend_class("echo-test")
 
 
 def prompt(text="p"):

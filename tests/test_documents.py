@@ -65,6 +65,22 @@ def test_binary_huge_and_unknown_documents_are_kept_as_plain_text():
     assert [d.path for d in store.others("file:///c.zz")] == []  # only parsed documents serve as context
 
 
+def test_a_document_path_is_its_decoded_file_path():
+    """Paths label other files in the prompt and key what is kept per document: percent-encoded
+    URIs (a space, non-ASCII) are decoded as pygls reads them; a URI of no file stands for itself."""
+    store = DocumentStore()
+    doc = store.open("file:///home/a%20b/caf%C3%A9.py", "python", 1, "x = 1\n")
+    assert doc is not None and doc.path == "/home/a b/café.py" == doc.as_context().path
+    untitled = store.open("untitled:Untitled-1", "python", 1, "y = 2\n")
+    assert untitled is not None and untitled.path == "untitled:Untitled-1"
+
+
+def test_lines_are_counted_as_the_editor_counts_them():
+    store = DocumentStore()
+    doc = store.open("file:///cr.py", "python", 1, "a = 1\rb = 2\r\nc = 3\n")
+    assert doc is not None and doc.line_count == 4  # a lone \r ends a line for the editor
+
+
 def test_full_text_change_replaces_the_document():
     store = DocumentStore()
     store.open("file:///a.py", "python", 0, "x = 1\n")

@@ -12,6 +12,7 @@ import pytest
 from engine.backends import GenerationRequest
 from engine.healing import HealingState, TokenHealer, heal_split, indentation_split, strip_indentation
 from engine.service import CompletionRequest
+from engine.tokenizer import native_tokenizer
 
 HYPOTENUSE = ('import math\n\n\ndef hypotenuse(a: float, b: float) -> float:\n'
               '    """Length of the hypotenuse of a right triangle with legs a and b."""\n    \n\n\n'
@@ -21,9 +22,8 @@ PALINDROME = 'def is_palindrome(s: str) -> bool:\n    """Return True if s reads 
 
 @pytest.fixture(scope="module")
 def vocab(model_path):
-    import native
-
-    tok = native.Tokenizer.from_gguf(model_path)
+    tok = native_tokenizer(model_path)
+    assert tok is not None
     return tok, TokenHealer(tok.token_bytes(), tok.is_text_token, tok.pieces)
 
 

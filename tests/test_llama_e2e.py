@@ -39,7 +39,7 @@ def _long_request(service, **kw):
     return GenerationRequest.from_settings(prompt, service.settings, max_tokens=400, **kw)
 
 
-def test_cancel_stops_generation_within_100ms(real_service):
+def test_cancel_is_seen_between_tokens(real_service):
     backend = real_service.load()
     cancel = threading.Event()
     flagged_at: list[float] = []

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import native
+from engine.tokenizer import Vocabulary
 from native.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.model  # the vocabulary comes from the real model file
@@ -36,11 +37,17 @@ def llama(model_path):
                                                     special=special)
 
 
+def from_gguf(path: Path, *, use_c: bool = True) -> Tokenizer:
+    """native takes the vocabulary as lists; engine/tokenizer.py reads them from the file."""
+    vocab = Vocabulary.from_gguf(path)
+    return Tokenizer(vocab.tokens, vocab.token_types, vocab.merges, vocab.pre, use_c=use_c)
+
+
 @pytest.fixture(scope="module", params=["c", "twin"])
 def tok(request, model_path) -> Tokenizer:
     if request.param == "c" and not native.HAVE_C:
         pytest.fail("the C extension is not built")
-    tokenizer = Tokenizer.from_gguf(model_path, use_c=request.param == "c")
+    tokenizer = from_gguf(model_path, use_c=request.param == "c")
     assert tokenizer.is_native == (request.param == "c")
     return tokenizer
 
@@ -133,7 +140,7 @@ def test_other_pre_tokenizers_match_llama_cpp(other_pre):
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(other_pre), vocab_only=True, verbose=False)
-    c, twin = Tokenizer.from_gguf(other_pre), Tokenizer.from_gguf(other_pre, use_c=False)
+    c, twin = from_gguf(other_pre), from_gguf(other_pre, use_c=False)
     texts = [MULTILINGUAL, *RUNS, *(p.read_text(encoding="utf-8") for p in stdlib_sources()[:400:40])]
     for text in texts:
         want = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)

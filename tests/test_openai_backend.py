@@ -222,7 +222,7 @@ def test_a_slow_server_is_cut_by_the_time_budget_keeping_what_came(model_path, f
     url, handler = fake_server
     handler.behaviour = "slow"
     b = backend(model_path, url)
-    result = b.generate(GenerationRequest(prompt=PROMPT, max_tokens=50, time_budget_s=0.5))
+    result = b.generate(GenerationRequest(prompt=PROMPT, max_tokens=50, time_budget_s=1.0))
     assert result.stats.stop_reason == "time_budget" and result.stats.generated_tokens < 50
     assert result.text.startswith("x0 x1 ")
 

@@ -29,9 +29,9 @@ def render(sample: Path, fake_service) -> str:
     fake_service.settings = fake_service.settings.replace(context_tokens=BUDGETS.get(language, 1024))
     tree = SyntaxTree(text, language)
     cursor = analyze_cursor(tree, offset)
-    prompt, _, _, heal = fake_service.build_prompt(tree, offset, cursor, path=sample.name)
-    return (f"# mode={cursor.mode} why={cursor.why} parsed={tree.tree is not None} healed={heal.text!r}\n"
-            f"{prompt.render()}")
+    built = fake_service.build_prompt(tree, offset, cursor, path=sample.name)
+    return (f"# mode={cursor.mode} why={cursor.why} parsed={tree.tree is not None} healed={built.heal.text!r}\n"
+            f"{built.prompt.render()}")
 
 
 def test_every_supported_language_has_a_golden_prompt():

@@ -177,3 +177,7 @@ def test_pass_at_k_is_the_unbiased_estimator():
 def test_percentile_interpolates():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5], 95) == 5
+    # Linear between the two nearest ranks, as numpy's default: rank 0.95 * 9 = 8.55 of 1..10.
+    assert round(percentile(list(range(1, 11)), 95), 9) == 9.55
+    assert percentile([3, 1, 2], 0) == 1 and percentile([3, 1, 2], 100) == 3
+    assert percentile([], 50) != percentile([], 50)  # NaN

@@ -80,3 +80,65 @@ def test_an_answer_cut_by_max_tokens_keeps_its_finished_lines(fake_service, fake
     result = fake_service.complete(CompletionRequest("def f(xs):\n    \n", 1, 4, language="python"))
     assert result.timings["stop_reason"] == "max_tokens"
     assert result.text == "total = 0"  # "for x in xs:" is finished but has no body: the compiler cuts it
+
+
+# -- the prompt for a place (engine/anchor.py) through the service --------------------------------
+
+HELPERS = "def scale(values, factor):\n    return [v * factor for v in values]\n\n\ndef unused():\n    pass\n"
+
+
+def _other(path: str, text: str):
+    from engine.context import OpenDocument
+    from engine.syntax import SyntaxTree
+
+    return OpenDocument(path, SyntaxTree(text, "python"))
+
+
+def test_other_documents_go_first_in_the_repository_format(fake_service, fake_backend):
+    fake_backend.queue("x", "y")
+    text = "from helpers import scale\n\nresult = scale(\n"
+    others = [_other("/w/helpers.py", HELPERS)]
+    result = fake_service.complete(CompletionRequest(text, 2, 15, language="python", path="/w/main.py",
+                                                     others=others))
+    rendered = fake_backend.requests[0].prompt.render()
+    assert rendered.startswith("<|repo_name|>fimble\n<|file_sep|>/w/helpers.py\ndef scale(values, factor):\n"
+                               "    return [v * factor for v in values]\n<|file_sep|>/w/main.py\n<|fim_prefix|>")
+    assert "def unused" not in rendered  # only definitions of names near the cursor
+    assert result.timings["snippets"] == 1
+    # Another place in the same file: the same context opens the prompt (kept per document).
+    fake_service.complete(CompletionRequest(text, 0, 5, language="python", path="/w/main.py", others=others))
+    head = rendered[: rendered.index("<|fim_prefix|>")]
+    assert fake_backend.requests[1].prompt.render().startswith(head)
+
+
+def test_an_anchor_is_dropped_when_its_options_change(fake_service, fake_backend):
+    fake_backend.queue("a", "b", "c")
+    text = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
+    typed = text.replace("return \n", "return a\n")
+    fake_service.complete(CompletionRequest(text, 1, 11, path="m.py"))
+    fake_service.complete(CompletionRequest(typed, 1, 12, path="m.py"))
+    anchor = fake_service.prompts._anchors["m.py"]
+    assert fake_backend.requests[1].prompt.render().endswith("    return a")  # typed on from the same anchor
+    fake_service.settings = fake_service.settings.replace(context_tokens=512)
+    fake_service.complete(CompletionRequest(typed.replace("return a\n", "return a \n"), 1, 13, path="m.py"))
+    renewed = fake_service.prompts._anchors["m.py"]
+    assert renewed is not anchor and renewed.settings_key[0] == 512 and anchor.settings_key[0] != 512
+
+
+def test_a_request_uses_one_settings_object_even_when_they_are_replaced_meanwhile(fake_service, fake_backend):
+    """The event loop replaces `settings` while the worker completes: the request keeps the ones
+    it started with (here the swap happens while its prompt is being built)."""
+    fake_backend.queue("a + b")
+    old = fake_service.settings.replace(max_tokens=11)
+    fake_service.settings = old
+    counting = fake_backend.count_tokens
+
+    def swap_then_count(text: str) -> int:
+        fake_service.settings = old.replace(max_tokens=99, context_tokens=256)
+        return counting(text)
+
+    fake_backend.count_tokens = swap_then_count  # type: ignore[method-assign]
+    fake_service.complete(CompletionRequest(SOURCE, 1, 11, path="m.py"))
+    assert fake_backend.requests[0].max_tokens == 11
+    assert fake_service.prompts._anchors["m.py"].settings_key[0] == old.context_tokens
+    assert fake_service.settings.max_tokens == 99  # the new ones are there for the next request

@@ -176,6 +176,8 @@ def test_prefix_reuse_cancel_and_time_budget(torch_backend):
     torch_backend.generate(GenerationRequest(prompt=fim(prefix, suffix), max_tokens=2))
     again = torch_backend.generate(GenerationRequest(prompt=fim(prefix + "if", suffix), max_tokens=2))
     assert again.stats.prompt_tokens_evaluated <= 8 < again.stats.prompt_tokens
+    summary = torch_backend.cache_summary()
+    assert summary["liveTokens"] == len(torch_backend.cached) > 8 and summary["kvCacheBytes"] > 0
 
     request = GenerationRequest(prompt=fim("# a long story\n" * 50, ""), max_tokens=500)
     threading.Timer(0.2, request.cancel.set).start()
@@ -217,7 +219,8 @@ def test_a_model_folder_completes_through_the_service_like_llama_cpp(torch_backe
     """The kept safetensors folder is a Hugging Face folder: its tokenizer files give the FIM template."""
     from engine.backends.torch import converted_folder
     from engine.config import Settings
-    from engine.service import CompletionRequest, CompletionService, ModelInfo
+    from engine.models import ModelInfo
+    from engine.service import CompletionRequest, CompletionService
 
     folder = converted_folder(model_path)
     info = ModelInfo.from_hf_folder(folder)
@@ -231,3 +234,25 @@ def test_a_model_folder_completes_through_the_service_like_llama_cpp(torch_backe
     want = local.complete(CompletionRequest(text, 1, 4, language="python", use_cache=False))
     assert got.text and got.text == want.text
     service.close()
+
+
+@pytest.mark.model
+def test_the_text_stream_decodes_a_few_ids_at_a_time(torch_backend):
+    """Streamed text equals one whole decode, multi-byte characters split over tokens included,
+    while each step decodes only the last few ids (it used to decode all of them every token)."""
+    from engine.backends.torch import TextStream
+
+    vocab = torch_backend.vocab
+    text = "def héllo(x):\n    return '日本語 🙂 ü' + x  # ok\n" * 4
+    ids = vocab.encode(text)
+    decoded_lengths: list[int] = []
+
+    class Counting:
+        def decode(self, some, **kw):
+            decoded_lengths.append(len(some))
+            return vocab.tok.decode(some, **kw)
+
+    counting = type("V", (), {"tok": Counting()})()
+    stream = TextStream(counting)
+    assert "".join(stream.push(i) for i in ids) == vocab.tok.decode(ids) == text
+    assert len(ids) > 40 and max(decoded_lengths) <= 6

@@ -23,18 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from ..reasons import StopReason
+
 if TYPE_CHECKING:
     from ..config import Settings
     from ..healing import TokenHealer
     from ..models import ModelRef
     from ..prompt import Prompt
 
-STOP_EOS = "eos"
-STOP_SEQUENCE = "stop"
-STOP_MAX_TOKENS = "max_tokens"
-STOP_TIME_BUDGET = "time_budget"
-STOP_CANCELLED = "cancelled"
-STOP_PREFILLED = "prefilled"  # a warm-up: the prompt was evaluated, nothing generated
 
 
 @dataclass
@@ -215,22 +211,22 @@ class TextSink:
                 self.on_text(piece)
 
     def add(self, piece: str) -> str:
-        """Add decoded text; STOP_SEQUENCE when a stop sequence or `stop_when` ends it here, else ''."""
+        """Add decoded text; StopReason.SEQUENCE when a stop sequence or `stop_when` ends it here, else ''."""
         released = self.matcher.feed(piece)
         self._emit(released)
         if self.matcher.stopped or self.request.line_done(piece, self.matcher.text):
-            return STOP_SEQUENCE
+            return StopReason.SEQUENCE
         return ""
 
     def after_token(self, generated: int, most: int, deadline: Deadline) -> str:
         """The reason to stop after `generated` tokens, or ''."""
         if generated >= most:
-            return STOP_MAX_TOKENS
+            return StopReason.MAX_TOKENS
         if self.request.cancel.is_set():
-            return STOP_CANCELLED
+            return StopReason.CANCELLED
         if deadline.expired() and not (self.request.unfinished is not None and not deadline.expired(grace=1.0)
                                        and self.request.unfinished(self.matcher.text)):
-            return STOP_TIME_BUDGET
+            return StopReason.TIME_BUDGET
         return ""
 
     def finish(self, tail: str = "") -> str:
@@ -257,3 +253,52 @@ class Deadline:
     def expired(self, grace: float = 0.0) -> bool:
         """Past the end (plus `grace` times the budget)."""
         return self.end is not None and time.monotonic() >= self.end + grace * (self.seconds or 0.0)
+
+
+# -- the token loops' shared steps (the llama.cpp and torch backends) ----------------------------
+
+
+def prompt_ids(prompt: Prompt, encode: Callable[[str, bool], list[int]], bos: int | None) -> list[int]:
+    """A prompt's ids: BOS when the prompt asks for it and the model has one, then each part —
+    `Special` parts as their control tokens, text as text. Never empty (a bare BOS, or 0)."""
+    from ..prompt import Special
+
+    ids: list[int] = [bos] if prompt.add_bos and bos is not None else []
+    for part in prompt.parts:
+        ids += encode(part.text, isinstance(part, Special))
+    return ids or [bos if bos is not None else 0]
+
+
+def room_after(tokens: Sequence[int], n_ctx: int) -> int:
+    """Positions left for generated tokens; the prompt not fitting is the user's to fix."""
+    room = n_ctx - len(tokens)
+    if room <= 0:
+        from ..errors import BackendError
+
+        raise BackendError(f"the prompt has {len(tokens)} tokens but the context holds {n_ctx}: lower contextTokens")
+    return room
+
+
+def common_prefix(held: Sequence[int], tokens: Sequence[int]) -> int:
+    """How many leading tokens of `tokens` the cache (holding `held`, in order) already has."""
+    n = 0
+    for a, b in zip(held, tokens, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def prefill_chunks(tokens: Sequence[int], start: int, chunk: int, cancel: threading.Event,
+                   evaluate: Callable[[list[int], int], None]) -> str:
+    """Evaluate `tokens[start:]` as `evaluate(chunk, position)` calls of at most `chunk` tokens,
+    with the cancel flag checked before each; StopReason.CANCELLED when it was seen, else ''.
+
+    Only a cancel stops a prefill: the time budget is for decoding, so that a request at a new
+    place answers (later) instead of spending its budget on the prompt and showing nothing. What
+    was evaluated before a cancel stays in the cache for the next request at the same place."""
+    for position in range(start, len(tokens), chunk):
+        if cancel.is_set():
+            return StopReason.CANCELLED
+        evaluate(list(tokens[position : position + chunk]), position)
+    return ""

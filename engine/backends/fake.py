@@ -11,8 +11,8 @@ import time
 from collections import deque
 from typing import Any
 
+from ..reasons import StopReason
 from .base import (
-    STOP_EOS,
     Backend,
     Deadline,
     GenerationRequest,
@@ -63,7 +63,7 @@ class FakeBackend(Backend):
         stats.prompt_tokens_evaluated = stats.prompt_tokens
         deadline = Deadline(request.time_budget_s)
         sink = TextSink(request, on_text)
-        reason = STOP_EOS  # the queued output ran out
+        reason: str = StopReason.EOS  # the queued output ran out
         for char in output:
             stop = sink.after_token(stats.generated_tokens, request.max_tokens, deadline)
             if stop:

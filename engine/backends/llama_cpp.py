@@ -21,12 +21,10 @@ from typing import Any
 
 from ..errors import BackendError
 from ..healing import HealingState, TokenHealer
-from ..prompt import Prompt, Special
+from ..prompt import Prompt
+from ..reasons import StopReason
+from ..tokenizer import native_tokenizer
 from .base import (
-    STOP_CANCELLED,
-    STOP_EOS,
-    STOP_MAX_TOKENS,
-    STOP_PREFILLED,
     Backend,
     Deadline,
     GenerationRequest,
@@ -34,6 +32,10 @@ from .base import (
     GenerationStats,
     TextCallback,
     TextSink,
+    common_prefix,
+    prefill_chunks,
+    prompt_ids,
+    room_after,
 )
 from .kv_reuse import Plan, Run, SavedState, StateCache, plan_reuse
 from .lookup import NEAR_TIE, PromptLookup
@@ -93,12 +95,7 @@ class LlamaCppBackend(Backend):
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model.path}: {exc}") from exc
-        try:
-            import native
-
-            self.tokenizer = native.Tokenizer.from_gguf(self.model.path)
-        except (ImportError, ValueError, KeyError) as exc:
-            log.info("counting tokens with llama.cpp: %s", exc)
+        self.tokenizer = native_tokenizer(self.model.path)
 
     # -- tokens ------------------------------------------------------------------------------
 
@@ -112,10 +109,7 @@ class LlamaCppBackend(Backend):
         return len(self.tokenize(text))
 
     def prompt_tokens(self, prompt: Prompt) -> list[int]:
-        ids: list[int] = [self.llm.token_bos()] if prompt.add_bos else []
-        for part in prompt.parts:
-            ids += self.tokenize(part.text, special=isinstance(part, Special))
-        return ids
+        return prompt_ids(prompt, lambda text, special: self.tokenize(text, special=special), self.llm.token_bos())
 
     def _special_ids(self, texts: tuple[str, ...]) -> set[int]:
         ids: set[int] = set()
@@ -136,13 +130,7 @@ class LlamaCppBackend(Backend):
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens of `tokens` the KV cache already holds."""
-        held = self.llm.input_ids[: self.llm.n_tokens]
-        n = 0
-        for a, b in zip(held, tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        return n
+        return common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
 
     # -- the KV cache across prompts (engine/backends/kv_reuse.py) -----------------------------
 
@@ -256,24 +244,20 @@ class LlamaCppBackend(Backend):
             raise BackendError("llama.cpp refused its own KV state while packing the cache")
 
     def _prefill(self, tokens: list[int], request: GenerationRequest, stats: GenerationStats) -> str:
-        """Evaluate what the KV cache lacks of `tokens`; returns the stop reason or ''.
-
-        Only a cancel stops it: the time budget is for decoding, so that a request at a new
-        place answers (later) instead of spending its budget on the prompt and showing nothing."""
+        """Evaluate what the KV cache lacks of `tokens` (base.prefill_chunks); the stop reason or ''."""
         llm = self.llm
         started = time.perf_counter()
         stats.prompt_tokens_reused, stats.prompt_tokens_moved = self._reuse(tokens, request.reuse)
         stats.reuse_ms = (time.perf_counter() - started) * 1000
-        for start in range(llm.n_tokens, len(tokens), PREFILL_CHUNK):
-            if request.cancel.is_set():
-                return STOP_CANCELLED
-            chunk = tokens[start : start + PREFILL_CHUNK]
+
+        def evaluate(chunk: list[int], position: int) -> None:
             llm.eval(chunk)
             self._moved = False
             stats.prompt_tokens_evaluated += len(chunk)
             if self._scattered:  # after a decode: moved cells are rotated, a save is exact
                 self._compact()
-        return ""
+
+        return prefill_chunks(tokens, llm.n_tokens, PREFILL_CHUNK, request.cancel, evaluate)
 
     def warm(self, prompt: Prompt, cancel: Any, *, keep: str = "") -> GenerationStats:
         """Evaluate `prompt` into the KV cache without generating; with `keep`, save the state
@@ -283,9 +267,10 @@ class LlamaCppBackend(Backend):
         tokens = self.prompt_tokens(prompt)[: self.llm.n_ctx() - 1]
         stats.prompt_tokens = len(tokens)
         started = time.perf_counter()
-        stats.stop_reason = self._prefill(tokens, GenerationRequest(prompt, cancel=cancel), stats) or STOP_PREFILLED
+        reason = self._prefill(tokens, GenerationRequest(prompt, cancel=cancel), stats)
+        stats.stop_reason = reason or StopReason.PREFILLED
         stats.prefill_ms = (time.perf_counter() - started) * 1000
-        if keep and stats.stop_reason != STOP_CANCELLED:
+        if keep and stats.stop_reason != StopReason.CANCELLED:
             self.save_live(keep)
         return stats
 
@@ -295,13 +280,7 @@ class LlamaCppBackend(Backend):
         stats = GenerationStats()
         started = time.perf_counter()
         tokens = self.prompt_tokens(request.prompt)
-        if not tokens:
-            tokens = [llm.token_bos()]
-        room = llm.n_ctx() - len(tokens)
-        if room <= 0:
-            raise BackendError(
-                f"the prompt has {len(tokens)} tokens but the context holds {llm.n_ctx()}: lower contextTokens"
-            )
+        room = room_after(tokens, llm.n_ctx())
         stats.prompt_tokens = len(tokens)
         reason = self._prefill(tokens, request, stats)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
@@ -320,9 +299,9 @@ class LlamaCppBackend(Backend):
             stats.healed_tokens = healing.healed_tokens
             if stats.healed_tokens:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
-            reason = STOP_CANCELLED if request.cancel.is_set() else sink.add(decoder.decode(past_heal))
+            reason = StopReason.CANCELLED if request.cancel.is_set() else sink.add(decoder.decode(past_heal))
             if reason or len(tokens) >= llm.n_ctx():
-                stats.stop_reason = reason or STOP_MAX_TOKENS
+                stats.stop_reason = reason or StopReason.MAX_TOKENS
                 stats.decode_ms = (time.perf_counter() - decode_start) * 1000
                 return GenerationResult(sink.finish(decoder.decode(b"", final=True)), stats)
             room = llm.n_ctx() - len(tokens)
@@ -333,7 +312,7 @@ class LlamaCppBackend(Backend):
             if stats.first_token_ms is None:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
             if token in stop_ids or self._is_eog(token):
-                return STOP_EOS
+                return StopReason.EOS
             stats.generated_tokens += 1
             return sink.add(decoder.decode(llm.detokenize([token]))) or sink.after_token(
                 stats.generated_tokens, most, deadline)
@@ -344,7 +323,7 @@ class LlamaCppBackend(Backend):
             reason = self._decode_plain(tokens, request, emit)
         text = sink.finish(decoder.decode(b"", final=True))
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
-        stats.stop_reason = reason or STOP_MAX_TOKENS
+        stats.stop_reason = reason or StopReason.MAX_TOKENS
         return GenerationResult(text, stats)
 
     def _decode_plain(self, tokens: list[int], request: GenerationRequest, emit: Any) -> str:
@@ -359,7 +338,7 @@ class LlamaCppBackend(Backend):
                     return reason
         finally:
             generator.close()
-        return STOP_MAX_TOKENS
+        return StopReason.MAX_TOKENS
 
     def _decode_with_lookup(self, tokens: list[int], max_draft: int, emit: Any, stats: GenerationStats) -> str:
         """Greedy decoding with prompt-lookup drafts (engine/backends/lookup.py).

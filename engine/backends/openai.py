@@ -25,13 +25,9 @@ from urllib.parse import urlsplit
 
 from ..errors import BackendError
 from ..prompt import Special
+from ..reasons import StopReason
 from ..tokenizer import Tokenizer, gguf_tokenizer
 from .base import (
-    STOP_CANCELLED,
-    STOP_EOS,
-    STOP_MAX_TOKENS,
-    STOP_SEQUENCE,
-    STOP_TIME_BUDGET,
     Backend,
     Deadline,
     GenerationRequest,
@@ -241,11 +237,11 @@ class OpenAIBackend(Backend):
             for part in request.prompt.parts)
         path, body = self._body(request)
         sink = TextSink(request, on_text)
-        reason = STOP_MAX_TOKENS
+        reason = StopReason.MAX_TOKENS
         try:
             sock, response = self._open_stream(path, body, deadline, request)
         except _Closed:
-            stats.stop_reason = STOP_CANCELLED if request.cancel.is_set() else STOP_TIME_BUDGET
+            stats.stop_reason = StopReason.CANCELLED if request.cancel.is_set() else StopReason.TIME_BUDGET
             return GenerationResult("", stats)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         done = threading.Event()
@@ -263,19 +259,19 @@ class OpenAIBackend(Backend):
                     # Counted here, not trusted to the server: one that ignores max_tokens is stopped.
                     stats.generated_tokens += max(1, self.tokenizer.count(piece))
                     if sink.add(piece):
-                        reason = STOP_SEQUENCE
+                        reason = StopReason.SEQUENCE
                         break
                     if stats.generated_tokens >= request.max_tokens:
-                        reason = STOP_MAX_TOKENS
+                        reason = StopReason.MAX_TOKENS
                         break
                 finish = choice.get("finish_reason")
                 if finish:
-                    reason = STOP_MAX_TOKENS if finish == "length" else STOP_EOS
+                    reason = StopReason.MAX_TOKENS if finish == "length" else StopReason.EOS
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if request.cancel.is_set():
-                reason = STOP_CANCELLED
+                reason = StopReason.CANCELLED
             elif deadline.expired() or overall.expired():
-                reason = STOP_TIME_BUDGET
+                reason = StopReason.TIME_BUDGET
             else:
                 raise BackendError(f"the stream from {self.shown_url}{path} broke off: "
                                    f"{self.excerpt(str(exc))}") from exc
@@ -283,12 +279,12 @@ class OpenAIBackend(Backend):
             done.set()
             response.close()
             sock.close()
-        if reason not in (STOP_SEQUENCE, STOP_EOS) and stats.generated_tokens < request.max_tokens:
+        if reason not in (StopReason.SEQUENCE, StopReason.EOS) and stats.generated_tokens < request.max_tokens:
             # A closed socket ends the stream like the server's own end does: say which it was.
             if request.cancel.is_set():
-                reason = STOP_CANCELLED
+                reason = StopReason.CANCELLED
             elif deadline.expired() or overall.expired():
-                reason = STOP_TIME_BUDGET
+                reason = StopReason.TIME_BUDGET
         text = sink.finish()
         stats.decode_ms = (time.perf_counter() - started) * 1000 - stats.prefill_ms
         stats.stop_reason = reason

@@ -26,10 +26,9 @@ import torch
 
 from ..errors import BackendError
 from ..healing import HealingState, TokenHealer
-from ..prompt import Prompt, Special
+from ..prompt import Prompt
+from ..reasons import StopReason
 from .base import (
-    STOP_CANCELLED,
-    STOP_EOS,
     Backend,
     Deadline,
     GenerationRequest,
@@ -37,10 +36,14 @@ from .base import (
     GenerationStats,
     TextCallback,
     TextSink,
+    common_prefix,
+    prefill_chunks,
+    prompt_ids,
+    room_after,
 )
 from .lookup import NEAR_TIE, PromptLookup
 from .sampling import allow_only, sample
-from .torch_model import Transformer, load_transformer
+from .torch_model import Transformer, cache_bytes, load_transformer
 
 PREFILL_CHUNK = 64
 _convert_lock = threading.Lock()
@@ -142,20 +145,25 @@ class HFVocab:
 
 
 class TextStream:
-    """Turns ids into text as they come; holds back a partial UTF-8 character."""
+    """Turns ids into text as they come, decoding only a few ids at a time (as vLLM and TGI
+    do): the ids from the last whole-character point on, against the same ids less the newest.
+    A partial UTF-8 character is held back until the token that completes it."""
 
     def __init__(self, vocab: HFVocab) -> None:
         self.vocab = vocab
         self.ids: list[int] = []
-        self.sent = 0
+        self.prefix_at = 0  # decoding starts here: a few ids before the text not yet sent
+        self.read_at = 0  # the ids before this were sent as text
 
     def push(self, token: int) -> str:
         self.ids.append(token)
-        text = self.vocab.tok.decode(self.ids, skip_special_tokens=False)
-        if text.endswith("\ufffd"):
+        decode = self.vocab.tok.decode
+        before = decode(self.ids[self.prefix_at : self.read_at], skip_special_tokens=False)
+        text = decode(self.ids[self.prefix_at :], skip_special_tokens=False)
+        if len(text) <= len(before) or text.endswith("\ufffd"):
             return ""
-        piece, self.sent = text[self.sent :], len(text)
-        return piece
+        self.prefix_at, self.read_at = self.read_at, len(self.ids)
+        return text[len(before) :]
 
 
 class TorchBackend(Backend):
@@ -206,34 +214,27 @@ class TorchBackend(Backend):
 
     def prompt_tokens(self, prompt: Prompt) -> list[int]:
         assert self.vocab is not None
-        ids: list[int] = [self.vocab.bos_id] if prompt.add_bos and self.vocab.bos_id is not None else []
-        for part in prompt.parts:
-            ids += self.vocab.encode(part.text, allow_special=isinstance(part, Special))
-        return ids
+        return prompt_ids(prompt, self.vocab.encode, self.vocab.bos_id)
 
     # -- the two steps ---------------------------------------------------------------------------
 
     @torch.inference_mode()
     def prefill(self, tokens: list[int], request: GenerationRequest) -> tuple[torch.Tensor | None, int, str]:
-        """Evaluate what the cache lacks of `tokens` → (last logits [vocab], evaluated, stop reason).
-        Only a cancel stops it: the time budget is for decoding."""
+        """Evaluate what the cache lacks of `tokens` → (last logits [vocab], evaluated, stop reason)."""
         assert self.net is not None
-        keep = 0
-        for a, b in zip(self.cached, tokens[:-1], strict=False):  # the last token is always evaluated
-            if a != b:
-                break
-            keep += 1
+        net = self.net
+        keep = common_prefix(self.cached, tokens[:-1])  # the last token is always evaluated
         self.cached = self.cached[:keep]
-        logits: torch.Tensor | None = None
-        for start in range(keep, len(tokens), PREFILL_CHUNK):
-            if request.cancel.is_set():
-                return None, start - keep, STOP_CANCELLED
-            chunk = tokens[start : start + PREFILL_CHUNK]
+        last: list[torch.Tensor] = []
+
+        def evaluate(chunk: list[int], start: int) -> None:
             ids = torch.tensor([chunk], device=self.device)  # [1, T]
             positions = torch.arange(start, start + len(chunk), device=self.device)  # [T]
-            logits = self.net(ids, positions)[0, -1]  # [vocab]
+            last[:] = [net(ids, positions)[0, -1]]  # [vocab]
             self.cached += chunk
-        return logits, len(tokens) - keep, ""
+
+        reason = prefill_chunks(tokens, keep, PREFILL_CHUNK, request.cancel, evaluate)
+        return (last[0] if last and not reason else None), len(self.cached) - keep, reason
 
     @torch.inference_mode()
     def decode_one(self, token: int) -> torch.Tensor:
@@ -264,16 +265,13 @@ class TorchBackend(Backend):
         assert self.net is not None and self.vocab is not None
         stats = GenerationStats()
         started = time.perf_counter()
-        tokens = self.prompt_tokens(request.prompt) or [self.vocab.bos_id or 0]
-        room = self.net.max_len - len(tokens)
-        if room <= 0:
-            raise BackendError(f"the prompt has {len(tokens)} tokens but the context holds {self.net.max_len}: "
-                               "lower contextTokens")
+        tokens = self.prompt_tokens(request.prompt)
+        room = room_after(tokens, self.net.max_len)
         stats.prompt_tokens = len(tokens)
         logits, stats.prompt_tokens_evaluated, reason = self.prefill(tokens, request)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         if reason or logits is None:
-            stats.stop_reason = reason or STOP_CANCELLED
+            stats.stop_reason = reason or StopReason.CANCELLED
             return GenerationResult("", stats)
 
         stop_ids = set(self.vocab.eos_ids)
@@ -296,7 +294,7 @@ class TorchBackend(Backend):
             if stats.first_token_ms is None:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
             if token in stop_ids:
-                reason = STOP_EOS
+                reason = StopReason.EOS
                 break
             if healing.active:
                 # The healed text is not inserted: only what this token has past it. (Healed
@@ -335,7 +333,7 @@ class TorchBackend(Backend):
                 stats.draft_accepted += 1
                 lookup.append(guess)
                 if guess in stop_ids:
-                    reason = STOP_EOS
+                    reason = StopReason.EOS
                     break
                 stats.generated_tokens += 1
                 reason = sink.add(stream.push(guess)) or sink.after_token(
@@ -351,6 +349,13 @@ class TorchBackend(Backend):
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         stats.stop_reason = reason
         return GenerationResult(text, stats)
+
+    def cache_summary(self) -> dict[str, object]:
+        """The preallocated KV cache: the tokens it holds and the memory it takes (fimble/status)."""
+        if self.net is None:
+            return {"liveTokens": 0}
+        kv_bytes = cache_bytes(self.net.args, self.net.max_len, self.dtype)
+        return {"liveTokens": len(self.cached), "kvCacheBytes": kv_bytes}
 
     def close(self) -> None:
         self.net = None

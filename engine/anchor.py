@@ -1,0 +1,243 @@
+"""The prompt for a place in a document: where its FIM prefix is anchored, what of the document
+fits the budget, and which lines of other documents go before it.
+
+The FIM prefix ends at an anchor — the start of the line where the user began typing — and
+what was typed since goes after the middle token, as if the model had written it. While the
+user types on from there (and the text around does not change), the prompt only grows at its
+end, so llama.cpp evaluates just the new tokens on each keystroke. The layout keeps the stable
+parts first (other documents, then the window from a line that moves in steps), so that a new
+place shares most of its prompt with the last one (engine/backends/kv_reuse.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import Settings
+from .context import CursorInfo, OpenDocument, Snippet, extra_snippets, names_near, pinned_lines
+from .healing import TokenHealer, indentation_split, strip_indentation
+from .models import ModelInfo
+from .postprocess import Site
+from .prompt import FimTemplate, Part, Prompt, Special, Text, TokenCounter, fit_window, prefix_only_prompt
+from .syntax import SyntaxTree
+from .text import split_lines
+
+# The prompt's first line moves in steps of this many lines (see prompt.fit_window).
+WINDOW_LINE_STEP = 16
+# Share of the local budget for the text before the cursor. Whatever follows the cursor in the
+# prompt is evaluated again when the anchor moves (and a warmed document cannot serve it: it comes
+# after the suffix token, see engine/backends/kv_reuse.py), so the suffix is kept short: 1:15,
+# about 64 tokens, five or six lines.
+PREFIX_SHARE = 0.9375
+# An anchor is kept while the text typed after it stays this small.
+ANCHOR_MAX_LINES = 12
+ANCHOR_MAX_CHARS = 1200
+# Documents whose repository context is kept (the oldest is dropped first).
+CONTEXTS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class Heal:
+    """Text typed before the cursor that the prompt stops short of (engine/healing.py): the
+    backend's first tokens are masked to reproduce it (`masked`), or, for a backend that cannot
+    mask, it is indentation cut from the answer's first line."""
+
+    text: str = ""
+    masked: bool = False
+
+    def inserted(self, generated: str) -> str:
+        """What of the backend's text is inserted at the cursor (a masked heal is cut by the backend)."""
+        return strip_indentation(generated, self.text) if self.text and not self.masked else generated
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where the FIM prefix of the last prompt for a document ended, and what it was."""
+
+    offset: int  # document offset of the line start where the middle begins
+    head_hash: int  # hash of the document text before `offset`
+    prefix: str  # the prompt's prefix (pinned lines + window), ending at `offset`
+    suffix: str  # the prompt's suffix: the text after the cursor, cut to the budget
+    context: tuple[Part, ...]  # extra context placed before the prefix
+    snippets: list[Snippet]
+    settings_key: tuple[object, ...]
+
+    @staticmethod
+    def key(settings: Settings) -> tuple[object, ...]:
+        """The options an anchor (and a document's context) was built under: a change drops it."""
+        return (settings.context_tokens, settings.model, settings.backend)
+
+    def fits(self, text: str, offset: int, settings: Settings) -> bool:
+        """Still usable: only text between the anchor and the cursor changed, and not too much."""
+        if offset < self.offset or Anchor.key(settings) != self.settings_key:
+            return False
+        middle = text[self.offset : offset]
+        if len(middle) > ANCHOR_MAX_CHARS or middle.count("\n") > ANCHOR_MAX_LINES:
+            return False
+        return text.startswith(self.suffix, offset) and hash(text[: self.offset]) == self.head_hash
+
+
+@dataclass(frozen=True)
+class Built:
+    """A completion prompt, the site as the model saw it, the snippets in it, and its heal."""
+
+    prompt: Prompt
+    site: Site
+    snippets: list[Snippet]
+    heal: Heal
+
+
+def pinned_text(lines: list[str], rows: Sequence[int], window_start: int) -> str:
+    """The pinned lines, each with the blank lines that follow it in the document (up to the
+    window): tokenized, they are then the same tokens as in the document, where a run of
+    newlines is one token, and a warmed document serves them from the KV cache too."""
+    out = []
+    for row in rows:
+        end = row + 1
+        while end < window_start and end < len(lines) and not lines[end].strip():
+            end += 1
+        out.append("".join(line + "\n" for line in lines[row:end]))
+    return "".join(out)
+
+
+def repo_context(template: FimTemplate, snippets: Sequence[Snippet], path: str) -> list[Part]:
+    """Snippets in the model's repository format: `<|repo_name|>` then `<|file_sep|>path` blocks."""
+    assert template.repo_name and template.file_sep
+    parts: list[Part] = [Special(template.repo_name), Text("fimble\n")]
+    for snippet in snippets:
+        parts += [Special(template.file_sep), Text(f"{snippet.path}\n{snippet.text}\n")]
+    parts += [Special(template.file_sep), Text(f"{path or 'current'}\n")]
+    return parts
+
+
+def split_for_healing(middle: str, healer: TokenHealer | None) -> tuple[str, Heal]:
+    """Where the prompt stops short of the cursor (engine/healing.py), and how it is made good.
+
+    Typed indentation alone is cut from the prompt and from the answer's first line, for every
+    backend: the model writes the line from its start, as it learnt to. (Masking measured worse
+    there: where the model would rather leave the line blank, forcing the indentation token by
+    token led it into runs of whitespace.) Any other partial token is healed under a mask by
+    backends that have one."""
+    kept, indentation = indentation_split(middle)
+    if indentation:
+        return kept, Heal(indentation, masked=False)
+    if healer is not None:
+        kept, text = healer.split(middle)
+        return kept, Heal(text, masked=True)
+    return middle, Heal()
+
+
+class PromptBuilder:
+    """Prompts for places in documents, with the anchor and the repository context kept per
+    document. Runs where the service runs (the model worker)."""
+
+    def __init__(self, info: ModelInfo, count: TokenCounter) -> None:
+        self.info = info
+        self.count = count
+        self._anchors: dict[str, Anchor] = {}
+        self._contexts: dict[str, tuple[object, tuple[Part, ...], list[Snippet]]] = {}
+
+    def documents_kept(self) -> int:
+        """Documents something is kept for (an anchor or a repository context)."""
+        return len(self._anchors.keys() | self._contexts.keys())
+
+    def forget(self, path: str) -> None:
+        self._anchors.pop(path, None)
+        self._contexts.pop(path, None)
+
+    def completion(self, settings: Settings, tree: SyntaxTree, offset: int, cursor: CursorInfo,
+                   others: Sequence[OpenDocument] = (), path: str = "", *, reuse: bool = False,
+                   healer: TokenHealer | None = None, healing: bool = True) -> Built:
+        """The prompt for a cursor. With `reuse`, the anchor of the last request for `path` is
+        kept when it still fits; with `healing`, the prompt ends at the last token boundary the
+        model would have produced before the cursor, and the generation reproduces the rest."""
+        text = tree.text
+        anchor = self._anchors.get(path) if reuse else None
+        if anchor is None or not anchor.fits(text, offset, settings):
+            anchor = self._new_anchor(settings, tree, offset, others, path)
+            self._anchors[path] = anchor
+        middle = text[anchor.offset : offset]
+        site = Site(anchor.prefix + middle, anchor.suffix, cursor, tree.spec)
+        kept, heal = split_for_healing(middle, healer) if healing else (middle, Heal())
+        fim = self.info.fim
+        if fim is None:
+            return Built(prefix_only_prompt(anchor.prefix + kept, add_bos=self.info.add_bos), site, [], heal)
+        prompt = fim.build(anchor.prefix, anchor.suffix, context=anchor.context, add_bos=self.info.add_bos,
+                           middle=kept)
+        return Built(prompt, site, anchor.snippets, heal)
+
+    def document(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
+                 path: str) -> Prompt:
+        """The document itself the way prompts begin — its context, the FIM prefix token, then
+        its text from the top (the region around the cursor when it is longer than the context
+        window): a request at any place in it then takes its window from there (kv_reuse.py)."""
+        region = self._document_region(tree.text, offset, settings.n_ctx - 64)
+        fim = self.info.fim
+        if fim is None:
+            parts: tuple[Part, ...] = (Text(region),)
+        else:
+            context, _ = self._document_context(settings, tree, offset, others, path, region)
+            parts = (*context, Special(fim.prefix), Text(region))
+        return Prompt(parts, "warm", self.info.add_bos)
+
+    def _new_anchor(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
+                    path: str) -> Anchor:
+        text, count, fim = tree.text, self.count, self.info.fim
+        start = text.rfind("\n", 0, offset) + 1  # the start of the cursor's line
+        prefix, suffix = text[:start], text[offset:]
+        budget = settings.context_tokens
+        repo_format = fim is not None and fim.file_sep is not None and bool(others)
+        local_budget = budget - (budget // 4 if repo_format else 0)
+        window = fit_window(prefix, suffix, count, local_budget, PREFIX_SHARE, WINDOW_LINE_STEP)
+        pinned = ""
+        if window.first_line > 0 and (rows := pinned_lines(tree, offset, window.first_line)):
+            lines = split_lines(text)
+            pinned = pinned_text(lines, rows, window.first_line)
+            window = fit_window(prefix, suffix, count, local_budget - count(pinned), PREFIX_SHARE, WINDOW_LINE_STEP)
+            pinned = pinned_text(lines, [r for r in rows if r < window.first_line], window.first_line)
+        local_prefix = pinned + window.prefix
+        context, snippets = self._document_context(settings, tree, offset, others, path, local_prefix + window.suffix)
+        return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets, Anchor.key(settings))
+
+    def _document_context(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
+                          path: str, window_text: str) -> tuple[tuple[Part, ...], list[Snippet]]:
+        """The other documents' snippets for `path`, in the model's repository format.
+
+        They open the prompt, so they stay the same for a document while the other documents do
+        not change: a new place in the same file then shares everything up to its own window
+        with the prompts before (engine/backends/kv_reuse.py). They are chosen at the first
+        place that needs them (names near it, recent edits elsewhere)."""
+        fim = self.info.fim
+        if not (fim and fim.file_sep and fim.repo_name and others):
+            return (), []
+        key = (Anchor.key(settings), tuple((d.path, hash(d.tree.text), d.recent_lines) for d in others))
+        cached = self._contexts.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        snippets = extra_snippets(names_near(tree.text, offset), others, window_text, settings.context_tokens // 4,
+                                  self.count)
+        context = tuple(repo_context(fim, snippets, path))
+        if len(self._contexts) >= CONTEXTS_KEPT:
+            self._contexts.pop(next(iter(self._contexts)))
+        self._contexts[path] = (key, context, snippets)
+        return context, snippets
+
+    def _document_region(self, text: str, offset: int, budget: int) -> str:
+        """The document's lines that fit `budget` tokens: all of them, or a block around the
+        cursor's line (three quarters above it) starting at a multiple of WINDOW_LINE_STEP."""
+        lines = split_lines(text)
+        costs = [self.count(line + "\n") for line in lines]
+        if sum(costs) <= budget:
+            return text
+        row = text.count("\n", 0, offset)
+        first, used = row, 0
+        while first > 0 and used + costs[first - 1] <= budget * 3 // 4:
+            first -= 1
+            used += costs[first]
+        first = -(-first // WINDOW_LINE_STEP) * WINDOW_LINE_STEP if first else 0
+        used, last = 0, first
+        while last < len(lines) and used + costs[last] <= budget:
+            used += costs[last]
+            last += 1
+        return "".join(line + "\n" for line in lines[first:last])
