@@ -43,7 +43,9 @@ def model_path(fimble_home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def real_service(model_path: Path) -> Iterator[CompletionService]:
-    service = CompletionService(Settings(model=str(model_path)))
+    # No time budget: what the model writes must not depend on how busy the machine is (the tests
+    # of the budget itself give theirs).
+    service = CompletionService(Settings(model=str(model_path), time_budget_ms=0))
     service.load()
     yield service
     service.close()

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "fib.py"
 
 
-def fimble(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def fimble(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("fimble")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
