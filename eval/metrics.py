@@ -34,3 +34,23 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float(max(values))
     # 1000 cut points make every tenth of a percent a cut point: q = 95 is cut 950.
     return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 10) - 1]
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute one character) that turn `a` into `b`; O(len(a) * len(b))."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def edit_similarity(got: str, want: str) -> float:
+    """1 - Levenshtein distance / the longer length: 1.0 is the same text, 0.0 nothing in common
+    (the measure of CrossCodeEval and RepoBench)."""
+    longest = max(len(got), len(want))
+    return 1.0 if not longest else 1.0 - levenshtein(got, want) / longest

@@ -1,4 +1,4 @@
-"""The `fimble` command line: complete, explain, serve, model, eval.
+"""The `fimble` command line: complete, explain, serve, model, eval, stats.
 
 This is an edge: engine errors become one line on stderr and exit status 1 here, nowhere else.
 """
@@ -196,6 +196,23 @@ def cmd_eval_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_repo(args: argparse.Namespace) -> int:
+    from eval.repo import run as run_repo
+
+    summary = run_repo(args, settings_from_args(args))
+    keys = ("holes", "exact_match", "edit_similarity", "parses", "shown", "total_ms", "wall_s")
+    print(json.dumps({k: summary[k] for k in keys}))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    from eval.compare import table
+
+    print(table(args.runs), end="")
+    return 0
+
+
 def cmd_options(args: argparse.Namespace) -> int:
     for name, default, doc in describe():
         print(f"{name:16} {default!r:28} {doc}")
@@ -254,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_arguments(explain_eval)
     _add_model_options(explain_eval)
     explain_eval.set_defaults(func=cmd_eval_explain)
+    repo = eval_sub.add_parser("repo", help="holes cut from your own repository, completed as in the editor: exact "
+                                            "match, edit similarity, parses, latency")
+    from eval.repo import add_arguments as add_repo_arguments
+
+    add_repo_arguments(repo)
+    _add_model_options(repo)
+    repo.set_defaults(func=cmd_eval_repo)
+    compare = eval_sub.add_parser("compare", help="the summaries of runs side by side (settings that differ, scores)")
+    compare.add_argument("runs", nargs="+", metavar="DIR", help="folders of earlier runs (their summary.json)")
+    compare.set_defaults(func=cmd_eval_compare)
 
     options = sub.add_parser("options", help="list every option with its default")
     options.set_defaults(func=cmd_options)
