@@ -58,6 +58,8 @@ class Settings:
                                    "always; more is faster on long copies and flips more near-ties", lo=0, hi=64)
     warm: bool = _opt(True, "evaluate the prompt of the place just opened or edited while the server is idle, "
                       "so the first request there finds it ready")
+    stats: bool = _opt(True, "count suggestions shown and accepted per language, and how much of the accepted text "
+                       "is kept, in $FIMBLE_HOME/stats.json (counts only, never code; `fimble stats` prints them)")
     torch_compile: bool = _opt(False, "torch backend on a GPU: compile the decode step (CUDA graphs); the first "
                                "requests are slow while it compiles")
 

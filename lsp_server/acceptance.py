@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -75,8 +76,16 @@ class Followed:
     start: int
     end: int
     checks: set[str] = field(default_factory=lambda: {"30s", "at_save"})
+    # The editor said "accepted" before its edit that inserts the text arrived (Neovim sends its
+    # changes a moment later): that insertion puts the text where it already is.
+    awaiting_insert: bool = False
 
     def edit(self, start: int, end: int, inserted: int) -> None:
+        if self.awaiting_insert and start <= self.start <= end and inserted >= len(self.text):
+            # The insertion itself (an editor may send it as a whole line replaced): the text
+            # before the cursor is unchanged, so the accepted text starts where it was shown.
+            self.awaiting_insert = False
+            return
         delta = inserted - (end - start)
         if end <= self.start:
             self.start, self.end = self.start + delta, self.end + delta
@@ -93,8 +102,9 @@ class Followed:
 class Acceptance:
     """The counts of one server; `path` is the shared stats file (None: not written)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, text_of: Callable[[str], str | None] = lambda uri: None) -> None:
         self.path = path
+        self.text_of = text_of  # a document's text now, by URI (None: not open)
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{time.monotonic_ns() % 1_000_000:x}"
         self._shown: OrderedDict[str, Shown] = OrderedDict()
@@ -108,14 +118,16 @@ class Acceptance:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def shown(self, uri: str, language: str, text: str, offset: int) -> str:
-        """Count a suggestion shown; its id for the item's command."""
+    def shown(self, uri: str, language: str, text: str, offset: int, *, new: bool = True) -> str:
+        """A suggestion shown at `offset`; its id for the item's command. Counted unless not `new`
+        (the rest of a suggestion the user is typing through: still the one shown before)."""
         item_id = f"{self._prefix}-{next(self._ids)}"
         self._shown[item_id] = Shown(uri, language, text, offset)
         while len(self._shown) > SHOWN_KEPT:
             self._shown.popitem(last=False)
-        self._counts(language).shown += 1
-        self.save(force=False)
+        if new:
+            self._counts(language).shown += 1
+            self.save(force=False)
         return item_id
 
     def accepted(self, item_id: str, length: int | None = None) -> Followed | None:
@@ -129,6 +141,9 @@ class Acceptance:
         counts.accepted += 1
         counts.accepted_chars += len(text)
         followed = Followed(shown.uri, shown.language, text, shown.offset, shown.offset + len(text))
+        document = self.text_of(shown.uri)
+        followed.awaiting_insert = document is not None and document[followed.start : followed.end] != text
+        del self._shown[item_id]  # one accept per suggestion shown
         self._followed.append(followed)
         del self._followed[:-PENDING_KEPT]
         self.save(force=True)
@@ -158,10 +173,12 @@ class Acceptance:
             self._followed.remove(followed)
         self.save(force=True)
 
-    def saved(self, uri: str, document: str | None) -> None:
-        """The document was saved: check the texts accepted in it since its last save."""
+    def saved(self, uri: str, document: str | None, *, closed: bool = False) -> None:
+        """The document was saved: check the texts accepted in it since its last save. When it
+        is being closed, every check left is made now, on the text as it is at the close."""
         for followed in [f for f in self._followed if f.uri == uri]:
-            self.check(followed, document, "at_save")
+            for when in ("at_save", "30s") if closed else ("at_save",):
+                self.check(followed, document, when)
 
     # -- reading and writing ---------------------------------------------------------------------------
 

@@ -213,6 +213,15 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .acceptance import STATS_FILE, read_stats, table
+
+    path = models.fimble_home() / STATS_FILE
+    counts = {language: c.as_dict() for language, c in sorted(read_stats(path).items())}
+    print(json.dumps(counts, indent=2) if args.json else f"{path}\n{table(counts)}", end="\n" if args.json else "")
+    return 0
+
+
 def cmd_options(args: argparse.Namespace) -> int:
     for name, default, doc in describe():
         print(f"{name:16} {default!r:28} {doc}")
@@ -282,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", metavar="DIR", help="folders of earlier runs (their summary.json)")
     compare.set_defaults(func=cmd_eval_compare)
 
+    stats = sub.add_parser("stats", help="suggestions shown and accepted per language, and how much was kept "
+                                         "(counted on this machine only)")
+    stats.add_argument("--json", action="store_true", help="the counts as JSON")
+    stats.set_defaults(func=cmd_stats)
     options = sub.add_parser("options", help="list every option with its default")
     options.set_defaults(func=cmd_options)
     return parser

@@ -44,6 +44,8 @@ class Document:
     last_shown: str = ""  # the last suggestion shown in this document
     lines: LineIndex | None = None
     capped: bool = False  # over MAX_PARSED_CHARS: text only
+    # The last didChange's edits as (start, end, inserted length) in offsets, in order (acceptance.py).
+    last_edits: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.lines is None:
@@ -135,9 +137,11 @@ class DocumentStore:
         if doc is None:
             return None
         before = len(doc.text)
+        doc.last_edits = []
         for change in changes:
             change_range = getattr(change, "range", None)
             if change_range is None:
+                doc.last_edits.append((0, len(doc.text), len(change.text)))
                 doc.capped = len(change.text) > MAX_PARSED_CHARS
                 doc.syntax = _syntax_for(change.text, doc.language_id)
                 doc.binary = _looks_binary(change.text)
@@ -152,6 +156,7 @@ class DocumentStore:
                 start, end = end, start
                 start_pos, end_pos = end_pos, start_pos
             last = len(lines) - 1
+            doc.last_edits.append((start, end, len(change.text)))
             doc.syntax.edit(start, end, change.text)
             lines.edit(doc.text, min(start_pos.line, last), min(end_pos.line, last), len(change.text), end - start)
             doc.last_edit, doc.last_inserted = start + len(change.text), change.text

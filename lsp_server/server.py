@@ -32,6 +32,7 @@ from engine.reasons import Outcome, is_filtered
 from engine.service import CompletionRequest, CompletionResult, CompletionService
 
 from . import transport
+from .acceptance import ACCEPTED_COMMAND, RETAIN_AFTER_S, STATS_FILE, Acceptance, Followed
 from .documents import MAX_PARSED_CHARS, DocumentStore, path_of
 from .protocol import FimbleProtocol
 from .worker import ModelWorker, Superseded
@@ -68,6 +69,7 @@ class FimbleServer(LanguageServer):
         self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
         self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
         self.protocol.whole_params_commands[EXPLAIN_COMMAND] = self.explain
+        self.acceptance: Acceptance | None = None  # counts of suggestions shown and accepted (`stats`)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -114,6 +116,11 @@ class FimbleServer(LanguageServer):
             self.warn(warning)
         reload = any(getattr(new, k) != getattr(self.settings, k) for k in _RELOAD_KEYS)
         self.settings = new
+        if new.stats and self.acceptance is None:
+            self.acceptance = Acceptance(fimble_home() / STATS_FILE, self._text_of)
+        elif not new.stats and self.acceptance is not None:
+            self.acceptance.save()
+            self.acceptance = None
         if reload and not self.started_loading:
             self.service = CompletionService(new)  # nothing loaded yet: `initialized` loads it
         elif reload:
@@ -127,6 +134,8 @@ class FimbleServer(LanguageServer):
 
     def end_session(self) -> None:
         """The client left: stop the model worker and free the model (TCP serves the next client anew)."""
+        if self.acceptance is not None:
+            self.acceptance.save()
         self.worker.stop()
         self.service.close()
         self.shutdown()
@@ -217,10 +226,13 @@ class FimbleServer(LanguageServer):
         serial = doc.request_serial
         request = CompletionRequest(doc.text, pos.line, pos.character, self.encoding, doc.language_id, doc.path,
                                     tree=doc.syntax.snapshot(), others=self.documents.others(uri))
+        assert doc.lines is not None
+        offset = doc.lines.offset(request.text, pos.line, pos.character, self.encoding)
         service = self.service
         if (hit := service.typed_through(request)) is not None:
             record(Outcome.CACHE, type_through=True)
-            return self._as_list(hit)
+            # The rest of a suggestion shown already: acceptable, not shown anew.
+            return self._as_list(hit, self._shown(uri, doc.language_id, hit.text, offset, new=False))
         await asyncio.sleep(self.settings.debounce_ms / 1000)
         if doc.request_serial != serial:
             record(Outcome.CANCELLED, why="superseded while debouncing")
@@ -240,7 +252,7 @@ class FimbleServer(LanguageServer):
         record(outcome, reason=result.reason, timings=result.timings)
         if result.text:
             doc.last_shown = result.text
-        return self._as_list(result)
+        return self._as_list(result, self._shown(uri, doc.language_id, result.text, offset))
 
     # -- warming (engine/backends/kv_reuse.py): model work done before it is asked for ---------------
 
@@ -313,13 +325,41 @@ class FimbleServer(LanguageServer):
                 self.warmed[kind] = self.warmed.get(kind, 0) + 1
         return done
 
-    def _as_list(self, result: CompletionResult) -> types.InlineCompletionList:
+    def _as_list(self, result: CompletionResult, item_id: str | None = None) -> types.InlineCompletionList:
         if not result.text:
             return EMPTY
         start, end = result.range["start"], result.range["end"]
         rng = types.Range(types.Position(start["line"], start["character"]),
                           types.Position(end["line"], end["character"]))
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.text, range=rng)])
+        # The editor runs the command when the user accepts the suggestion (counted in acceptance.py).
+        command = (types.Command(title="fimble: suggestion accepted", command=ACCEPTED_COMMAND, arguments=[item_id])
+                   if item_id else None)
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.text, range=rng,
+                                                                            command=command)])
+
+    # -- acceptance counts (lsp_server/acceptance.py) -------------------------------------------------
+
+    def _text_of(self, uri: str) -> str | None:
+        doc = self.documents.get(uri)
+        return doc.text if doc is not None else None
+
+    def _shown(self, uri: str, language: str, text: str, offset: int, new: bool = True) -> str | None:
+        if self.acceptance is None or not text:
+            return None
+        return self.acceptance.shown(uri, language, text, offset, new=new)
+
+    def accepted(self, args: list[Any]) -> None:
+        """`fimble.accepted` [id] (VS Code) or [id, accepted length] (Neovim's partial accepts)."""
+        if self.acceptance is None or not args or not isinstance(args[0], str):
+            return
+        length = args[1] if len(args) > 1 and isinstance(args[1], int) and not isinstance(args[1], bool) else None
+        followed = self.acceptance.accepted(args[0], length)
+        if followed is not None:
+            asyncio.get_running_loop().call_later(RETAIN_AFTER_S, self._check_kept, followed)
+
+    def _check_kept(self, followed: Followed) -> None:
+        if self.acceptance is not None:
+            self.acceptance.check(followed, self._text_of(followed.uri), "30s")
 
     # -- explain ---------------------------------------------------------------------------------
 
@@ -397,6 +437,7 @@ class FimbleServer(LanguageServer):
             "memory": process_memory(),
             "outcomes": dict(self.outcomes),
             "rules": dict(service.rule_counts),
+            "acceptance": self.acceptance.summary() if self.acceptance is not None else {},
             "requests": list(self.history)[-max(0, history):],
             "settings": self.settings.to_dict(),
             "document": document,
@@ -446,18 +487,29 @@ def create_server() -> FimbleServer:
         """Apply edits to the text and the tree."""
         uri = params.text_document.uri
         tracked = uri in ls.documents
-        if ls.documents.change(uri, params.text_document.version, list(params.content_changes), ls.encoding) is None:
+        doc = ls.documents.change(uri, params.text_document.version, list(params.content_changes), ls.encoding)
+        if doc is None:
             if tracked:  # this edit took the documents past their memory bound
                 ls.warn(ls.documents.refused[uri])
                 ls.forget_document(uri)
             return
+        if ls.acceptance is not None:
+            ls.acceptance.edited(uri, doc.last_edits)
         ls.warm_place(uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimbleServer, params: types.DidCloseTextDocumentParams) -> None:
         """Forget the document and everything kept for it."""
+        if ls.acceptance is not None:  # what was accepted in it is counted as it was at the close
+            ls.acceptance.saved(params.text_document.uri, ls._text_of(params.text_document.uri), closed=True)
         ls.documents.close(params.text_document.uri)
         ls.forget_document(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: FimbleServer, params: types.DidSaveTextDocumentParams) -> None:
+        """Count what of the suggestions accepted in the document is still there."""
+        if ls.acceptance is not None:
+            ls.acceptance.saved(params.text_document.uri, ls._text_of(params.text_document.uri))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: FimbleServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
@@ -477,6 +529,11 @@ def create_server() -> FimbleServer:
         """Registered so clients see the command; FimbleProtocol routes calls to FimbleServer.explain."""
         return await ls.explain(types.ExecuteCommandParams(command=EXPLAIN_COMMAND, arguments=list(args)))
 
+    @server.command(ACCEPTED_COMMAND)
+    def accepted(ls: FimbleServer, *args: Any) -> None:
+        """The editor accepted a suggestion (the item's command): counted, never answered with data."""
+        ls.accepted(list(args))
+
     @server.feature(STATUS_METHOD)
     def status(ls: FimbleServer, params: Any) -> dict[str, Any]:
         """Model, load state, caches and the last requests with their outcome."""
@@ -489,6 +546,8 @@ def create_server() -> FimbleServer:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: FimbleServer, params: Any) -> None:
         """Stop the model worker."""
+        if ls.acceptance is not None:
+            ls.acceptance.save()
         ls.worker.stop()
         ls.service.close()
 

@@ -9,7 +9,9 @@ assembly (about 5 s) and load (about 1 s).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,12 +28,18 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# Set when this file is imported, before any test module: the language-server tests copy
+# os.environ into their server's environment at import, and their servers must not write to the
+# user's cache (models, serve.token, stats.json) either.
+_HOME = Path(os.environ.get("FIMBLE_TEST_HOME") or tempfile.mkdtemp(prefix="fimble-test-home-"))
+os.environ["FIMBLE_HOME"] = str(_HOME)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def fimble_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = Path(os.environ.get("FIMBLE_TEST_HOME") or tmp_path_factory.mktemp("fimble-home"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FIMBLE_HOME", str(home))
-        yield home
+def fimble_home() -> Iterator[Path]:
+    yield _HOME
+    if not os.environ.get("FIMBLE_TEST_HOME"):
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import pytest_lsp
@@ -70,7 +72,10 @@ def inline_params(line: int, character: int, uri: str = URI) -> types.InlineComp
 async def test_initialize_advertises_the_surface(client: LanguageClient):
     caps = client.init_result.capabilities  # type: ignore[attr-defined]
     assert caps.inline_completion_provider is not None
-    assert list(caps.execute_command_provider.commands) == ["fimble.explain"]
+    # vscode-languageclient registers each advertised command in VS Code: accepting a suggestion runs
+    # the item's `fimble.accepted` there, and VS Code sends it here.
+    assert sorted(caps.execute_command_provider.commands) == ["fimble.accepted", "fimble.explain"]
+    assert caps.text_document_sync.save  # a save is when what was accepted is counted again
     assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
     assert caps.position_encoding == types.PositionEncodingKind.Utf16
     assert any("unknown option 'notAnOption'" in m.message for m in client.messages)
@@ -181,3 +186,38 @@ async def test_hostile_documents_do_not_stall_the_others(client: LanguageClient)
     result = await client.text_document_inline_completion_async(inline_params(5, 11))
     assert result.items  # the first document still completes
 
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_an_accepted_suggestion_is_counted_and_followed_to_the_save(client: LanguageClient):
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"fimble": {"multiline": "auto", "maxTokens": 64, "timeBudgetMs": 8000, "stats": True}}))
+    uri = "file:///work/example/accept.py"
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id="python", version=1, text="def double(x):\n    return \n")))
+    before = (await status(client))["acceptance"].get("python", {})
+    result = await client.text_document_inline_completion_async(inline_params(1, 11, uri))
+    item = result.items[0]
+    assert item.command.command == "fimble.accepted" and len(item.command.arguments) == 1
+    # As VS Code does: the text goes in, then the item's command runs, later the file is saved.
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(1, 11), types.Position(1, 11)), text=item.insert_text)]))
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command=item.command.command, arguments=item.command.arguments))
+    client.text_document_did_save(types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri)))
+    after = (await status(client))["acceptance"]["python"]
+    grew = {k: after[k] - before.get(k, 0) for k in after}
+    n = len(item.insert_text)
+    assert grew == {"shown": 1, "accepted": 1, "acceptedChars": n, "retainedChars30s": 0, "checkedChars30s": 0,
+                    "retainedCharsAtSave": n, "checkedCharsAtSave": n}
+    written = (Path(os.environ["FIMBLE_HOME"]) / "stats.json").read_text()  # the server's home (conftest)
+    assert json.loads(written)["languages"]["python"]["accepted"] >= 1
+    assert item.insert_text.strip() not in written and "accept.py" not in written  # counts, never code
+
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"fimble": {"stats": False}}))
+    off = await client.text_document_inline_completion_async(inline_params(5, 11))
+    assert off.items and off.items[0].command is None
+    assert (await status(client))["acceptance"] == {}
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"fimble": {"stats": True}}))

@@ -70,12 +70,29 @@ def ghost_text(editor):
     return "\n".join(lines)
 
 
+def accepted(editor) -> dict:
+    """The server's acceptance counts for Python (fimble/status), asked from inside Neovim."""
+    counts = editor.exec_lua("""
+        local client = vim.lsp.get_clients({ name = 'fimble' })[1]
+        local answer = client:request_sync('fimble/status', {}, 10000, 0)
+        local python = answer and answer.result and answer.result.acceptance.python
+        return python or { accepted = 0, acceptedChars = 0 }
+    """)
+    return {"accepted": counts["accepted"], "acceptedChars": counts["acceptedChars"]}
+
+
+def moved_by(editor, before: dict, accepts: int, chars: int) -> bool:
+    now = accepted(editor)
+    return now == {"accepted": before["accepted"] + accepts, "acceptedChars": before["acceptedChars"] + chars}
+
+
 def type_at_end_of_line(editor, line: int, keys: str):
     editor.command(f"normal! {line}G$")
     editor.input("a" + keys)
 
 
 def test_ghost_text_shows_what_the_server_returned_and_tab_accepts_it(nvim):
+    before = accepted(nvim)
     type_at_end_of_line(nvim, 3, "3")
     text = wait_for(lambda: suggestion(nvim))
     returned = nvim.exec_lua("return require('fimble')._state.last_result[1].insertText")
@@ -86,9 +103,12 @@ def test_ghost_text_shows_what_the_server_returned_and_tab_accepts_it(nvim):
     assert nvim.current.buffer[2] == "    return 3" + returned.split("\n")[0]
     assert ghost_text(nvim) is None
     assert nvim.api.get_mode()["mode"] == "i"
+    # The plugin told the server: one suggestion accepted, all of it.
+    wait_for(lambda: moved_by(nvim, before, 1, len(returned)), timeout=30)
 
 
 def test_accept_one_word(nvim):
+    before = accepted(nvim)
     type_at_end_of_line(nvim, 3, "3")
     text = wait_for(lambda: suggestion(nvim))
     nvim.input("<C-l>")
@@ -96,15 +116,18 @@ def test_accept_one_word(nvim):
     inserted = nvim.current.buffer[2][len("    return 3"):]
     assert text.startswith(inserted) and 0 < len(inserted) <= len(text)
     assert inserted.strip() and " " not in inserted.strip()
+    wait_for(lambda: moved_by(nvim, before, 1, len(inserted)), timeout=30)  # a word: its length
 
 
 def test_accept_one_line(nvim):
+    before = accepted(nvim)
     type_at_end_of_line(nvim, 3, "3")
     text = wait_for(lambda: suggestion(nvim))
     nvim.input("<C-j>")
     wait_for(lambda: nvim.current.buffer[2] != "    return 3")
     assert nvim.current.buffer[2] == "    return 3" + text.split("\n")[0]
     assert nvim.current.buffer[3] == ""  # nothing past the suggestion's first line
+    wait_for(lambda: moved_by(nvim, before, 1, len(text.split("\n")[0])), timeout=30)
 
 
 def test_escape_dismisses(nvim):

@@ -17,7 +17,31 @@ export const recorded = {
   rendered: [] as string[],
 };
 
+// The few vscode classes vscode-languageclient's converter builds inline completions from.
+class Position {
+  constructor(public line: number, public character: number) {}
+}
+class Range {
+  start: Position;
+  end: Position;
+  constructor(startLine: number, startCharacter: number, endLine: number, endCharacter: number) {
+    this.start = new Position(startLine, startCharacter);
+    this.end = new Position(endLine, endCharacter);
+  }
+}
+class InlineCompletionItem {
+  constructor(public insertText: unknown, public range?: Range, public command?: { command: string; arguments?: unknown[] }) {}
+}
+class InlineCompletionList {
+  constructor(public items: InlineCompletionItem[]) {}
+}
+const registeredCommands = new Map<string, (...args: unknown[]) => unknown>();
+
 export const fake = {
+  Position,
+  Range,
+  InlineCompletionItem,
+  InlineCompletionList,
   window: {
     activeTextEditor: undefined as unknown,
     showInformationMessage: async (message: string) => void recorded.info.push(message),
@@ -44,7 +68,15 @@ export const fake = {
     },
   },
   commands: {
-    async executeCommand(command: string, markdown: string): Promise<string | undefined> {
+    registerCommand(command: string, handler: (...args: unknown[]) => unknown) {
+      registeredCommands.set(command, handler);
+      return { dispose: () => registeredCommands.delete(command) };
+    },
+    async executeCommand(command: string, markdown: string, ...rest: unknown[]): Promise<unknown> {
+      const registered = registeredCommands.get(command);
+      if (registered) {
+        return registered(markdown, ...rest);
+      }
       if (command !== "markdown.api.render") {
         return undefined;
       }
@@ -61,7 +93,17 @@ const original = moduleWithResolver._resolveFilename;
 moduleWithResolver._resolveFilename = function (request: string, ...rest: unknown[]) {
   return request === "vscode" ? "vscode" : original.call(this, request, ...rest);
 };
-require.cache["vscode"] = { id: "vscode", filename: "vscode", loaded: true, exports: fake } as unknown as NodeJS.Module;
+// Any other class vscode-languageclient extends or builds when it loads: an empty stand-in.
+// (`__esModule` makes `import * as code from "vscode"` take this object as it is.)
+const exported = new Proxy(fake as Record<string | symbol, unknown>, {
+  get: (target, name) => {
+    if (name === "__esModule") {
+      return true;
+    }
+    return name in target || typeof name !== "string" || !/^[A-Z]/.test(name) ? target[name] : class {};
+  },
+});
+require.cache["vscode"] = { id: "vscode", filename: "vscode", loaded: true, exports: exported } as unknown as NodeJS.Module;
 
 export function reset(): void {
   recorded.info.length = recorded.errors.length = recorded.panels.length = recorded.rendered.length = 0;

@@ -64,7 +64,7 @@ local function cancel_request()
   end
 end
 
-local function show(bufnr, row, col, text)
+local function show(bufnr, row, col, text, command)
   M.dismiss()
   if text == "" then
     return
@@ -80,7 +80,7 @@ local function show(bufnr, row, col, text)
     virt_lines = #virt_lines > 0 and virt_lines or nil,
     hl_mode = "combine",
   })
-  state.suggestion = { bufnr = bufnr, row = row, col = col, text = text }
+  state.suggestion = { bufnr = bufnr, row = row, col = col, text = text, command = command }
 end
 
 --- Ask the server for an inline completion at the cursor (cancels the one in flight).
@@ -109,7 +109,7 @@ function M.request()
     if vim.fn.mode() ~= "i" then
       return
     end
-    show(bufnr, row, col, items[1] and items[1].insertText or "")
+    show(bufnr, row, col, items[1] and items[1].insertText or "", items[1] and items[1].command)
   end, bufnr)
   if ok then
     state.request = { client = client, id = id }
@@ -125,12 +125,26 @@ local function schedule_request()
   state.timer:start(state.opts.debounce_ms, 0, vim.schedule_wrap(M.request))
 end
 
+--- Tell the server how much of the suggestion was accepted (its item's command, with the length
+--- in characters appended): it counts acceptances per language, on this machine only.
+local function report_accept(s, text)
+  local cmd = s.command
+  local client = cmd and client_for(s.bufnr)
+  if not client or type(cmd.command) ~= "string" then
+    return
+  end
+  local args = vim.deepcopy(cmd.arguments or {})
+  args[#args + 1] = vim.fn.strchars(text)
+  client:request("workspace/executeCommand", { command = cmd.command, arguments = args }, function() end, s.bufnr)
+end
+
 --- Insert `text` at the suggestion's place and move the cursor after it.
 local function insert(text)
   local s = state.suggestion
   if not s or text == "" then
     return false
   end
+  report_accept(s, text)
   local lines = vim.split(text, "\n", { plain = true })
   M.dismiss()
   vim.api.nvim_buf_set_text(s.bufnr, s.row, s.col, s.row, s.col, lines)
