@@ -93,8 +93,10 @@ class Followed:
             self.start, self.end = min(self.start, start), max(self.end + delta, start + inserted)
 
     def retained(self, document: str) -> int:
-        """Characters of the accepted text still in its region, in order."""
-        region = document[max(0, self.start) : max(0, self.end)]
+        """Characters of the accepted text still in its region, in order. (A region widened by a
+        whole-document change is read only near its start: the match stays cheap.)"""
+        start = max(0, self.start)
+        region = document[start : min(max(start, self.end), start + 4 * len(self.text) + 2000)]
         blocks = SequenceMatcher(None, self.text, region, autojunk=False).get_matching_blocks()
         return sum(block.size for block in blocks)
 
