@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow --tcp on a non-loopback address (prefer an SSH tunnel)")
     serve.set_defaults(func=cmd_serve)
 
-    evaluate = sub.add_parser("eval", help="measure a model: the offline HumanEval harness")
+    evaluate = sub.add_parser("eval", help="measure a model: HumanEval, your own repository, explanations")
     eval_sub = evaluate.add_subparsers(dest="suite", required=True)
     humaneval = eval_sub.add_parser("humaneval", help="HumanEval and HumanEval-infilling, pass@k and latency")
     from eval.harness import add_arguments
