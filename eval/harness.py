@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fim mode: where the cursor sits in each hole (see eval/holes.py)")
 
 
-def _progress(total: int, desc: str) -> Any:
+def _progress(total: int, desc: str, unit: str = "sample") -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from engine.syntax import SUPPORTED_LANGUAGES, SyntaxTree, canonical_language, e
 from engine.text import position_at
 
 from .data import read_jsonl, write_jsonl
+from .harness import _progress
 from .holes import CURSOR_MODES
 from .metrics import edit_similarity, percentile
 from .repo_holes import KINDS, RepoHole, file_hash, open_documents, pick_holes, read_source, source_files
@@ -46,12 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the cursor sits in line and block holes (span holes: at the span)")
     parser.add_argument("--open-files", type=int, default=OPEN_FILES,
                         help="other files of the repository offered as open documents, nearest first")
-
-
-def _progress(total: int, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="hole", dynamic_ncols=True)
 
 
 def _csv(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -226,7 +221,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     service = CompletionService(settings)
     if todo:
         service.load()
-    bar = _progress(len(todo), "completing holes")
+    bar = _progress(len(todo), "completing holes", unit="hole")
     for hole in todo:
         row = complete_hole(service, sources, hole, files, args)
         write_jsonl(samples_path, [row], append=True)
