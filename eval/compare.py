@@ -18,7 +18,8 @@ from engine.errors import EngineError
 SCORES = (
     ("holes", ("holes",)), ("tasks", ("tasks",)),
     ("exact match", ("exact_match",)), ("edit similarity", ("edit_similarity",)), ("parses", ("parses",)),
-    ("shown", ("shown",)), ("pass@1", ("pass@1",)), ("fidelity", ("fidelity",)),
+    ("shown", ("shown",)), ("passes tests", ("passes_tests",)), ("pass@1", ("pass@1",)),
+    ("fidelity", ("fidelity",)),
     ("first token p50 ms", ("first_token_ms", "p50")), ("first token p95 ms", ("first_token_ms", "p95")),
     ("total p50 ms", ("total_ms", "p50")), ("total p95 ms", ("total_ms", "p95")),
     ("prompt tokens evaluated p50", ("prompt_tokens_evaluated_p50",)),

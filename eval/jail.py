@@ -4,6 +4,10 @@
     python -I jail.py run --uid U --cpu S --memory B --fsize B --nproc N --nofile N --timeout S --python PY
                           --verdict-fd FD
         stdin: {"program", "tests", "entry_point"} as JSON; the verdict is written to FD
+    python -I jail.py command (the same options)
+        stdin: {"command", "tree", "files"}: runs `sh -c command` as uid U in a throwaway copy of the
+        folder `tree` with `files` ({relative path: text}) written over it; the verdict is the
+        command's exit status, as this process sees it
 
 The referee (this process, root) takes fresh mount, IPC, network and PID namespaces, then forks
 the sample's process. That one becomes PID 1 of the new PID namespace (when it ends, every
@@ -15,6 +19,14 @@ The verdict cannot come from the sample: the tests run here, in the referee, cal
 functions through a pipe (arguments and results cross as plain data, never code or pickles), and
 the verdict goes out on a descriptor the sample's process never has. A sample that prints, exits 0,
 or reads any file it can reach finds no marker to forge; one that dies or answers wrongly fails.
+
+The command mode (a repository's own tests judging a filled hole) cannot keep the sample out of
+the test process: the filled code is imported by the tests it is judged by. Its exit status is
+still read here, by waitpid, never from anything the command prints; what the filled code could do
+to end its own test run early is screened before it gets here (eval/repo_tests.py). The copy is an
+overlay on the folder, its upper layer in the namespace's private /tmp: what the run writes is
+gone when it ends, and the folder itself is never written; the copy is read-only to the command
+(it writes under /tmp and HOME), so the code being judged cannot rewrite or remove its tests.
 
 A separate program (not a `preexec_fn`) because the harness runs samples from several threads,
 and code between fork and exec in a threaded parent can deadlock.
@@ -33,17 +45,20 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 0x1000, 0x4000, 1 << 18)
 PR_SET_PDEATHSIG = 1
 TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 TMPFS_OPTIONS = b"size=64m,mode=1777"
 WORK = "/tmp/work"
+LAYERS = "/tmp/.layers"  # root's alone (0700): the folder's read-only view, the overlay's upper layer
+COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_MESSAGE = 16 << 20
 OUTPUT_TAIL = 4096
 
@@ -182,10 +197,7 @@ def _sample_process(args: argparse.Namespace, program: str, fds: tuple[int, int,
     try:
         # Out of the way first, so that moving them to 1-4 cannot overwrite one another.
         requests, replies, output = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds)
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        for target in TMPFS:
-            if os.path.isdir(target):
-                mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS)
+        _private_mounts()
         os.mkdir(WORK, 0o700)
         with open(f"{WORK}/sample.py", "w", encoding="utf-8") as handle:
             handle.write(program)
@@ -201,15 +213,7 @@ def _sample_process(args: argparse.Namespace, program: str, fds: tuple[int, int,
         os.dup2(requests, 3)
         os.dup2(replies, 4)
         os.closerange(5, 65536)  # nothing else of the referee's (the verdict's descriptor was closed first)
-        limits = {resource.RLIMIT_CPU: args.cpu, resource.RLIMIT_AS: args.memory,
-                  resource.RLIMIT_FSIZE: args.fsize, resource.RLIMIT_NOFILE: args.nofile,
-                  resource.RLIMIT_CORE: 0, resource.RLIMIT_NPROC: args.nproc}
-        for which, value in limits.items():
-            resource.setrlimit(which, (value, value))
-        os.setgroups([])
-        os.setgid(args.uid)
-        os.setuid(args.uid)
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the referee gone (timeout), the sample goes too
+        _drop_privileges(args)
         os.execve(args.python, [args.python, "-I", ".host.py"], {})
     except BaseException:
         traceback.print_exc()
@@ -217,22 +221,118 @@ def _sample_process(args: argparse.Namespace, program: str, fds: tuple[int, int,
         os._exit(97)
 
 
-def run(args: argparse.Namespace) -> None:
-    verdict_fd = args.verdict_fd
+def _private_mounts() -> None:
+    """In the new namespaces: a /proc of our own, and empty tmpfs where programs write."""
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for target in TMPFS:
+        if os.path.isdir(target):
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS)
+
+
+def _drop_privileges(args: argparse.Namespace) -> None:
+    limits = {resource.RLIMIT_CPU: args.cpu, resource.RLIMIT_AS: args.memory,
+              resource.RLIMIT_FSIZE: args.fsize, resource.RLIMIT_NOFILE: args.nofile,
+              resource.RLIMIT_CORE: 0, resource.RLIMIT_NPROC: args.nproc}
+    for which, value in limits.items():
+        resource.setrlimit(which, (value, value))
+    os.setgroups([])
+    os.setgid(args.uid)
+    os.setuid(args.uid)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the referee gone (timeout), the sample goes too
+
+
+def _inside(relative: str) -> str:
+    """`relative` under WORK; a path that would leave it (absolute, `..`) is refused."""
+    parts = relative.replace("\\", "/").split("/")
+    if not relative or relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"not a path inside the tree: {relative!r}")
+    return os.path.join(WORK, *parts)
+
+
+def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int) -> None:
+    """In the child: PID 1 of the new namespace, runs the command over the tree's copy. Never returns."""
+    try:
+        output = fcntl.fcntl(output, fcntl.F_DUPFD, 100)
+        # The folder is opened before /tmp is covered (it may live there), then shown read-only
+        # below a root-only folder, and overlaid: the run writes only into the private tmpfs.
+        tree = os.open(job["tree"], os.O_PATH | os.O_DIRECTORY)
+        _private_mounts()
+        os.mkdir(LAYERS, 0o700)
+        for name in ("lower", "upper", "scratch"):
+            os.mkdir(f"{LAYERS}/{name}", 0o700)
+        top = os.fstat(tree)  # the copy's top folder shows the upper layer's owner and mode: the folder's
+        os.chown(f"{LAYERS}/upper", top.st_uid, top.st_gid)
+        os.chmod(f"{LAYERS}/upper", top.st_mode & 0o7777)
+        mount(f"/proc/self/fd/{tree}", f"{LAYERS}/lower", None, MS_BIND | MS_REC)
+        mount(None, f"{LAYERS}/lower", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        os.close(tree)
+        os.mkdir(WORK, 0o755)
+        mount("overlay", WORK, "overlay", MS_NOSUID | MS_NODEV,
+              f"lowerdir={LAYERS}/lower,upperdir={LAYERS}/upper,workdir={LAYERS}/scratch".encode())
+        for relative, text in job["files"].items():
+            # Written as root: through no symlink that leads out of the copy (to a host file).
+            path = os.path.realpath(_inside(relative))
+            if not path.startswith(WORK + "/"):
+                raise ValueError(f"{relative!r} leads out of the tree")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with open(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        # The copy stays root's: the command reads it and writes only under /tmp and HOME, so
+        # the code being judged cannot rewrite, add or remove the tests that judge it.
+        home = "/tmp/home"
+        os.mkdir(home, 0o700)
+        os.chown(home, args.uid, args.uid)
+        os.chdir(WORK)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.closerange(3, 65536)
+        _drop_privileges(args)
+        env = {"PATH": f"{os.path.dirname(args.python)}:{COMMAND_PATH}", "HOME": home, "TMPDIR": "/tmp",
+               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        os.execve("/bin/sh", ["/bin/sh", "-c", job["command"]], env)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(97)
+
+
+class Entered(NamedTuple):
+    job: dict[str, Any]
+    output_read: int
+    output_write: int
+    tail: bytearray  # the last few KB the child printed
+    drain: threading.Thread
+
+
+def _enter_namespaces(verdict_fd: int) -> Entered | None:
+    """The referee's setup: the job from stdin, its own session, a pipe for the child's output (the
+    last few KB kept by a thread), fresh namespaces. None (and the verdict written) when refused."""
     job = json.loads(sys.stdin.buffer.read(4 * MAX_MESSAGE))
     os.setsid()
-    to_sample, requests_write = os.pipe()
-    replies_read, from_sample = os.pipe()
     output_read, output_write = os.pipe()
     tail = bytearray()
     # Threads first: after unshare(CLONE_NEWPID) this process may not start one.
-    threading.Thread(target=_drain, args=(output_read, tail), daemon=True).start()
+    drain = threading.Thread(target=_drain, args=(output_read, tail), daemon=True)
+    drain.start()
     try:
         unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
     except OSError as exc:
         _verdict(verdict_fd, False, f"error: the sandbox could not be set up ({exc})")
+        return None
+    return Entered(job, output_read, output_write, tail, drain)
+
+
+def run(args: argparse.Namespace) -> None:
+    verdict_fd = args.verdict_fd
+    entered = _enter_namespaces(verdict_fd)
+    if entered is None:
         return
+    job, output_read, output_write, tail, _ = entered
+    to_sample, requests_write = os.pipe()
+    replies_read, from_sample = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(verdict_fd)
@@ -271,6 +371,48 @@ def run(args: argparse.Namespace) -> None:
         signal.alarm(0)
         _kill(pid)
     _verdict(verdict_fd, passed, result)
+
+
+def command(args: argparse.Namespace) -> None:
+    """Run a command over a throwaway copy of a folder; passed only if it exits 0."""
+    verdict_fd = args.verdict_fd
+    entered = _enter_namespaces(verdict_fd)
+    if entered is None:
+        return
+    job, output_read, output_write, tail, drain = entered
+    pid = os.fork()
+    if pid == 0:
+        os.close(verdict_fd)
+        os.close(output_read)
+        _command_process(args, job, output_write)
+    os.close(output_write)
+    signal.signal(signal.SIGALRM, _out_of_time)
+    signal.alarm(max(1, int(args.timeout)))
+    passed, result = False, ""
+    try:
+        _, status = os.waitpid(pid, 0)
+        drain.join(timeout=1)  # the last words, for the reason
+        passed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        result = "passed" if passed else f"failed: {_how_it_ended(status, tail)}"
+    except TimedOut:
+        result = "timed out"
+    finally:
+        signal.alarm(0)
+        _kill(pid)
+    _verdict(verdict_fd, passed, result)
+
+
+def _how_it_ended(status: int, tail: bytearray) -> str:
+    """Exit status or signal, and the last line the command printed."""
+    if os.WIFSIGNALED(status):
+        try:
+            how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        except ValueError:
+            how = f"killed by signal {os.WTERMSIG(status)}"
+    else:
+        how = f"exit status {os.WEXITSTATUS(status)}"
+    lines = [line.strip() for line in bytes(tail).decode("utf-8", "replace").split("\n") if line.strip()]
+    return f"{how}: {lines[-1][:200]}" if lines else how
 
 
 class TimedOut(BaseException):
@@ -333,8 +475,10 @@ def _verdict(fd: int, passed: bool, result: str) -> None:
 
 
 def probe() -> None:
-    """What the sandbox needs, and whether this machine gives it: {"missing": [...]}."""
-    missing = []
+    """What the sandbox needs, and whether this machine gives it: {"missing": [...],
+    "missing_for_commands": [...]} (the second: what only the command mode needs)."""
+    missing: list[str] = []
+    for_commands: list[str] = []
     if os.geteuid() != 0:
         missing.append("root: samples run as a uid of their own, set up by a root harness (run `fimble eval "
                        "--execute` as root, e.g. in a container or VM you can lose)")
@@ -352,9 +496,17 @@ def probe() -> None:
                     except OSError as exc:
                         os.write(2, f"{exc}\n".encode())
                         os._exit(3)
+                    try:  # what the command mode adds: an overlay with its upper layer on tmpfs
+                        for name in ("lower", "upper", "scratch", "merged"):
+                            os.mkdir(f"/tmp/{name}")
+                        mount("overlay", "/tmp/merged", "overlay", MS_NOSUID | MS_NODEV,
+                              b"lowerdir=/tmp/lower,upperdir=/tmp/upper,workdir=/tmp/scratch")
+                    except OSError as exc:
+                        os.write(2, f"{exc}\n".encode())
+                        os._exit(4)
                     os._exit(0)
                 _, status = os.waitpid(child, 0)
-                os._exit(0 if os.waitstatus_to_exitcode(status) == 0 else 3)
+                os._exit(os.waitstatus_to_exitcode(status))
             except OSError as exc:
                 os.write(2, f"{exc}\n".encode())
                 os._exit(2)
@@ -362,26 +514,26 @@ def probe() -> None:
         code = os.waitstatus_to_exitcode(status)
         if code == 2:
             missing.append("namespaces: the kernel refused new mount, IPC, network and PID namespaces")
+        elif code == 4:
+            for_commands.append("overlayfs: a throwaway copy of the repository could not be mounted")
         elif code != 0:
             missing.append("mounts: a private /proc and tmpfs could not be mounted in the new namespaces")
-    print(json.dumps({"missing": missing}))
+    print(json.dumps({"missing": missing, "missing_for_commands": for_commands}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="fimble-jail")
     sub = parser.add_subparsers(dest="action", required=True)
-    run_parser = sub.add_parser("run")
-    for name in ("uid", "cpu", "memory", "fsize", "nproc", "nofile"):
-        run_parser.add_argument(f"--{name}", type=int, required=True)
-    run_parser.add_argument("--timeout", type=float, required=True)
-    run_parser.add_argument("--python", required=True)
-    run_parser.add_argument("--verdict-fd", type=int, required=True)
+    for action in ("run", "command"):
+        run_parser = sub.add_parser(action)
+        for name in ("uid", "cpu", "memory", "fsize", "nproc", "nofile"):
+            run_parser.add_argument(f"--{name}", type=int, required=True)
+        run_parser.add_argument("--timeout", type=float, required=True)
+        run_parser.add_argument("--python", required=True)
+        run_parser.add_argument("--verdict-fd", type=int, required=True)
     sub.add_parser("probe")
     args = parser.parse_args()
-    if args.action == "run":
-        run(args)
-    else:
-        probe()
+    {"run": run, "command": command, "probe": lambda _: probe()}[args.action](args)
 
 
 if __name__ == "__main__":

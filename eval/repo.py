@@ -5,14 +5,17 @@ CompletionService the editor uses — the cursor placed where people type (`--cu
 files of the repository offered as open documents (nearest first), any option by `--set` — and
 scored: exact match, edit similarity (normalised Levenshtein on characters), whether the spliced
 file parses as well as the original, latency (first token, total) and prompt tokens evaluated.
-Aggregated by kind and by language. Everything goes under --out: holes.jsonl (picked once),
-samples.jsonl, summary.json, report.md, plot.png; a rerun with the same --out resumes.
+Aggregated by kind and by language. With --test-cmd the repository's own tests judge each filled
+hole too, in the sandbox (eval/repo_tests.py). Everything goes under --out: holes.jsonl (picked
+once), samples.jsonl, coverage.jsonl and results.jsonl (with --test-cmd), summary.json, report.md,
+plot.png; a rerun with the same --out resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -30,10 +33,21 @@ from .data import read_jsonl, write_jsonl
 from .harness import _progress
 from .holes import CURSOR_MODES
 from .metrics import edit_similarity, percentile
-from .repo_holes import KINDS, RepoHole, file_hash, open_documents, pick_holes, read_source, source_files
+from .repo_holes import (
+    HOLES_PER_FILE,
+    KINDS,
+    RepoHole,
+    file_hash,
+    open_documents,
+    pick_holes,
+    read_source,
+    source_files,
+)
+from .repo_tests import RepoTests, covered_holes, judge_samples, tests_summary
 
 OPEN_FILES = 4  # other files of the repository offered as open documents
 OPEN_FILE_CHARS = 64_000  # larger ones are not offered
+CANDIDATES_PER_HOLE = 10  # --test-cmd: holes tried for coverage, at most, per hole wanted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the cursor sits in line and block holes (span holes: at the span)")
     parser.add_argument("--open-files", type=int, default=OPEN_FILES,
                         help="other files of the repository offered as open documents, nearest first")
+    parser.add_argument("--test-cmd", default="", metavar="CMD",
+                        help="the repository's own tests judge each filled hole: CMD runs at the top of the "
+                             "repository, in the sandbox, over a throwaway copy; holes are kept where emptying "
+                             "them makes CMD fail")
+    parser.add_argument("--test-timeout", type=float, help="seconds per run of CMD (default: 4 times the "
+                                                            "first run's, at least 10)")
+    parser.add_argument("--candidates", type=int, help="--test-cmd: holes tried at most to find --holes the tests "
+                                                       f"cover (default {CANDIDATES_PER_HOLE} per hole)")
+    parser.add_argument("--workers", type=int, default=2, help="--test-cmd: runs of CMD at once")
 
 
 def _csv(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -133,12 +156,15 @@ def _scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
     first = [r["first_token_ms"] for r in rows if r.get("first_token_ms") is not None]
     total = [r["total_ms"] for r in rows]
     evaluated = [r["prompt_tokens_evaluated"] for r in rows if r.get("prompt_tokens_evaluated") is not None]
+    judged = [r for r in rows if "passed" in r]
     return {
         "holes": len(rows),
         "exact_match": round(sum(r["exact"] for r in rows) / len(rows), 4) if rows else None,
         "edit_similarity": round(sum(r["edit_similarity"] for r in rows) / len(rows), 4) if rows else None,
         "parses": round(sum(parsed) / len(parsed), 4) if parsed else None,
         "shown": round(sum(bool(r["completion"].strip()) for r in rows) / len(rows), 4) if rows else None,
+        **({"passes_tests": round(sum(r["passed"] for r in judged) / len(judged), 4),
+            "refused": sum(r["test_result"].startswith("refused") for r in judged)} if judged else {}),
         "first_token_ms": {"p50": round(percentile(first, 50), 1), "p95": round(percentile(first, 95), 1)},
         "total_ms": {"p50": round(percentile(total, 50), 1), "p95": round(percentile(total, 95), 1)},
         "prompt_tokens_evaluated_p50": round(percentile(evaluated, 50), 1) if evaluated else None,
@@ -159,7 +185,8 @@ def markdown(summary: dict[str, Any]) -> str:
     head = (f"# fimble eval repo: {summary['repository']}\n\n"
             f"model `{summary['model']}` ({summary['backend']}), cursor `{summary['cursor']}`, "
             f"{summary['holes']} holes, seed {summary['seed']}, options {json.dumps(summary['options'])}\n\n")
-    columns = ("holes", "exact_match", "edit_similarity", "parses", "shown")
+    columns = ("holes", "exact_match", "edit_similarity", "parses", "shown",
+               *(("passes_tests", "refused") if "passes_tests" in summary else ()))
     lines = ["| group | " + " | ".join(columns) + " | first token p50/p95 ms | total p50/p95 ms | "
              "prompt tokens evaluated p50 |", "|---" * (len(columns) + 4) + "|"]
 
@@ -168,6 +195,10 @@ def markdown(summary: dict[str, Any]) -> str:
         return (f"| {name} | " + " | ".join(cells) + f" | {s['first_token_ms']['p50']} / {s['first_token_ms']['p95']}"
                 f" | {s['total_ms']['p50']} / {s['total_ms']['p95']} | {s['prompt_tokens_evaluated_p50']} |")
 
+    if "tests" in summary:
+        t = summary["tests"]
+        head += (f"tests: `{t['command']}` in {t['cwd']} (baseline {t['baseline_s']} s, timeout {t['timeout_s']} s); "
+                 f"{t['covered']} of {t['candidates_tried']} holes tried are covered by them\n\n")
     lines.append(row("**all**", summary))
     lines += [row(f"kind: {k}", v) for k, v in summary["by_kind"].items()]
     lines += [row(f"language: {k}", v) for k, v in summary["by_language"].items()]
@@ -205,19 +236,42 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     kinds = _csv(args.kinds, KINDS, "kinds")
     languages = _csv(args.languages, SUPPORTED_LANGUAGES, "languages")
-    holes_path, samples_path = out / "holes.jsonl", out / "samples.jsonl"
     started = time.perf_counter()
+    # The tests first: without the sandbox, or with tests that fail already, there is nothing to do.
+    tests = RepoTests.open(root, args.test_cmd, args.workers, args.test_timeout) if args.test_cmd else None
+    try:
+        return _run(args, settings, root, out, kinds, languages, tests, started)
+    finally:
+        if tests is not None:
+            tests.close()
+
+
+def _run(args: argparse.Namespace, settings: Settings, root: Path, out: Path, kinds: tuple[str, ...],
+         languages: tuple[str, ...], tests: RepoTests | None, started: float) -> dict[str, Any]:
+    holes_path, samples_path, coverage_path = out / "holes.jsonl", out / "samples.jsonl", out / "coverage.jsonl"
+    sources = Sources(root)
     if holes_path.exists():  # resuming: the holes picked the first time
+        if tests is not None and not coverage_path.exists():
+            raise EngineError(f"the holes in {out} were picked without --test-cmd: use a new --out")
         holes = [RepoHole(**row) for row in read_jsonl(holes_path)]
+    elif tests is not None:
+        # More per file than a plain run takes: the tests may cover only a few of a file's places.
+        candidates = pick_holes(root, args.candidates or CANDIDATES_PER_HOLE * args.holes, kinds, args.seed,
+                                languages, per_file=CANDIDATES_PER_HOLE * HOLES_PER_FILE, skip_tests=True)
+        random.Random(args.seed).shuffle(candidates)  # covered holes from all over, not the first files
+        texts = {h.path: sources.text(h.path) or "" for h in candidates}
+        holes = sorted(covered_holes(tests, candidates, texts, args.holes, coverage_path),
+                       key=lambda h: (h.path, h.start))
+        write_jsonl(holes_path, [h.row() for h in holes])
     else:
         holes = pick_holes(root, args.holes, kinds, args.seed, languages)
         write_jsonl(holes_path, [h.row() for h in holes])
     if not holes:
-        raise EngineError(f"no holes in {root}: no source files in {', '.join(languages)} worth typing in")
+        raise EngineError(f"no holes in {root}: no source files in {', '.join(languages)} worth typing in"
+                          + (" that the tests cover" if tests is not None else ""))
     done = {r["id"]: r for r in read_jsonl(samples_path)} if samples_path.exists() else {}
     todo = [h for h in holes if h.id not in done]
     files = source_files(root, languages)
-    sources = Sources(root)
     service = CompletionService(settings)
     if todo:
         service.load()
@@ -232,8 +286,18 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     rows = [done[h.id] for h in holes]
     meta = {"repository": str(root), "model": settings.model, "backend": settings.backend, "cursor": args.cursor,
             "kinds": list(kinds), "seed": args.seed, "open_files": args.open_files,
-            "settings": settings.to_dict(), "options": changed_options(settings),
-            "wall_s": round(time.perf_counter() - started, 1)}
+            "settings": settings.to_dict(), "options": changed_options(settings)}
+    if tests is not None:
+        tests_started = time.perf_counter()
+        judged = []
+        for hole, row in zip(holes, rows, strict=True):
+            text = sources.text(hole.path) or ""
+            judged.append((hole, row, text, hole.place(text, args.cursor, args.seed).program(row["completion"])))
+        verdicts = judge_samples(tests, judged, out / "results.jsonl")
+        rows = [{**row, "passed": verdicts[row["id"]]["passed"], "test_result": verdicts[row["id"]]["result"]}
+                for row in rows]
+        meta["tests"] = tests_summary(tests, coverage_path, tests_started)
+    meta["wall_s"] = round(time.perf_counter() - started, 1)
     summary = summarize(rows, meta)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown(summary))

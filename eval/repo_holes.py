@@ -66,6 +66,18 @@ class RepoHole:
         return place_cursor(problem, cursor if self.kind != "span" else "line-start", seed)
 
 
+TEST_DIRS = frozenset({"test", "tests", "testing", "__tests__", "spec", "specs"})
+
+
+def is_test_file(path: Path) -> bool:
+    """A test (by the usual names: tests/, test_x.py, x_test.go, x.test.js, x.spec.ts, conftest.py):
+    never holed when the tests judge the holes, or they would judge themselves."""
+    name = path.name.lower()
+    stem = name.split(".")[0]
+    return (any(part.lower() in TEST_DIRS for part in path.parts[:-1]) or stem.startswith("test_")
+            or stem.endswith(("_test", "_tests")) or stem == "conftest" or ".test." in name or ".spec." in name)
+
+
 def file_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -194,13 +206,14 @@ def file_holes(path: str, text: str, language: str, kinds: tuple[str, ...], rng:
 
 
 def pick_holes(root: Path, count: int, kinds: tuple[str, ...] = KINDS, seed: int = 0,
-               languages: tuple[str, ...] = SUPPORTED_LANGUAGES, per_file: int = HOLES_PER_FILE) -> list[RepoHole]:
+               languages: tuple[str, ...] = SUPPORTED_LANGUAGES, per_file: int = HOLES_PER_FILE,
+               skip_tests: bool = False) -> list[RepoHole]:
     """`count` holes from the repository at `root`, from files drawn at random (seeded), sorted by
     file and place: a run then moves through each file as a user would, top to bottom."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown hole kinds {sorted(unknown)}; use {', '.join(KINDS)}")
-    files = source_files(root, languages)
+    files = [f for f in source_files(root, languages) if not (skip_tests and is_test_file(f))]
     rng = random.Random(seed)
     rng.shuffle(files)
     holes: list[RepoHole] = []

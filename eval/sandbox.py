@@ -7,6 +7,10 @@ once never share one), with rlimits on CPU, address space, processes, file size 
 The verdict comes back on a pipe the sample never holds: nothing the sample prints or does can
 pass it. When any of that is missing here, the sandbox refuses to run samples and says what.
 
+`run_command` runs a repository's test command the same way, over a throwaway overlay of the
+repository (`eval repo --test-cmd`); there the code being judged is inside the test process, and
+eval/repo_tests.py screens it before it runs (see jail.py).
+
 This walls in code that misbehaves, by accident or on purpose; it is not a VM: run untrusted code
 on a machine you can lose.
 """
@@ -73,23 +77,34 @@ def sample_python() -> str:
 
 
 @cache
-def missing_isolation() -> tuple[str, ...]:
-    """What this machine lacks for the sandbox (empty: everything is there). Probed once."""
+def _probe() -> tuple[tuple[str, ...], tuple[str, ...]]:
     probe = subprocess.run([sys.executable, "-I", str(JAIL), "probe"], capture_output=True, text=True, timeout=60)
     try:
-        missing = list(json.loads(probe.stdout)["missing"])
+        found = json.loads(probe.stdout)
+        missing, for_commands = list(found["missing"]), list(found["missing_for_commands"])
     except (ValueError, KeyError, TypeError):
-        missing = [f"the isolation probe failed: {probe.stderr.strip()[-300:]}"]
+        missing, for_commands = [f"the isolation probe failed: {probe.stderr.strip()[-300:]}"], []
     if not sample_python():
         missing.append("an interpreter the sandbox uid can run (no python3 whose every parent folder others "
                        "may search)")
-    return tuple(missing)
+    return tuple(missing), tuple(for_commands)
+
+
+def missing_isolation(commands: bool = False) -> tuple[str, ...]:
+    """What this machine lacks for the sandbox (empty: everything is there); `commands`: also what
+    running a command over a copy of a repository needs. Probed once."""
+    missing, for_commands = _probe()
+    return missing + for_commands if commands else missing
+
+
+# A repository's test command: whole test runners (pytest, node) need more room than one function.
+COMMAND_CONFIG = SandboxConfig(timeout_s=120.0, memory_bytes=8 << 30, fsize_bytes=64 << 20, nproc=64, nofile=1024)
 
 
 class Sandbox:
-    def __init__(self, config: SandboxConfig | None = None) -> None:
+    def __init__(self, config: SandboxConfig | None = None, commands: bool = False) -> None:
         self.config = config or SandboxConfig()
-        missing = missing_isolation()
+        missing = missing_isolation(commands)
         if missing:
             raise SandboxUnavailable("fimble will not run generated code without its sandbox; missing here: "
                                      + "; ".join(missing))
@@ -123,17 +138,25 @@ class Sandbox:
 
     def run(self, program: str, tests: str, entry_point: str, slot: int = 0) -> ExecResult:
         """Run `program`, then `tests`' check(entry_point) against it; passed only if every test held."""
+        return self._referee("run", {"program": program, "tests": tests, "entry_point": entry_point}, slot)
+
+    def run_command(self, command: str, tree: Path, files: dict[str, str], slot: int = 0) -> ExecResult:
+        """Run `sh -c command` in a throwaway copy of the folder `tree`, with `files` (relative path →
+        text) written over it; passed only if the command exits 0. The folder is never written."""
+        return self._referee("command", {"command": command, "tree": str(tree.resolve()), "files": files}, slot)
+
+    def _referee(self, action: str, job: dict[str, object], slot: int) -> ExecResult:
+        """jail.py `action` as the slot's uid; the verdict comes back on a pipe only the referee holds."""
         config = self.config
         uid = self.uid_for(slot)
         started = time.perf_counter()
         verdict_read, verdict_write = os.pipe()
         cmd = [
-            sys.executable, "-I", str(JAIL), "run", "--uid", str(uid), "--cpu", str(int(config.timeout_s) + 1),
+            sys.executable, "-I", str(JAIL), action, "--uid", str(uid), "--cpu", str(int(config.timeout_s) + 1),
             "--memory", str(config.memory_bytes), "--fsize", str(config.fsize_bytes), "--nproc", str(config.nproc),
             "--nofile", str(config.nofile), "--timeout", str(config.timeout_s), "--python", self.python,
             "--verdict-fd", str(verdict_write),
         ]
-        job = json.dumps({"program": program, "tests": tests, "entry_point": entry_point}).encode()
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     pass_fds=(verdict_write,), env={}, cwd="/")
@@ -141,7 +164,7 @@ class Sandbox:
             os.close(verdict_write)
         try:
             try:
-                _, stderr = proc.communicate(job, timeout=config.timeout_s + 10)
+                _, stderr = proc.communicate(json.dumps(job).encode(), timeout=config.timeout_s + 10)
             except subprocess.TimeoutExpired:
                 _kill_group(proc.pid)
                 proc.wait()

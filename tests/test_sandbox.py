@@ -116,7 +116,8 @@ def test_samples_run_as_a_uid_of_their_own_that_no_other_run_holds(sandbox):
 
 
 def test_without_its_isolation_the_sandbox_refuses_and_says_what_is_missing(monkeypatch):
-    monkeypatch.setattr(sandbox_module, "missing_isolation", lambda: ("root: samples run as a uid of their own",))
+    missing = ("root: samples run as a uid of their own",)
+    monkeypatch.setattr(sandbox_module, "missing_isolation", lambda commands=False: missing)
     with pytest.raises(SandboxUnavailable, match="will not run generated code without its sandbox; missing here: "
                                                  "root: samples run as a uid of their own"):
         Sandbox()
