@@ -35,6 +35,7 @@ and code between fork and exec in a threaded parent can deadlock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -293,7 +294,14 @@ def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int)
                "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         os.execve("/bin/sh", ["/bin/sh", "-c", job["command"]], env)
     except BaseException:
-        traceback.print_exc()
+        # Into the output the referee keeps (fd 2 once it has been moved there), so that the
+        # reason ends the verdict's text.
+        why = traceback.format_exc().encode()
+        try:
+            os.write(output, why)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.write(2, why)
     finally:
         os._exit(97)
 
