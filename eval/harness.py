@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 from engine.config import Settings
@@ -24,7 +22,7 @@ from .data import load_problems, read_jsonl, write_jsonl
 from .generate import MODES, generate
 from .holes import CURSOR_MODES
 from .metrics import mean_pass_at_k
-from .sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from .sandbox import Sandbox, SandboxConfig, SandboxUnavailable, in_slots
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,30 +105,22 @@ def execute(samples: list[dict[str, Any]], problems: dict[str, dict[str, Any]], 
         sandbox = Sandbox(SandboxConfig(timeout_s=args.timeout))
     except SandboxUnavailable as exc:
         raise EngineError(str(exc)) from None
-    slots: Queue[int] = Queue()
-    for slot in range(max(1, args.workers)):
-        slots.put(slot)
     bar = _progress(len(todo), "executing")
     passed = sum(bool(r["passed"]) for r in existing.values())
 
-    def one(sample: dict[str, Any]) -> dict[str, Any]:
-        slot = slots.get()
-        try:
-            problem = problems[sample["task_id"]]
-            result = sandbox.run(sample["program"], problem["test"], problem["entry_point"], slot)
-        finally:
-            slots.put(slot)
+    def one(sample: dict[str, Any], slot: int) -> dict[str, Any]:
+        problem = problems[sample["task_id"]]
+        result = sandbox.run(sample["program"], problem["test"], problem["entry_point"], slot)
         return {"task_id": sample["task_id"], "sample": sample["sample"], "passed": result.passed,
                 "result": result.result, "seconds": round(result.seconds, 3)}
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-            for row in pool.map(one, todo):
-                existing[(row["task_id"], row["sample"])] = row
-                write_jsonl(results_path, [row], append=True)
-                passed += row["passed"]
-                bar.set_postfix(passed=passed)
-                bar.update()
+        for row in in_slots(one, todo, args.workers):
+            existing[(row["task_id"], row["sample"])] = row
+            write_jsonl(results_path, [row], append=True)
+            passed += row["passed"]
+            bar.set_postfix(passed=passed)
+            bar.update()
     finally:
         bar.close()
         sandbox.close()

@@ -26,10 +26,8 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 from engine.errors import EngineError
@@ -38,7 +36,7 @@ from engine.syntax import error_count, get_language, parse
 from .data import read_jsonl, write_jsonl
 from .harness import _progress
 from .repo_holes import RepoHole
-from .sandbox import COMMAND_CONFIG, ExecResult, Sandbox, SandboxConfig, SandboxUnavailable
+from .sandbox import COMMAND_CONFIG, ExecResult, Sandbox, SandboxConfig, SandboxUnavailable, in_slots
 
 # Words through which code ends, signals or hijacks the process that tests it, across languages
 # (case-sensitive: Go's os.Exit, JS's Function constructor and process.exit, C's abort).
@@ -147,19 +145,7 @@ class RepoTests:
 
     def map(self, jobs: list[tuple[str, dict[str, str]]]) -> Iterator[tuple[str, ExecResult]]:
         """(key, files) → (key, ExecResult), in order, `workers` at a time."""
-        slots: Queue[int] = Queue()
-        for slot in range(self.workers):
-            slots.put(slot)
-
-        def one(job: tuple[str, dict[str, str]]) -> tuple[str, ExecResult]:
-            slot = slots.get()
-            try:
-                return job[0], self.run(job[1], slot)
-            finally:
-                slots.put(slot)
-
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            yield from pool.map(one, jobs)
+        return in_slots(lambda job, slot: (job[0], self.run(job[1], slot)), jobs, self.workers)
 
 
 def covered_holes(tests: RepoTests, candidates: list[RepoHole], texts: dict[str, str], count: int,

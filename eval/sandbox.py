@@ -26,12 +26,18 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from queue import Queue
+from typing import TypeVar
 
 JAIL = Path(__file__).with_name("jail.py")
 LOCKS = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+T = TypeVar("T")
+R = TypeVar("R")
 UID_RANGE = 4096  # uids base_uid … base_uid + UID_RANGE - 1 are the sandbox's
 
 
@@ -183,6 +189,24 @@ class Sandbox:
         except (ValueError, KeyError, TypeError):
             why = stderr.decode("utf-8", "replace").strip().split("\n")[-1:] or [f"exit status {proc.returncode}"]
             return ExecResult(False, f"failed: the referee gave no verdict ({why[0][:200]})", seconds)
+
+
+def in_slots(run: Callable[[T, int], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """run(item, slot) for each item, in order, `workers` at a time; a slot (one sandbox uid) is
+    never used by two runs at once."""
+    slots: Queue[int] = Queue()
+    for slot in range(max(1, workers)):
+        slots.put(slot)
+
+    def one(item: T) -> R:
+        slot = slots.get()
+        try:
+            return run(item, slot)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        yield from pool.map(one, items)
 
 
 def _kill_group(pgid: int) -> None:
