@@ -118,9 +118,31 @@ async def replay(args: argparse.Namespace, text: str, offset: int, body: str) ->
     return {"records": records, "status": status}
 
 
-async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
+def place_rows(args: argparse.Namespace, text: str) -> list[int]:
+    """The seeded places: indented lines of code with more than --typed characters."""
     import random
 
+    lines = text.split("\n")
+    rows = [i for i, line in enumerate(lines) if len(line.strip()) > args.typed + 2 and line.startswith(" ")
+            and not line.strip().startswith(("#", '"', "'"))]
+    return random.Random(args.seed).sample(rows, min(args.places, len(rows)))
+
+
+def burst_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last request of each burst: answered with text, latency, the rest of the line exact."""
+    latencies = [r["latency_ms"] for r in results]
+    with_text = [r for r in results if r["text"]]
+    exact = sum(r["text"].split("\n")[0] == r["expected"] for r in with_text)
+    return {
+        "places": len(results),
+        "answered_with_text": f"{len(with_text)}/{len(results)}",
+        "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1),
+                       "max": round(max(latencies), 1)},
+        "rest_of_line_exact": f"{exact}/{len(with_text)}",
+    }
+
+
+async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
     client = await start_server(args)
     uri = "file://" + str(args.file)
     while (state := plain(await client.protocol.send_request_async("fimble/status", {}))["state"]) != "ready":
@@ -138,11 +160,7 @@ async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
             break
         await asyncio.sleep(0.5)
     print(f"document warm-up: {settled} s" if settled else "not waiting for the document warm-up", file=sys.stderr)
-    lines = text.split("\n")
-    rng = random.Random(args.seed)
-    rows = [i for i, line in enumerate(lines) if len(line.strip()) > args.typed + 2 and line.startswith(" ")
-            and not line.strip().startswith(("#", '"', "'"))]
-    chosen = rng.sample(rows, min(args.places, len(rows)))
+    chosen, lines = place_rows(args, text), text.split("\n")
     version, results = 0, []
     for row in chosen:
         original = lines[row]
@@ -192,18 +210,12 @@ async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
     for r in results:
         timings = by_token.get(r["id"], {}).get("timings", {})
         r.update(outcome=by_token.get(r["id"], {}).get("outcome"),
-                 **{k: timings.get(k) for k in ("prompt_tokens", "prompt_tokens_reused", "prompt_tokens_evaluated",
-                                                "generated_tokens")})
-    latencies = [r["latency_ms"] for r in results]
-    with_text = [r for r in results if r["text"]]
-    exact = sum(r["text"].split("\n")[0] == r["expected"] for r in with_text)
+                 **{k: timings.get(k) for k in ("window", "prompt_tokens", "prompt_tokens_reused",
+                                                "prompt_tokens_evaluated", "generated_tokens")})
     return {
-        "places": len(results),
+        **burst_summary(results),
         "document_warm_s": settled,
-        "answered_with_text": f"{len(with_text)}/{len(results)}",
-        "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1),
-                       "max": round(max(latencies), 1)},
-        "rest_of_line_exact": f"{exact}/{len(with_text)}",
+        "windows": {w: sum(r["window"] == w for r in results) for w in {r["window"] for r in results}},
         "prompt_tokens_evaluated": {"median": statistics.median([r["prompt_tokens_evaluated"] or 0 for r in results]),
                                     "max": max(r["prompt_tokens_evaluated"] or 0 for r in results)},
         "prompt_tokens_reused_median": statistics.median([r["prompt_tokens_reused"] or 0 for r in results]),
@@ -321,10 +333,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a server option, e.g. --set warm=false --set kvCacheMb=0")
+    parser.add_argument("--llama-server", metavar="PATH",
+                        help="places: also run llama-server (this binary) with llama.vim's requests, after fimble")
     args = parser.parse_args()
     if args.scenario == "places":
         args.file = args.file if args.file.name != "textwrap.py" else args.file.with_name("calendar.py")
-        result = asyncio.run(places(args, args.file.read_text()))
+        text = args.file.read_text()
+        result = asyncio.run(places(args, text))
+        if args.llama_server:
+            from peer_llama_server import places as peer_places
+
+            from engine.models import resolve_model
+
+            peer = peer_places(args.llama_server, str(resolve_model(None).path), text, place_rows(args, text),
+                               args.typed, args.cps, args.pause)
+            result["peer"] = {"server": "llama-server --cache-reuse 256, llama.vim's /infill requests",
+                              **burst_summary(peer), "each": peer}
         print(json.dumps(result, indent=1))
         return
     text, offset, body = cut_body(args.file.read_text(), args.function)

@@ -11,8 +11,8 @@ place shares most of its prompt with the last one (engine/backends/kv_reuse.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from .config import Settings
 from .context import CursorInfo, OpenDocument, Snippet, extra_snippets, names_near, pinned_lines
@@ -30,6 +30,9 @@ WINDOW_LINE_STEP = 16
 # after the suffix token, see engine/backends/kv_reuse.py), so the suffix is kept short: 1:15,
 # about 64 tokens, five or six lines.
 PREFIX_SHARE = 0.9375
+# A short window (a new place the cache does not hold: QuickWindow) gives what follows the cursor
+# a larger share: it has few lines either way, and the suffix is what fill-in-the-middle is for.
+SHORT_PREFIX_SHARE = 0.75
 # An anchor is kept while the text typed after it stays this small.
 ANCHOR_MAX_LINES = 12
 ANCHOR_MAX_CHARS = 1200
@@ -62,6 +65,11 @@ class Anchor:
     context: tuple[Part, ...]  # extra context placed before the prefix
     snippets: list[Snippet]
     settings_key: tuple[object, ...]
+    short: bool = False  # cut to a QuickWindow's budget: widened when idle (CompletionService.widen)
+    # A short anchor's answers are judged (postprocess.Site) against the whole window's prefix
+    # and suffix, so that they are kept or cut as a whole window's would be: a short window
+    # often starts inside a docstring, and a fragment with an unclosed string fails every line.
+    judged: tuple[str, str] | None = None
 
     @staticmethod
     def key(settings: Settings) -> tuple[object, ...]:
@@ -76,6 +84,17 @@ class Anchor:
         if len(middle) > ANCHOR_MAX_CHARS or middle.count("\n") > ANCHOR_MAX_LINES:
             return False
         return text.startswith(self.suffix, offset) and hash(text[: self.offset]) == self.head_hash
+
+
+@dataclass(frozen=True)
+class QuickWindow:
+    """A new place should answer soon: when the whole window's prompt would evaluate more than
+    `tokens` tokens the cache does not hold (`new_tokens` says how many, or None: unknown), the
+    window is cut to `tokens`. The language server asks for this; the whole window is evaluated
+    while it is idle and taken over from then on."""
+
+    tokens: int
+    new_tokens: Callable[[Prompt], int | None]
 
 
 @dataclass(frozen=True)
@@ -148,24 +167,56 @@ class PromptBuilder:
 
     def completion(self, settings: Settings, tree: SyntaxTree, offset: int, cursor: CursorInfo,
                    others: Sequence[OpenDocument] = (), path: str = "", *, reuse: bool = False,
-                   healer: TokenHealer | None = None, healing: bool = True) -> Built:
+                   healer: TokenHealer | None = None, healing: bool = True,
+                   quick: QuickWindow | None = None) -> Built:
         """The prompt for a cursor. With `reuse`, the anchor of the last request for `path` is
         kept when it still fits; with `healing`, the prompt ends at the last token boundary the
-        model would have produced before the cursor, and the generation reproduces the rest."""
-        text = tree.text
+        model would have produced before the cursor, and the generation reproduces the rest;
+        with `quick`, a new anchor is cut short where the whole window would take long."""
         anchor = self._anchors.get(path) if reuse else None
-        if anchor is None or not anchor.fits(text, offset, settings):
+        if anchor is None or not anchor.fits(tree.text, offset, settings):
             anchor = self._new_anchor(settings, tree, offset, others, path)
+            if quick is not None and self.info.fim is not None:
+                cost = quick.new_tokens(self._prompt(anchor, ""))
+                if cost is not None and cost > quick.tokens:
+                    short = self._new_anchor(settings, tree, offset, others, path, short_budget=quick.tokens)
+                    anchor = replace(short, judged=(anchor.prefix, anchor.suffix))
             self._anchors[path] = anchor
-        middle = text[anchor.offset : offset]
-        site = Site(anchor.prefix + middle, anchor.suffix, cursor, tree.spec)
-        kept, heal = split_for_healing(middle, healer) if healing else (middle, Heal())
+        return self._built(anchor, tree, offset, cursor, healer, healing)
+
+    def widened(self, settings: Settings, tree: SyntaxTree, offset: int, cursor: CursorInfo,
+                others: Sequence[OpenDocument], path: str, healer: TokenHealer | None) -> tuple[Anchor, Built] | None:
+        """The whole window for the place, when the anchor kept for `path` is a short one that
+        still fits (else None). Not kept yet: `adopt` it once its prompt is evaluated, so that a
+        request in between still finds the short prompt it was answered from."""
+        current = self._anchors.get(path)
+        if current is None or not current.short or not current.fits(tree.text, offset, settings):
+            return None
+        anchor = self._new_anchor(settings, tree, offset, others, path)
+        return anchor, self._built(anchor, tree, offset, cursor, healer, True)
+
+    def adopt(self, path: str, anchor: Anchor) -> None:
+        self._anchors[path] = anchor
+
+    def short(self, path: str) -> bool:
+        """Whether the anchor kept for `path` is a short window."""
+        anchor = self._anchors.get(path)
+        return anchor is not None and anchor.short
+
+    def _prompt(self, anchor: Anchor, middle: str) -> Prompt:
         fim = self.info.fim
         if fim is None:
-            return Built(prefix_only_prompt(anchor.prefix + kept, add_bos=self.info.add_bos), site, [], heal)
-        prompt = fim.build(anchor.prefix, anchor.suffix, context=anchor.context, add_bos=self.info.add_bos,
-                           middle=kept)
-        return Built(prompt, site, anchor.snippets, heal)
+            return prefix_only_prompt(anchor.prefix + middle, add_bos=self.info.add_bos)
+        return fim.build(anchor.prefix, anchor.suffix, context=anchor.context, add_bos=self.info.add_bos,
+                         middle=middle)
+
+    def _built(self, anchor: Anchor, tree: SyntaxTree, offset: int, cursor: CursorInfo,
+               healer: TokenHealer | None, healing: bool) -> Built:
+        middle = tree.text[anchor.offset : offset]
+        judged_prefix, judged_suffix = anchor.judged or (anchor.prefix, anchor.suffix)
+        site = Site(judged_prefix + middle, judged_suffix, cursor, tree.spec)
+        kept, heal = split_for_healing(middle, healer) if healing else (middle, Heal())
+        return Built(self._prompt(anchor, kept), site, anchor.snippets if self.info.fim else [], heal)
 
     def document(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
                  path: str) -> Prompt:
@@ -182,23 +233,27 @@ class PromptBuilder:
         return Prompt(parts, "warm", self.info.add_bos)
 
     def _new_anchor(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
-                    path: str) -> Anchor:
+                    path: str, short_budget: int | None = None) -> Anchor:
         text, count, fim = tree.text, self.count, self.info.fim
         start = text.rfind("\n", 0, offset) + 1  # the start of the cursor's line
         prefix, suffix = text[:start], text[offset:]
         budget = settings.context_tokens
         repo_format = fim is not None and fim.file_sep is not None and bool(others)
         local_budget = budget - (budget // 4 if repo_format else 0)
-        window = fit_window(prefix, suffix, count, local_budget, PREFIX_SHARE, WINDOW_LINE_STEP)
+        share, step = PREFIX_SHARE, WINDOW_LINE_STEP
+        if short_budget is not None:  # lines are few: no rounding of the first one
+            local_budget, share, step = min(local_budget, short_budget), SHORT_PREFIX_SHARE, 1
+        window = fit_window(prefix, suffix, count, local_budget, share, step)
         pinned = ""
         if window.first_line > 0 and (rows := pinned_lines(tree, offset, window.first_line)):
             lines = split_lines(text)
             pinned = pinned_text(lines, rows, window.first_line)
-            window = fit_window(prefix, suffix, count, local_budget - count(pinned), PREFIX_SHARE, WINDOW_LINE_STEP)
+            window = fit_window(prefix, suffix, count, max(local_budget - count(pinned), 0), share, step)
             pinned = pinned_text(lines, [r for r in rows if r < window.first_line], window.first_line)
         local_prefix = pinned + window.prefix
         context, snippets = self._document_context(settings, tree, offset, others, path, local_prefix + window.suffix)
-        return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets, Anchor.key(settings))
+        return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets, Anchor.key(settings),
+                      short=short_budget is not None)
 
     def _document_context(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
                           path: str, window_text: str) -> tuple[tuple[Part, ...], list[Snippet]]:

@@ -56,6 +56,10 @@ class Settings:
                                    "context are proposed and verified in one batch (greedy decoding, llama_cpp and "
                                    "torch); 0 turns it off. Small batches (2) agree with one-token decoding nearly "
                                    "always; more is faster on long copies and flips more near-ties", lo=0, hi=64)
+    new_place_ms: int = _opt(1000, "at a place whose prompt the KV cache does not hold, the language server first "
+                             "cuts the window around the cursor to what evaluates in about this long at the "
+                             "measured prompt speed, then widens it to contextTokens while idle; 0: always the "
+                             "whole window", lo=0, hi=600_000)
     warm: bool = _opt(True, "evaluate the prompt of the place just opened or edited while the server is idle, "
                       "so the first request there finds it ready")
     stats: bool = _opt(True, "count suggestions shown and accepted per language, and how much of the accepted text "

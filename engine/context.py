@@ -97,6 +97,10 @@ def analyze_cursor(tree: SyntaxTree, offset: int, mode: str = "auto") -> CursorI
     return CursorInfo(LINE, "end_of_line", indent)
 
 
+# An enclosing definition's header (a signature over several lines) is pinned up to this many lines.
+HEADER_MAX_LINES = 12
+
+
 def pinned_lines(tree: SyntaxTree, offset: int, first_line: int) -> list[int]:
     """Line numbers above `first_line` to keep: imports and enclosing definition headers."""
     if tree.tree is None or first_line <= 0:
@@ -112,6 +116,10 @@ def pinned_lines(tree: SyntaxTree, offset: int, first_line: int) -> list[int]:
             header_end = body.start_point[0] if body is not None else node.start_point[0]
             if body is not None and body.start_point[0] > node.start_point[0] and body.start_point[1] > 0:
                 header_end -= 1  # the body starts on its own line: the header ends above it
+            if header_end - node.start_point[0] >= HEADER_MAX_LINES:
+                # Not a header: a body the parser could not place (an empty block being typed,
+                # `if x:` then a blank indented line) ends up in it. Its first line is the header.
+                header_end = node.start_point[0]
             rows.update(r for r in range(node.start_point[0], header_end + 1) if r < first_line)
     return sorted(rows)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import explain
-from .anchor import Built, PromptBuilder
+from .anchor import Built, PromptBuilder, QuickWindow
 from .backends import Backend, GenerationRequest, GenerationResult, get_backend_class
 from .backends.base import GenerationStats
 from .cache import LRUCache, TypeThrough
@@ -35,6 +35,11 @@ from .prompt import chat_prompt
 from .reasons import Outcome, StopReason, filtered, is_filtered
 from .syntax import SyntaxTree
 from .text import offset_at, position_at
+
+# Prompt tokens per second assumed until the backend has measured its own (two CPU cores).
+ASSUMED_PREFILL_RATE = 150.0
+# A short window keeps at least this many tokens: a few lines either side of the cursor.
+MIN_QUICK_TOKENS = 64
 
 
 @dataclass
@@ -57,6 +62,10 @@ class CompletionRequest:
     # restored: engine/backends/kv_reuse.py); the eval harness turns them off, so that an answer
     # does not depend on the tasks before it.
     use_cache: bool = True
+    # A new place the cache does not hold starts from a window cut to what evaluates in
+    # settings.new_place_ms (the language server asks for this, and widens the window when idle:
+    # `widen`); the CLI and the eval harness wait for the whole window.
+    quick_start: bool = False
 
 
 @dataclass
@@ -159,11 +168,24 @@ class CompletionService:
 
     def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo, others: Sequence[OpenDocument] = (),
                      path: str = "", reuse: bool = False, healing: bool = True,
-                     settings: Settings | None = None) -> Built:
+                     settings: Settings | None = None, quick_start: bool = False) -> Built:
         """The prompt for a cursor (engine/anchor.py), healed by this backend's healer."""
-        healer = self.load().healer if healing else None
-        return self.prompts.completion(settings or self.settings, tree, offset, cursor, others, path, reuse=reuse,
-                                       healer=healer, healing=healing)
+        settings = settings or self.settings
+        backend = self.load()
+        healer = backend.healer if healing else None
+        quick = self._quick_window(settings) if quick_start and reuse else None
+        return self.prompts.completion(settings, tree, offset, cursor, others, path, reuse=reuse,
+                                       healer=healer, healing=healing, quick=quick)
+
+    def _quick_window(self, settings: Settings) -> QuickWindow | None:
+        """The window budget a new place starts from: what the backend evaluates in
+        settings.new_place_ms at the speed it measured (None: the whole window always)."""
+        backend = self.load()
+        if settings.new_place_ms <= 0:
+            return None
+        rate = backend.prefill_rate or ASSUMED_PREFILL_RATE
+        tokens = max(MIN_QUICK_TOKENS, int(rate * settings.new_place_ms / 1000))
+        return QuickWindow(tokens, backend.new_tokens) if tokens < settings.context_tokens else None
 
     def typed_through(self, request: CompletionRequest) -> CompletionResult | None:
         """The rest of the suggestion shown last, if the user is typing it; no model needed.
@@ -192,8 +214,25 @@ class CompletionService:
         offset, tree = self._place(request)
         cursor = analyze_cursor(tree, offset, settings.multiline)
         built = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=request.use_cache,
-                                  settings=settings)
+                                  settings=settings, quick_start=request.quick_start)
         return backend.warm(built.prompt, request.cancel)
+
+    def widen(self, request: CompletionRequest) -> GenerationStats | None:
+        """When the place was answered from a short window (`quick_start`), evaluate its whole
+        window and take it over once evaluated. Preemptible: the short one's cells are saved
+        first, so a keystroke that preempts this finds them still, and what was evaluated is
+        saved, so the next call goes on from there. None when there is nothing to widen."""
+        settings, backend = self.settings, self.load()
+        offset, tree = self._place(request)
+        cursor = analyze_cursor(tree, offset, settings.multiline)
+        wide = self.prompts.widened(settings, tree, offset, cursor, request.others, request.path, backend.healer)
+        if wide is None:
+            return None
+        anchor, built = wide
+        stats = backend.warm(built.prompt, request.cancel, preemptible=True)
+        if stats is not None and stats.stop_reason != StopReason.CANCELLED:
+            self.prompts.adopt(request.path, anchor)
+        return stats
 
     def warm_document(self, request: CompletionRequest) -> GenerationStats | None:
         """Evaluate the document itself the way prompts begin and keep that state: a request at
@@ -215,7 +254,7 @@ class CompletionService:
         cursor = analyze_cursor(tree, offset, settings.multiline)
         cached_ok = request.use_cache and not request.raw
         built = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=cached_ok,
-                                  healing=not request.raw, settings=settings)
+                                  healing=not request.raw, settings=settings, quick_start=request.quick_start)
         site, heal = built.site, built.heal
         prompt_ms = (time.perf_counter() - started) * 1000
         cache_key = f"{cursor.mode}\x00{built.prompt.render()}\x00{heal.text}"
@@ -223,7 +262,7 @@ class CompletionService:
             text, _ = cached
             self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
             return CompletionResult(text, empty_range, Outcome.CACHE if text else Outcome.EMPTY,
-                                    {"prompt_ms": round(prompt_ms, 1)})
+                                    {"prompt_ms": round(prompt_ms, 1), "window": self._window(request.path)})
         # A line that opens a block (`for x in xs:`) goes on to its body; other lines end at "\n".
         line_stop = cursor.mode == LINE and (request.raw or cursor.why != "end_of_line")
         gen_request = GenerationRequest.from_settings(
@@ -255,6 +294,7 @@ class CompletionService:
             "mode": cursor.mode,
             "mode_why": cursor.why,
             "snippets": len(built.snippets),
+            "window": self._window(request.path),
             "healed": heal.text,
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
         }
@@ -268,6 +308,10 @@ class CompletionService:
         if request.use_cache:
             self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
         return CompletionResult(text, empty_range, reason, timings)
+
+    def _window(self, path: str) -> str:
+        """Whether the prompt just built for `path` had a short window (a new place) or the whole."""
+        return "short" if self.prompts.short(path) else "whole"
 
     def generate(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> GenerationResult:
         """Run a prompt built elsewhere (the eval harness's complete and chat modes)."""

@@ -49,6 +49,9 @@ WARM_DOCUMENTS = 3
 # A document's warm-up (a minute of CPU for a long file) starts or resumes only after this long
 # without requests or edits: between keystrokes it would only be preempted again.
 DOCUMENT_WARM_QUIET_S = 1.0
+# A short window is widened once the user has paused this long (between keystrokes it would only
+# be preempted, and each preemption saves and restores the place's cells).
+WIDEN_QUIET_S = 0.4
 
 
 class FimbleServer(LanguageServer):
@@ -65,7 +68,7 @@ class FimbleServer(LanguageServer):
         self._load_task: asyncio.Future[None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=1000)
         self.outcomes: dict[str, int] = {}
-        self.warmed: dict[str, int] = {}  # warm-ups finished: places, documents, precomputed
+        self.warmed: dict[str, int] = {}  # warm-ups finished: places, documents, precomputed, widened
         self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
         self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
         self.protocol.whole_params_commands[EXPLAIN_COMMAND] = self.explain
@@ -225,7 +228,7 @@ class FimbleServer(LanguageServer):
         doc.request_serial += 1
         serial = doc.request_serial
         request = CompletionRequest(doc.text, pos.line, pos.character, self.encoding, doc.language_id, doc.path,
-                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri))
+                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri), quick_start=True)
         assert doc.lines is not None
         offset = doc.lines.offset(request.text, pos.line, pos.character, self.encoding)
         service = self.service
@@ -252,6 +255,8 @@ class FimbleServer(LanguageServer):
         record(outcome, reason=result.reason, timings=result.timings)
         if result.text:
             doc.last_shown = result.text
+        if result.timings.get("window") == "short":
+            self.widen(uri, request)
         return self._as_list(result, self._shown(uri, doc.language_id, result.text, offset))
 
     # -- warming (engine/backends/kv_reuse.py): model work done before it is asked for ---------------
@@ -268,7 +273,7 @@ class FimbleServer(LanguageServer):
         line = text.count("\n", 0, doc.last_edit)
         request = CompletionRequest(text, line, doc.last_edit - (text.rfind("\n", 0, doc.last_edit) + 1), "utf-32",
                                     doc.language_id, doc.path, tree=doc.syntax.snapshot(),
-                                    others=self.documents.others(uri))
+                                    others=self.documents.others(uri), quick_start=True)
         accepted = len(doc.last_inserted) >= 2 and doc.last_shown.startswith(doc.last_inserted)
         service = self.service
 
@@ -282,6 +287,23 @@ class FimbleServer(LanguageServer):
 
         self.worker.submit_idle(f"warm:{uri}", run).add_done_callback(
             self._count_warm("precomputed" if accepted else "places"))
+        self.widen(uri, request)  # a place answered from a short window: widened when the user pauses
+
+    def widen(self, uri: str, request: CompletionRequest) -> None:
+        """A place answered from a short window (a new place: CompletionRequest.quick_start)
+        gets its whole window evaluated once the user pauses (nothing happens where the window
+        is whole already); requests preempt it, and it resumes after them."""
+        if not self.settings.warm:
+            return
+        service = self.service
+
+        def run(cancel: Any) -> bool:
+            with contextlib.suppress(EngineError):
+                return service.widen(replace(request, cancel=cancel)) is not None and not cancel.is_set()
+            return False
+
+        self.worker.submit_idle(f"widen:{uri}", run, resume=True, quiet_s=WIDEN_QUIET_S).add_done_callback(
+            self._count_warm("widened"))
 
     def warm_document(self, uri: str) -> None:
         """After an open, evaluate the document itself once while idle (CompletionService.warm_document)."""
@@ -309,7 +331,7 @@ class FimbleServer(LanguageServer):
 
     def forget_document(self, uri: str) -> None:
         """Drop what was kept for a document (warm-ups, anchors, typed-through suggestions)."""
-        for key in (f"document:{uri}", f"warm:{uri}"):
+        for key in (f"document:{uri}", f"warm:{uri}", f"widen:{uri}"):
             self.worker.drop_idle(key)
         if uri in self.warming:
             self.warming.remove(uri)

@@ -161,7 +161,8 @@ class ModelWorker:
                 if (error is None and job.resume and job.cancel.is_set() and job.key not in self._idle
                         and not self._stopped):
                     # Preempted: last in line again, with the same future.
-                    self._idle = {job.key: Job(job.key, job.run, job.future, job.loop, resume=True), **self._idle}
+                    self._idle = {job.key: Job(job.key, job.run, job.future, job.loop, resume=True,
+                                               quiet_s=job.quiet_s), **self._idle}
                 else:
                     job.resolve(result, error)
                 if not self._running_idle:

@@ -1,3 +1,6 @@
+import sysconfig
+from pathlib import Path
+
 import pytest
 
 from engine.context import (
@@ -59,6 +62,24 @@ def test_a_module_docstring_is_never_pinned():
               "class A:\n    def m(self):\n        return 1\n")
     tree = SyntaxTree(source, "python")
     assert pinned_lines(tree, source.index("return 1"), first_line=8) == [4, 7]
+
+
+def test_a_block_being_typed_pins_only_the_definitions_first_line():
+    """The standard library's calendar.py with the first line of a block cut to its indentation
+    (`if options.type == "html":`, then a blank indented line, then a deeper block): the parser's
+    recovery put 50 lines of `main` into its "header", and all of them were pinned above the
+    window — a 124-token short window became 337 tokens."""
+    source = (Path(sysconfig.get_paths()["stdlib"]) / "calendar.py").read_text()
+    block = '    if options.type == "html":\n        if options.locale:\n'
+    if block not in source:
+        pytest.skip("this Python's calendar.py differs")
+    cut = source.index(block) + len(block) - len("if options.locale:\n")
+    source = source[:cut] + source[cut + len("if options.locale:") :]
+    tree = SyntaxTree(source, "python")
+    row = source.count("\n", 0, cut)
+    rows = pinned_lines(tree, cut, first_line=row - 14)
+    main = source[: source.index("def main(")].count("\n")
+    assert main in rows and all(r < main + 12 for r in rows)
 
 
 OTHER = "def area(r):\n    return 3.14 * r * r\n\n\ndef unrelated():\n    pass\n"

@@ -20,24 +20,24 @@ SOURCE = "\n".join((Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_
 URI = "file:///work/example/textwrap_head.py"
 
 
-async def until(client: LanguageClient, check, what: str, seconds: float = 240.0) -> dict:
+async def until(client: LanguageClient, check, what: str, seconds: float = 240.0, uri: str = URI) -> dict:
     for _ in range(int(seconds * 5)):
-        current = await status(client, URI)
+        current = await status(client, uri)
         if check(current):
             return current
         await asyncio.sleep(0.2)
     raise AssertionError(f"waited {seconds} s for {what}: {current['cache']}")
 
 
-def request(row: int, column: int, token: str) -> types.InlineCompletionParams:
-    params = inline_params(row, column, URI)
+def request(row: int, column: int, token: str, uri: str = URI) -> types.InlineCompletionParams:
+    params = inline_params(row, column, uri)
     params.work_done_token = token  # names the request in fimble/status
     return params
 
 
-def edit(client: LanguageClient, version: int, line: int, start: int, end: int, text: str) -> None:
+def edit(client: LanguageClient, version: int, line: int, start: int, end: int, text: str, uri: str = URI) -> None:
     client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=version),
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
         content_changes=[types.TextDocumentContentChangePartial(
             range=types.Range(types.Position(line, start), types.Position(line, end)), text=text)]))
 
@@ -76,3 +76,35 @@ request(row, column, "after"))
     after = next(r for r in (await status(client, URI))["requests"] if r.get("token") == "after")
     assert after["outcome"] in ("cache", "empty"), after  # from the precomputed answer, not the model
     assert "prompt_tokens" not in after.get("timings", {}), after
+
+
+CALENDAR = (Path(sysconfig.get_paths()["stdlib"]) / "calendar.py").read_text()
+CALENDAR_URI = "file:///work/example/calendar_copy.py"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_place_in_a_file_just_opened_answers_from_a_short_window_then_the_whole(client: LanguageClient):
+    """Right after opening a long file nothing of it is evaluated: the first answer at a place
+    comes from a window cut to what evaluates in newPlaceMs, and once the user pauses the whole
+    window is evaluated and used from then on (engine/anchor.py QuickWindow)."""
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=CALENDAR_URI, language_id="python", version=1, text=CALENDAR)))
+    lines = CALENDAR.split("\n")
+    row = next(i for i, line in enumerate(lines) if line.strip().startswith("return ' '.join(self.formatweekday"))
+    edit(client, 2, row, 8, len(lines[row]), "", CALENDAR_URI)  # jump there, cut the line, type "ret"
+    edit(client, 3, row, 8, 8, "ret", CALENDAR_URI)
+    await client.text_document_inline_completion_async(request(row, 11, "cold", CALENDAR_URI))
+    current = await status(client, CALENDAR_URI)
+    cold = next(r for r in current["requests"] if r.get("token") == "cold")
+    assert cold.get("timings", {}).get("window") == "short", cold
+    assert cold["timings"]["prompt_tokens"] < 400, cold  # the whole window is about 700 tokens here
+    before = current["cache"]["warmed"].get("widened", 0)
+
+    await until(client, lambda s: s["cache"]["warmed"].get("widened", 0) > before, "the whole window",
+                uri=CALENDAR_URI)
+    edit(client, 4, row, 8, 11, "s = ", CALENDAR_URI)  # the user changes their mind: not typed through
+    await client.text_document_inline_completion_async(request(row, 12, "whole", CALENDAR_URI))
+    whole = next(r for r in (await status(client, CALENDAR_URI))["requests"] if r.get("token") == "whole")
+    timings = whole["timings"]
+    assert timings["window"] == "whole" and timings["prompt_tokens"] > 2 * cold["timings"]["prompt_tokens"], whole
+    assert timings["prompt_tokens_evaluated"] < 64, whole  # evaluated while the user paused

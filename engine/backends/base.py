@@ -143,10 +143,24 @@ class Backend(ABC):
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
         """Stream a completion of `request.prompt`; see the module docstring for the contract."""
 
-    def warm(self, prompt: Prompt, cancel: threading.Event, *, keep: str = "") -> GenerationStats | None:
+    def warm(self, prompt: Prompt, cancel: threading.Event, *, keep: str = "",
+             preemptible: bool = False) -> GenerationStats | None:
         """Evaluate `prompt` into the backend's cache without generating, so that a request that
-        starts with it finds it ready; with `keep`, also save that state under the label.
-        None from backends without a cache of their own (a server keeps its own)."""
+        starts with it finds it ready; with `keep`, also save that state under the label. With
+        `preemptible`, first save what the cache holds, however short, and save what was
+        evaluated when cancelled: the place it replaced loses nothing, and a later call resumes
+        where this one stopped. None from backends without a cache of their own (a server
+        keeps its own)."""
+        return None
+
+    def new_tokens(self, prompt: Prompt) -> int | None:
+        """How many of `prompt`'s tokens a request would evaluate now, what the KV cache and the
+        saved states hold considered; None where the backend cannot tell (a server's cache)."""
+        return None
+
+    @property
+    def prefill_rate(self) -> float | None:
+        """Prompt tokens evaluated per second, as measured on this machine; None until measured."""
         return None
 
     def cache_summary(self) -> dict[str, object]:

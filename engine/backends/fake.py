@@ -36,6 +36,29 @@ class FakeBackend(Backend):
         # Set to a TokenHealer to take healed requests: an output must then begin with the
         # healed text, which is cut as a real backend's mask would have it.
         self.fake_healer: Any = None
+        # A cache model for the quick-window tests: prompts warmed whole count as cached, and
+        # `new_tokens` is what a prompt has beyond the longest cached one it starts with (None
+        # until `measure` is set: like a backend that cannot tell).
+        self.measure = False
+        self.rate: float | None = None
+        self.warmed: list[str] = []
+
+    @property
+    def prefill_rate(self) -> float | None:
+        return self.rate
+
+    def new_tokens(self, prompt: Any) -> int | None:
+        if not self.measure:
+            return None
+        text = prompt.render()
+        cached = max((len(w) for w in self.warmed if text.startswith(w)), default=0)
+        return self.count_tokens(text[cached:])
+
+    def warm(self, prompt: Any, cancel: Any, *, keep: str = "", preemptible: bool = False) -> GenerationStats:
+        if cancel.is_set():
+            return GenerationStats(stop_reason=StopReason.CANCELLED)
+        self.warmed.append(prompt.render())
+        return GenerationStats(prompt_tokens=self.count_tokens(prompt.render()), stop_reason=StopReason.PREFILLED)
 
     @property
     def healer(self) -> Any:

@@ -54,6 +54,11 @@ SAVE_WHEN_DROPPING = 256
 RESTORE_GAIN = 48
 # Pack the live cells after a prompt dropped at least this many of the cached ones.
 COMPACT_WHEN_DROPPED = 1024
+# Weight of the newest chunk in the measured prefill speed (a moving average: a busy machine
+# shows in a few chunks). Only chunks this near the start count: a token attends to every one
+# before it, and a document's warm-up 6,000 tokens in runs at half the speed of a prompt.
+RATE_WEIGHT = 0.25
+RATE_POSITIONS = 2048
 
 
 class LlamaCppBackend(Backend):
@@ -72,6 +77,11 @@ class LlamaCppBackend(Backend):
         # must not be saved (llama.cpp would write the cells unrotated).
         self._moved = False
         self._scattered = False
+        self._rate: float | None = None
+
+    @property
+    def prefill_rate(self) -> float | None:
+        return self._rate
 
     def load(self) -> None:
         if self.llm is not None:
@@ -251,18 +261,34 @@ class LlamaCppBackend(Backend):
         stats.reuse_ms = (time.perf_counter() - started) * 1000
 
         def evaluate(chunk: list[int], position: int) -> None:
+            chunk_started = time.perf_counter()
             llm.eval(chunk)
             self._moved = False
             stats.prompt_tokens_evaluated += len(chunk)
+            if len(chunk) == PREFILL_CHUNK and position < RATE_POSITIONS:
+                rate = len(chunk) / max(time.perf_counter() - chunk_started, 1e-6)
+                self._rate = rate if self._rate is None else self._rate + RATE_WEIGHT * (rate - self._rate)
             if self._scattered:  # after a decode: moved cells are rotated, a save is exact
                 self._compact()
 
         return prefill_chunks(tokens, llm.n_tokens, PREFILL_CHUNK, request.cancel, evaluate)
 
-    def warm(self, prompt: Prompt, cancel: Any, *, keep: str = "") -> GenerationStats:
-        """Evaluate `prompt` into the KV cache without generating; with `keep`, save the state
-        under that label (a document's warm-up) once it is whole."""
+    def new_tokens(self, prompt: Prompt) -> int:
+        """The tokens of `prompt` that neither the live sequence nor a saved state would serve
+        (the same plans as `_reuse`, without applying one)."""
         self.load()
+        tokens = self.prompt_tokens(prompt)
+        reused = plan_reuse(self._live_tokens(), tokens).reused
+        if len(tokens) - 1 - reused >= RESTORE_GAIN and len(self.states):
+            reused = max(reused, self.states.best(tokens)[1].reused)
+        return len(tokens) - reused
+
+    def warm(self, prompt: Prompt, cancel: Any, *, keep: str = "", preemptible: bool = False) -> GenerationStats:
+        """Evaluate `prompt` into the KV cache without generating; with `keep`, save the state
+        under that label (a document's warm-up) once it is whole; `preemptible`: see Backend."""
+        self.load()
+        if preemptible:
+            self.save_live("place")
         stats = GenerationStats()
         tokens = self.prompt_tokens(prompt)[: self.llm.n_ctx() - 1]
         stats.prompt_tokens = len(tokens)
@@ -272,6 +298,8 @@ class LlamaCppBackend(Backend):
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         if keep and stats.stop_reason != StopReason.CANCELLED:
             self.save_live(keep)
+        elif preemptible and stats.stop_reason == StopReason.CANCELLED and stats.prompt_tokens_evaluated:
+            self.save_live("widening")
         return stats
 
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
@@ -428,7 +456,8 @@ class LlamaCppBackend(Backend):
 
     def cache_summary(self) -> dict[str, object]:
         llm = self.llm
-        return {"liveTokens": int(llm.n_tokens) if llm is not None else 0, **self.states.summary()}
+        return {"liveTokens": int(llm.n_tokens) if llm is not None else 0,
+                "prefillTokensPerS": round(self._rate, 1) if self._rate else None, **self.states.summary()}
 
     def close(self) -> None:
         self.states = StateCache(self.states.max_bytes)

@@ -1,0 +1,104 @@
+"""A new place answers from a short window when the whole one would take long to evaluate, and
+the whole window takes over once it has been evaluated (CompletionService.widen). The fake
+backend's cache model stands in for llama.cpp's here; tests/test_lsp_warm.py runs the same path
+with the real model over a real LSP client."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine.config import Settings
+from engine.service import CompletionRequest, CompletionService
+
+DOC = "".join(f"    Line {i} of the module's description: what it does.\n" for i in range(60))
+BODY = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(80))
+SOURCE = f'"""Module.\n\n{DOC}"""\n\nimport os\n\n\n{BODY}'
+PATH = "/work/example/long.py"
+
+
+@pytest.fixture()
+def service(fake_backend, qwen_info) -> CompletionService:
+    fake_backend.measure, fake_backend.rate = True, 100.0  # 100 tokens a second: 1 s buys 100 tokens
+    service = CompletionService(Settings(backend="fake", new_place_ms=1000), backend=fake_backend,
+                                model_info=qwen_info)
+    service.load()
+    return service
+
+
+# The user cut `def f70(x):` and is about to type it again.
+CUT = SOURCE.replace("def f70(x):\n", "\n")
+
+
+def at(row: int, column: int, quick: bool = True, text: str = CUT) -> CompletionRequest:
+    return CompletionRequest(text, row, column, language="python", path=PATH, quick_start=quick)
+
+
+def prompt_tokens(fake_backend) -> int:
+    return fake_backend.count_tokens(fake_backend.requests[-1].prompt.render())
+
+
+def row_of(needle: str) -> int:
+    return SOURCE[: SOURCE.index(needle)].count("\n")
+
+
+def test_a_new_place_starts_short_and_the_whole_window_takes_over_once_warmed(service, fake_backend):
+    row = row_of("def f70")
+    fake_backend.queue("def f70(y):")
+    first = service.complete(at(row, 0))
+    assert first.timings["window"] == "short" and first.text == "def f70(y):"
+    short = prompt_tokens(fake_backend)
+    assert short <= 100 + 16, short  # the budget, plus the template's tokens and the cursor's line
+
+    # Idle: the whole window is evaluated, then used.
+    stats = service.widen(at(row, 0))
+    assert stats is not None and stats.stop_reason == "prefilled"
+    fake_backend.queue("def f70(z):")
+    second = service.complete(at(row, 0))
+    assert second.timings["window"] == "whole"
+    assert prompt_tokens(fake_backend) > 5 * short
+    assert fake_backend.requests[-1].prompt.render() == fake_backend.warmed[-1]
+    assert service.widen(at(row, 0)) is None  # nothing left to widen
+
+
+def test_a_widening_cut_short_keeps_the_short_window(service, fake_backend):
+    row = row_of("def f70")
+    fake_backend.queue("a", "b")
+    service.complete(at(row, 0))
+    cancelled = threading.Event()
+    cancelled.set()
+    stats = service.widen(CompletionRequest(CUT, row, 0, language="python", path=PATH, cancel=cancelled))
+    assert stats is not None and stats.stop_reason == "cancelled"
+    assert service.complete(at(row, 0)).timings["window"] == "short"
+
+
+def test_the_whole_window_when_it_is_cheap_asked_for_or_turned_off(fake_backend, qwen_info, service):
+    row = row_of("def f70")
+    fake_backend.queue("a", "b", "c", "d")
+    assert service.complete(at(row, 0, quick=False)).timings["window"] == "whole"  # the CLI, the eval
+    whole = fake_backend.requests[-1].prompt
+    service.prompts.forget(PATH)
+    fake_backend.warmed.append(whole.render())  # the cache holds the whole window already
+    assert service.complete(at(row, 0)).timings["window"] == "whole"
+    service.prompts.forget(PATH)
+    fake_backend.warmed.clear()
+    service.settings = service.settings.replace(new_place_ms=0)
+    assert service.complete(at(row, 0)).timings["window"] == "whole"
+    fake_backend.measure = False  # a backend that cannot tell what it holds: the whole window
+    service.settings = service.settings.replace(new_place_ms=1000)
+    service.prompts.forget(PATH)
+    assert service.complete(at(row, 0)).timings["window"] == "whole"
+
+
+def test_a_short_windows_answer_is_judged_against_the_whole_window(service, fake_backend):
+    """Inside a long docstring the short window starts below its opening quotes: judged on that
+    fragment, prose would fail the syntax check and be dropped; a whole window's answer is kept."""
+    row = row_of("Line 58 of")
+    text = CUT.replace("    Line 58 of the module's description: what it does.\n", "    Line 58 of\n")
+    fake_backend.queue(" the module's description: what it does.")
+    result = service.complete(at(row, len("    Line 58 of"), text=text))
+    assert result.timings["window"] == "short"
+    prefix = fake_backend.requests[-1].prompt.render().split("<|fim_suffix|>")[0]
+    assert '"""' not in prefix  # the window starts inside the docstring
+    assert result.text == " the module's description: what it does."
