@@ -282,6 +282,10 @@ def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str
             "model_calls": len(model_calls),
         },
         "rest_of_line_exact_match": f"{len(exact)}/{len(shown)}",
+        "model_answers": [{k: h["timings"].get(k) for k in ("window", "prompt_tokens_evaluated", "generated_tokens",
+                                                            "first_token_ms", "decode_ms", "total_ms",
+                                                            "draft_accepted")}
+                          for h in history if h["outcome"] == "shown" and "prompt_tokens" in h.get("timings", {})],
     }
 
 

@@ -12,7 +12,10 @@ the same GGUF file, on loopback, with the same threads as fimble. Each keystroke
 request llama.vim's `llama#fim` sends to `/infill` — 256 lines before the cursor, the line up to
 the cursor as `prompt`, the rest of it and 64 lines after, n_predict 128, top-k 40 / top-p 0.90,
 `cache_prompt` — and, as llama.vim stops the job before, closes the previous request's
-connection, which makes the server drop that task. llama.vim's ring buffer of extra chunks
+connection. (Measured with the server built from llama-cpp-python 0.3.36's vendor tree: a
+non-streamed task is not dropped when its connection closes, so the last request of a burst
+waits for the ones before it; `-np 1`, one slot, as for one user — with the default four slots
+each request evaluated the whole prompt in a slot of its own.) llama.vim's ring buffer of extra chunks
 (`input_extra`, gathered from buffers the user visited and yanked from) is left empty: the
 places scenario opens one file and visits nothing else.
 """
@@ -37,7 +40,7 @@ def start(binary: str, model: str, port: int, threads: int) -> subprocess.Popen[
     """llama-server on 127.0.0.1:`port`, ready when this returns."""
     server = subprocess.Popen(
         [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "--ctx-size", "8192",
-         "--batch-size", "1024", "--ubatch-size", "512", "--cache-reuse", "256", "-t", str(threads),
+         "--batch-size", "1024", "--ubatch-size", "512", "--cache-reuse", "256", "-t", str(threads), "-np", "1",
          "--no-webui"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):

@@ -51,7 +51,7 @@ WARM_DOCUMENTS = 3
 DOCUMENT_WARM_QUIET_S = 1.0
 # A short window is widened once the user has paused this long (between keystrokes it would only
 # be preempted, and each preemption saves and restores the place's cells).
-WIDEN_QUIET_S = 0.4
+WIDEN_QUIET_S = 0.25
 
 
 class FimbleServer(LanguageServer):
@@ -287,12 +287,13 @@ class FimbleServer(LanguageServer):
 
         self.worker.submit_idle(f"warm:{uri}", run).add_done_callback(
             self._count_warm("precomputed" if accepted else "places"))
-        self.widen(uri, request)  # a place answered from a short window: widened when the user pauses
+        self.widen(uri, request)  # after a pause: the whole window, where this place has a short one
 
     def widen(self, uri: str, request: CompletionRequest) -> None:
-        """A place answered from a short window (a new place: CompletionRequest.quick_start)
-        gets its whole window evaluated once the user pauses (nothing happens where the window
-        is whole already); requests preempt it, and it resumes after them."""
+        """Where a place has a short window (a new place: CompletionRequest.quick_start), its
+        whole window is evaluated once the user pauses (nothing happens where it is whole
+        already); requests preempt it, and it resumes after them. Between keystrokes it would
+        make each model answer wait for a chunk of it to end (~0.2 s): measured, and not done."""
         if not self.settings.warm:
             return
         service = self.service
