@@ -2,13 +2,15 @@
 
     python benchmarks/bench_typing.py [--file PATH --function NAME] [--cps 8] [--pause 0.8]
     python benchmarks/bench_typing.py --scenario places [--file PATH] [--places 20] [--settle 120]
+                                      [--llama-server PATH]
 
 `--scenario places` is a user moving around an open file: at each of --places lines (seeded,
 in random order) the line is cut at its indentation and --typed characters are typed back, a
 request per keystroke (the one before cancelled); reported: the last request of each burst,
 answered with text or not, its latency, and prompt tokens reused/evaluated. --settle waits up to
 that many seconds for the server's warm-up of the document first (0: start at once, as right
-after opening a file).
+after opening a file). --llama-server runs the same places afterwards against llama-server with
+llama.vim's requests (benchmarks/peer_llama_server.py).
 
 Opens a real source file the project did not write (the standard library's textwrap.py by
 default), removes a function's body after its docstring, and types the body back character by
