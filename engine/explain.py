@@ -14,12 +14,15 @@ from .context import DEFINITION_TYPES, ancestors
 from .text import split_lines
 
 # The prompt asks for what a reader (and the eval's rewrite from the explanation alone) needs:
-# what goes in, what comes out, the rule in between, the edge cases; Markdown, no LaTeX.
+# what goes in, what comes out, the rule in between, the edge cases; Markdown, no LaTeX. It gives no
+# example formula: the 0.5B model copied `3.14159 * r ** 2` into explanations of unrelated code
+# (3 of HumanEval's 164); "the code's own names" gave 69 of 164 against 68 (eval/RESULTS.md).
 SYSTEM = (
     "You are fimble, a concise assistant that explains code. Answer in Markdown: one short paragraph "
     "saying what the code does, then a few bullet points naming the inputs, the result, and the edge "
     "cases it handles. Be specific: give the exact rule or formula the code follows. Under 120 words. "
-    "Write math as plain code like `3.14159 * r ** 2`, never LaTeX. Do not repeat the code."
+    "Write any formula inline, in single backticks with the code's own names: no code blocks, never LaTeX. "
+    "Do not repeat the code."
 )
 
 

@@ -410,15 +410,17 @@ def command(args: argparse.Namespace) -> None:
     _verdict(verdict_fd, passed, result)
 
 
+def _killed_by(status: int) -> str:
+    """How a process that a signal ended ended: "killed by SIGKILL"."""
+    try:
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    except ValueError:
+        return f"killed by signal {os.WTERMSIG(status)}"
+
+
 def _how_it_ended(status: int, tail: bytearray) -> str:
     """Exit status or signal, and the last line the command printed."""
-    if os.WIFSIGNALED(status):
-        try:
-            how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-        except ValueError:
-            how = f"killed by signal {os.WTERMSIG(status)}"
-    else:
-        how = f"exit status {os.WEXITSTATUS(status)}"
+    how = _killed_by(status) if os.WIFSIGNALED(status) else f"exit status {os.WEXITSTATUS(status)}"
     lines = [line.strip() for line in bytes(tail).decode("utf-8", "replace").split("\n") if line.strip()]
     return f"{how}: {lines[-1][:200]}" if lines else how
 
@@ -440,10 +442,7 @@ def _why(exc: SampleFailed, pid: int, tail: bytearray) -> str:
     except ChildProcessError:
         status = 0
     if os.WIFSIGNALED(status):
-        try:
-            return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-        except ValueError:
-            return f"killed by signal {os.WTERMSIG(status)}"
+        return _killed_by(status)
     text = bytes(tail).decode("utf-8", "replace")
     # (as engine.text.split_lines; this file imports nothing of fimble: it runs in the sandbox)
     lines = [line for line in text.split("\n") if line and not line.startswith(" ")]
