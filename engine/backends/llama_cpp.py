@@ -218,10 +218,7 @@ class LlamaCppBackend(Backend):
             common = self.cached_prefix(tokens[:-1])
             self._scattered = False
             return common, self._apply(Plan((Run(0, 0, common),) if common else ()), tokens)
-        plan = plan_reuse(live, tokens)
-        # Typing in place, the live sequence serves nearly all: no saved state could gain enough.
-        could_gain = len(tokens) - 1 - plan.reused >= RESTORE_GAIN
-        state, saved_plan = self.states.best(tokens) if could_gain and len(self.states) else (None, Plan(()))
+        plan, state, saved_plan = self._plans(live, tokens)
         restore = state is not None and saved_plan.reused >= plan.reused + RESTORE_GAIN
         kept = 0 if restore else plan.reused
         if len(live) - kept >= SAVE_WHEN_DROPPING:
@@ -234,6 +231,15 @@ class LlamaCppBackend(Backend):
         # When most of a long sequence (a warmed document) is dropped, the kept cells sit high up.
         self._scattered = len(source) - plan.reused >= COMPACT_WHEN_DROPPED
         return plan.reused, self._apply(plan, tokens)
+
+    def _plans(self, live: list[int], tokens: list[int]) -> tuple[Plan, SavedState | None, Plan]:
+        """How the live sequence would serve `tokens`, and the saved state that would serve most."""
+        plan = plan_reuse(live, tokens)
+        # Typing in place, the live sequence serves nearly all: no saved state could gain enough.
+        if len(tokens) - 1 - plan.reused < RESTORE_GAIN or not len(self.states):
+            return plan, None, Plan(())
+        state, saved_plan = self.states.best(tokens)
+        return plan, state, saved_plan
 
     def _compact(self) -> None:
         """Move the live sequence's cells to the bottom of the cache. llama.cpp attends over every
@@ -278,10 +284,8 @@ class LlamaCppBackend(Backend):
         (the same plans as `_reuse`, without applying one)."""
         self.load()
         tokens = self.prompt_tokens(prompt)
-        reused = plan_reuse(self._live_tokens(), tokens).reused
-        if len(tokens) - 1 - reused >= RESTORE_GAIN and len(self.states):
-            reused = max(reused, self.states.best(tokens)[1].reused)
-        return len(tokens) - reused
+        plan, _, saved_plan = self._plans(self._live_tokens(), tokens)
+        return len(tokens) - max(plan.reused, saved_plan.reused)
 
     def warm(self, prompt: Prompt, cancel: Any, *, keep: str = "", preemptible: bool = False) -> GenerationStats:
         """Evaluate `prompt` into the KV cache without generating; with `keep`, save the state
