@@ -285,9 +285,11 @@ class FimbleServer(LanguageServer):
                     service.warm(replace(request, cancel=cancel))
             return not cancel.is_set()
 
+        # After a pause, the whole window where this place has a short one. Submitted first: a new
+        # idle job preempts a running one, and the place's warm-up must not be the one preempted.
+        self.widen(uri, request)
         self.worker.submit_idle(f"warm:{uri}", run).add_done_callback(
             self._count_warm("precomputed" if accepted else "places"))
-        self.widen(uri, request)  # after a pause: the whole window, where this place has a short one
 
     def widen(self, uri: str, request: CompletionRequest) -> None:
         """Where a place has a short window (a new place: CompletionRequest.quick_start), its
