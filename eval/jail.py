@@ -338,7 +338,7 @@ def run(args: argparse.Namespace) -> None:
     entered = _enter_namespaces(verdict_fd)
     if entered is None:
         return
-    job, output_read, output_write, tail, _ = entered
+    job, output_read, output_write, tail, drain = entered
     to_sample, requests_write = os.pipe()
     replies_read, from_sample = os.pipe()
     pid = os.fork()
@@ -369,7 +369,7 @@ def run(args: argparse.Namespace) -> None:
     except TimedOut:
         result = "timed out"
     except SampleFailed as exc:
-        result = f"failed: {_why(exc, pid, tail)}"
+        result = f"failed: {_why(exc, pid, tail, drain)}"
     except RecursionError:
         result = "failed: RecursionError"
     except Exception as exc:  # the tests' own assertions, with the sample's values
@@ -433,7 +433,7 @@ def _out_of_time(signum: int, frame: object) -> None:
     raise TimedOut
 
 
-def _why(exc: SampleFailed, pid: int, tail: bytearray) -> str:
+def _why(exc: SampleFailed, pid: int, tail: bytearray, drain: threading.Thread) -> str:
     """Why the sample failed: what it raised, or how its process ended and its last words."""
     if exc.kind != "Died":
         return str(exc)[:300]
@@ -441,6 +441,9 @@ def _why(exc: SampleFailed, pid: int, tail: bytearray) -> str:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         status = 0
+    # Its last words may still be in the pipe when it has ended (CI once read "exit status 1"
+    # for a MemoryError whose traceback the drain had not reached yet).
+    drain.join(timeout=1)
     if os.WIFSIGNALED(status):
         return _killed_by(status)
     text = bytes(tail).decode("utf-8", "replace")
