@@ -14,7 +14,9 @@ llama.vim's requests (benchmarks/peer_llama_server.py).
 
 Opens a real source file the project did not write (the standard library's textwrap.py by
 default), removes a function's body after its docstring, and types the body back character by
-character at --cps characters a second, pausing --pause seconds at each line end as people do.
+character at --cps characters a second, pausing --pause seconds after each Enter as people do.
+Enter auto-indents as editors do (the cursor then sits after the indentation; spaces or a
+backspace make it the body's); --no-auto-indent types every space.
 Every keystroke sends didChange and an inline-completion request, and cancels the request before
 it, as VS Code does. Reported: latency percentiles of the answered requests, how the superseded
 ones ended, cache hits, prompt tokens evaluated per model request, exact match of the suggested
@@ -61,6 +63,44 @@ def cut_body(source: str, function: str) -> tuple[str, int, str]:
     return source[:start] + source[end - 1 :], start, body
 
 
+def keystrokes(body: str, auto_indent: bool) -> list[tuple[int, str]]:
+    """The edits that type `body`, one keystroke each: (characters deleted before the cursor,
+    text inserted). With `auto_indent`, Enter inserts the newline and the indentation an editor
+    gives it (the line's own, one level more after a colon; none on a line left blank), and the
+    user then adds spaces or deletes a level (backspace) to reach the body's indentation."""
+    edits: list[tuple[int, str]] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char != "\n" or not auto_indent:
+            edits.append((0, char))
+            i += 1
+            continue
+        line = body[: i].rsplit("\n", 1)[-1]
+        after = body[i + 1 :].split("\n", 1)[0]
+        want = len(after) - len(after.lstrip(" ")) if after.strip() else 0
+        opens = 4 if line.rstrip().endswith(":") else 0
+        given = len(line) - len(line.lstrip(" ")) + opens if after.strip() else 0
+        edits.append((0, "\n" + " " * given))
+        while given > want:
+            step = given - want if (given - want) % 4 else 4
+            edits.append((step, ""))
+            given -= step
+        edits.extend((0, " ") for _ in range(want - given))
+        i += 1 + want
+    return edits
+
+
+def rest_of_line(body: str, typed: str) -> str | None:
+    """What the body has after the cursor on its line; None while the typed line is not a start of it."""
+    row = typed.count("\n")
+    line = typed.rsplit("\n", 1)[-1]
+    lines = body.split("\n")
+    if row >= len(lines) or not lines[row].startswith(line):
+        return None
+    return lines[row][len(line) :]
+
+
 def position(text: str, offset: int) -> types.Position:
     before = text[:offset]
     line = before.count("\n")
@@ -70,6 +110,12 @@ def position(text: str, offset: int) -> types.Position:
 async def start_server(args: argparse.Namespace) -> LanguageClient:
     """`fimble serve` over stdio, initialized with the benchmark's options."""
     client = LanguageClient("bench", "1")
+    client.ready = []  # type: ignore[attr-defined]
+
+    @client.feature("fimble/completionReady")
+    def ready(params: Any) -> None:  # the rest of an answer given early is decoded
+        client.ready.append(time.perf_counter())  # type: ignore[attr-defined]
+
     await client.start_io(sys.executable, "-m", "lsp_server")
     await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(),
                                                          initialization_options=options(args)))
@@ -77,7 +123,7 @@ async def start_server(args: argparse.Namespace) -> LanguageClient:
     return client
 
 
-async def replay(args: argparse.Namespace, text: str, offset: int, body: str) -> dict[str, Any]:
+async def replay(args: argparse.Namespace, text: str, offset: int, body: str, run: int = 0) -> dict[str, Any]:
     client = await start_server(args)
     uri = "file://" + str(args.file)
     client.text_document_did_open(types.DidOpenTextDocumentParams(
@@ -89,35 +135,38 @@ async def replay(args: argparse.Namespace, text: str, offset: int, body: str) ->
     print("server ready; typing", file=sys.stderr)
     records: list[dict[str, Any]] = []
     inflight: tuple[str, asyncio.Future[Any], float] | None = None
-    for i, char in enumerate(body):
+    typed = ""
+    for i, (deleted, inserted) in enumerate(keystrokes(body, args.auto_indent)):
         version = i + 1
-        pos = position(text, offset)
+        start = position(text, offset - deleted)
         client.text_document_did_change(types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(pos, pos), text=char)]))
-        text, offset = text[:offset] + char + text[offset:], offset + 1
+            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start, position(text, offset)),
+                                                                    text=inserted)]))
+        text = text[: offset - deleted] + inserted + text[offset:]
+        offset += len(inserted) - deleted
+        typed = typed[: len(typed) - deleted] + inserted
         if inflight is not None and not inflight[1].done():
             client.protocol.notify("$/cancelRequest", types.CancelParams(id=inflight[0]))
-        msg_id = f"k{i}"
+        msg_id = f"k{run}-{i}"
         future = asyncio.ensure_future(client.protocol.send_request_async(
             types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri), position=position(text, offset),
                 context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
                 work_done_token=msg_id), msg_id=msg_id))
         sent = time.perf_counter()
-        line_end = body.find("\n", i + 1)
         record = {"id": msg_id, "sent": sent, "prefix": text[:offset], "suffix": text[offset:],
-                  "rest_of_line": body[i + 1 : line_end if line_end >= 0 else len(body)]}
+                  "rest_of_line": rest_of_line(body, typed), "line_start": "\n" in inserted}
         records.append(record)
         future.add_done_callback(lambda f, r=record: r.update(done=time.perf_counter(), future=f))
         inflight = (msg_id, future, sent)
-        await asyncio.sleep(1 / args.cps + (args.pause if char == "\n" else 0))
+        await asyncio.sleep(1 / args.cps + (args.pause if "\n" in inserted else 0))
     await asyncio.sleep(3)
     status = plain(await client.protocol.send_request_async("fimble/status", {"history": 1000}))
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
-    return {"records": records, "status": status}
+    return {"records": records, "status": status, "ready": len(client.ready)}  # type: ignore[attr-defined]
 
 
 def place_rows(args: argparse.Namespace, text: str) -> list[int]:
@@ -229,8 +278,8 @@ async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
-    """initializationOptions: the debounce, then each --set KEY=VALUE (JSON values)."""
-    out: dict[str, Any] = {"debounceMs": args.debounce}
+    """initializationOptions: the debounce if given, then each --set KEY=VALUE (JSON values)."""
+    out: dict[str, Any] = {} if args.debounce is None else {"debounceMs": args.debounce}
     for item in args.set:
         key, _, value = item.partition("=")
         try:
@@ -276,6 +325,9 @@ def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str
         "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1)},
         "latency_ms_by_outcome": {k: {"n": len(v), "p50": round(percentile(v, 50), 1),
                                       "p95": round(percentile(v, 95), 1)} for k, v in by_outcome.items()},
+        "model_answers_with_text_ms": stats_of([r["latency_ms"] for r in shown if r["outcome"] != "cache"]),
+        "of_those_after_enter_ms": stats_of([r["latency_ms"] for r in shown
+                                             if r["outcome"] != "cache" and r.get("line_start")]),
         "server_outcomes": outcomes,
         "cache": status["cache"],
         "prompt_tokens_evaluated_per_model_call": {
@@ -284,11 +336,17 @@ def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str
             "model_calls": len(model_calls),
         },
         "rest_of_line_exact_match": f"{len(exact)}/{len(shown)}",
-        "model_answers": [{k: h["timings"].get(k) for k in ("window", "prompt_tokens_evaluated", "generated_tokens",
-                                                            "first_token_ms", "decode_ms", "total_ms",
-                                                            "draft_accepted")}
+        "model_answers": [{"reason": h.get("reason"), "server_ms": h.get("ms"), **{k: h["timings"].get(k) for k in (
+                               "window", "prompt_tokens_evaluated", "generated_tokens", "first_token_ms",
+                               "decode_ms", "total_ms", "draft_accepted")}}
                           for h in history if h["outcome"] == "shown" and "prompt_tokens" in h.get("timings", {})],
     }
+
+
+def stats_of(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"n": 0}
+    return {"n": len(latencies), "p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1)}
 
 
 def cold_baseline(answered: list[dict[str, Any]], budget: int) -> dict[str, Any]:
@@ -326,11 +384,14 @@ def cold_baseline(answered: list[dict[str, Any]], budget: int) -> dict[str, Any]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py")
-    parser.add_argument("--function", default="_fix_sentence_endings")
+    parser.add_argument("--function", default="_fix_sentence_endings",
+                        help="one or more, by commas: each body typed in a fresh server, the figures pooled")
     parser.add_argument("--cps", type=float, default=8.0)
     parser.add_argument("--pause", type=float, default=0.8)
-    parser.add_argument("--debounce", type=int, default=75)
+    parser.add_argument("--debounce", type=int, default=None, help="debounceMs (default: the server's)")
     parser.add_argument("--budget", type=int, default=1024)
+    parser.add_argument("--no-auto-indent", dest="auto_indent", action="store_false",
+                        help="type each line's indentation space by space (no editor auto-indents so)")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--scenario", choices=("type", "places"), default="type")
     parser.add_argument("--places", type=int, default=20)
@@ -345,7 +406,7 @@ def main() -> None:
     if args.scenario == "places":
         args.file = args.file if args.file.name != "textwrap.py" else args.file.with_name("calendar.py")
         text = args.file.read_text()
-        result = asyncio.run(places(args, text))
+        moved = asyncio.run(places(args, text))
         if args.llama_server:
             from peer_llama_server import places as peer_places
 
@@ -353,14 +414,19 @@ def main() -> None:
 
             peer = peer_places(args.llama_server, str(resolve_model(None).path), text, place_rows(args, text),
                                args.typed, args.cps, args.pause)
-            result["peer"] = {"server": "llama-server --cache-reuse 256, llama.vim's /infill requests",
-                              **burst_summary(peer), "each": peer}
-        print(json.dumps(result, indent=1))
+            moved["peer"] = {"server": "llama-server --cache-reuse 256, llama.vim's /infill requests",
+                             **burst_summary(peer), "each": peer}
+        print(json.dumps(moved, indent=1))
         return
-    text, offset, body = cut_body(args.file.read_text(), args.function)
-    print(f"typing {len(body)} characters of {args.file.name}:{args.function} at {args.cps}/s")
-    result = asyncio.run(replay(args, text, offset, body))
-    summary = summarize(result["records"], result["status"])
+    result: dict[str, Any] = {"records": [], "ready": 0}
+    for run, function in enumerate(args.function.split(",")):  # one server each: every body typed fresh
+        text, offset, body = cut_body(args.file.read_text(), function)
+        print(f"typing {len(body)} characters of {args.file.name}:{function} at {args.cps}/s", file=sys.stderr)
+        one = asyncio.run(replay(args, text, offset, body, run))
+        requests = result.get("status", {}).get("requests", [])
+        result = {"records": result["records"] + one["records"], "ready": result["ready"] + one["ready"],
+                  "status": {**one["status"], "requests": requests + one["status"]["requests"]}}
+    summary = {**summarize(result["records"], result["status"]), "completion_ready_notifications": result["ready"]}
     print(json.dumps(summary, indent=2))
     if not args.no_baseline:
         answered = [r for r in result["records"] if "latency_ms" in r]

@@ -68,8 +68,9 @@ class TypeThrough:
         with self._lock:
             self._shown.pop(key, None)
 
-    def lookup(self, key: str, prefix: str, suffix: str) -> str | None:
-        """The rest of the shown suggestion if the user typed a (non-empty) start of it."""
+    def lookup(self, key: str, prefix: str, suffix: str, *, count: bool = True) -> str | None:
+        """The rest of the shown suggestion if the user typed a (non-empty) start of it (a hit,
+        counted unless not `count`)."""
         with self._lock:
             shown = self._shown.get(key)
         if shown is None or suffix[:_CONTEXT_CHARS] != shown.suffix_head:
@@ -79,7 +80,8 @@ class TypeThrough:
             typed = shown.text[:typed_len]
             before = prefix[: len(prefix) - typed_len]
             if prefix.endswith(typed) and before.endswith(shown.prefix_tail):
-                with self._lock:
-                    self.hits += 1
+                if count:
+                    with self._lock:
+                        self.hits += 1
                 return shown.text[typed_len:]
         return None

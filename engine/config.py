@@ -42,7 +42,8 @@ class Settings:
     min_p: float = _opt(0.05, "drop tokens less likely than min_p times the best (temperature > 0)", lo=0, hi=1)
     repeat_penalty: float = _opt(1.0, "1.0 is off; >1 discourages repeating tokens", lo=0.1, hi=5)
     seed: int = _opt(0, "sampling seed, so sampled runs can be reproduced", lo=0, hi=2**31 - 1)
-    debounce_ms: int = _opt(75, "wait this long after a keystroke before asking the model", lo=0, hi=5000)
+    debounce_ms: int = _opt(0, "wait this long after a keystroke before asking the model (a newer request cancels "
+                            "an older one anyway, and editors debounce their own requests)", lo=0, hi=5000)
     context_tokens: int = _opt(1024, "prompt budget: prefix, suffix and extra context together", lo=64, hi=32768)
     multiline: str = _opt("auto", "auto decides from the syntax at the cursor", choices=MULTILINE_MODES)
     time_budget_ms: int = _opt(1500, "stop decoding after this long and keep what is there (the prompt's "
@@ -60,6 +61,10 @@ class Settings:
                              "cuts the window around the cursor to what evaluates in about this long at the "
                              "measured prompt speed, then widens it to contextTokens while idle; 0: always the "
                              "whole window", lo=0, hi=600_000)
+    first_answer_ms: int = _opt(200, "the language server answers once decoding has run this long and the lines "
+                                "so far are usable, decodes the rest while idle, then sends fimble/completionReady "
+                                "(the editor asks again and gets the whole); 0: only whole answers", lo=0,
+                                hi=600_000)
     warm: bool = _opt(True, "evaluate the prompt of the place just opened or edited while the server is idle, "
                       "so the first request there finds it ready")
     stats: bool = _opt(True, "count suggestions shown and accepted per language, and how much of the accepted text "

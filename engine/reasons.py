@@ -13,6 +13,9 @@ class StopReason(StrEnum):
     SEQUENCE = "stop"  # a stop sequence, or the engine's `stop_when` (the completion left its block)
     MAX_TOKENS = "max_tokens"
     TIME_BUDGET = "time_budget"
+    # The first lines are usable and the editor is waiting: they are answered now, and the rest
+    # is decoded after (GenerationRequest.answer_after_s, CompletionService.finish).
+    EARLY = "early"
     CANCELLED = "cancelled"
     PREFILLED = "prefilled"  # a warm-up: the prompt was evaluated, nothing generated
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import explain
-from .anchor import Built, PromptBuilder, QuickWindow
+from .anchor import Built, Heal, PromptBuilder, QuickWindow
 from .backends import Backend, GenerationRequest, GenerationResult, get_backend_class
 from .backends.base import GenerationStats
 from .cache import LRUCache, TypeThrough
@@ -30,8 +30,8 @@ from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, analyze_cursor
 from .errors import EngineError
 from .models import ModelInfo, ModelRef, Progress, resolve_model
-from .postprocess import RULES, left_block, postprocess, unfinished
-from .prompt import chat_prompt
+from .postprocess import RULES, Site, left_block, postprocess, unfinished
+from .prompt import Prompt, Text, chat_prompt
 from .reasons import Outcome, StopReason, filtered, is_filtered
 from .syntax import SyntaxTree
 from .text import offset_at, position_at
@@ -62,10 +62,13 @@ class CompletionRequest:
     # restored: engine/backends/kv_reuse.py); the eval harness turns them off, so that an answer
     # does not depend on the tasks before it.
     use_cache: bool = True
-    # A new place the cache does not hold starts from a window cut to what evaluates in
-    # settings.new_place_ms (the language server asks for this, and widens the window when idle:
-    # `widen`); the CLI and the eval harness wait for the whole window.
-    quick_start: bool = False
+    # An editor is waiting (the language server asks for this; the CLI and the eval harness wait
+    # for the whole window and the whole answer):
+    # - a new place the cache does not hold starts from a window cut to what evaluates in
+    #   settings.new_place_ms, widened when idle (`widen`);
+    # - a long answer is answered early, its first usable lines after settings.first_answer_ms of
+    #   decoding, and the rest is decoded when idle (`finish`).
+    interactive: bool = False
 
 
 @dataclass
@@ -77,6 +80,22 @@ class CompletionResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"text": self.text, "range": self.range, "reason": self.reason, "timings": self.timings}
+
+
+@dataclass
+class Unfinished:
+    """An answer given early (StopReason.EARLY): what its rest is decoded from (`finish`)."""
+
+    prompt: Prompt  # the request's prompt with the backend's text so far after it
+    raw: str  # the backend's text so far
+    generated: int  # tokens generated so far
+    site: Site
+    heal: Heal
+    mode: str
+    cache_key: str
+    prefix: str  # the document around the cursor, for the type-through cache
+    suffix: str
+    range: dict[str, dict[str, int]]
 
 
 class CompletionService:
@@ -99,6 +118,8 @@ class CompletionService:
         self.cache = LRUCache()
         self.type_through = TypeThrough()
         self._prompts: PromptBuilder | None = None
+        # Per document, the answer given early whose rest is still to decode (only the latest).
+        self._unfinished: dict[str, Unfinished] = {}
 
     def documents_kept(self) -> int:
         """Documents the service keeps something for (an anchor or a prompt context)."""
@@ -109,6 +130,7 @@ class CompletionService:
         if self._prompts is not None:
             self._prompts.forget(path)
         self.type_through.forget(path)
+        self._unfinished.pop(path, None)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -173,27 +195,27 @@ class CompletionService:
         settings = settings or self.settings
         backend = self.load()
         healer = backend.healer if healing else None
-        quick = self._quick_window(settings) if quick_start and reuse else None
+        quick = self._quick_window(settings, backend) if quick_start and reuse else None
         return self.prompts.completion(settings, tree, offset, cursor, others, path, reuse=reuse,
                                        healer=healer, healing=healing, quick=quick)
 
-    def _quick_window(self, settings: Settings) -> QuickWindow | None:
+    @staticmethod
+    def _quick_window(settings: Settings, backend: Backend) -> QuickWindow | None:
         """The window budget a new place starts from: what the backend evaluates in
         settings.new_place_ms at the speed it measured (None: the whole window always)."""
-        backend = self.load()
         if settings.new_place_ms <= 0:
             return None
         rate = backend.prefill_rate or ASSUMED_PREFILL_RATE
         tokens = max(MIN_QUICK_TOKENS, int(rate * settings.new_place_ms / 1000))
         return QuickWindow(tokens, backend.new_tokens) if tokens < settings.context_tokens else None
 
-    def typed_through(self, request: CompletionRequest) -> CompletionResult | None:
+    def typed_through(self, request: CompletionRequest, *, count: bool = True) -> CompletionResult | None:
         """The rest of the suggestion shown last, if the user is typing it; no model needed.
-        Safe from any thread (see the module docstring)."""
+        Safe from any thread (see the module docstring). `count=False` only asks (not a hit)."""
         if request.raw or not request.use_cache:
             return None
         offset = offset_at(request.text, request.line, request.character, request.encoding)
-        rest = self.type_through.lookup(request.path, request.text[:offset], request.text[offset:])
+        rest = self.type_through.lookup(request.path, request.text[:offset], request.text[offset:], count=count)
         if rest is None or not rest.strip():
             return None
         cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
@@ -214,7 +236,7 @@ class CompletionService:
         offset, tree = self._place(request)
         cursor = analyze_cursor(tree, offset, settings.multiline)
         built = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=request.use_cache,
-                                  settings=settings, quick_start=request.quick_start)
+                                  settings=settings, quick_start=request.interactive)
         return backend.warm(built.prompt, request.cancel)
 
     def widen(self, request: CompletionRequest) -> GenerationStats | None:
@@ -254,10 +276,11 @@ class CompletionService:
         cursor = analyze_cursor(tree, offset, settings.multiline)
         cached_ok = request.use_cache and not request.raw
         built = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=cached_ok,
-                                  healing=not request.raw, settings=settings, quick_start=request.quick_start)
+                                  healing=not request.raw, settings=settings, quick_start=request.interactive)
         site, heal = built.site, built.heal
         prompt_ms = (time.perf_counter() - started) * 1000
         cache_key = f"{cursor.mode}\x00{built.prompt.render()}\x00{heal.text}"
+        self._unfinished.pop(request.path, None)  # a new answer for the document: the old one's rest is moot
         if cached_ok and (cached := self.cache.get(cache_key)) is not None:
             text, _ = cached
             self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
@@ -265,27 +288,20 @@ class CompletionService:
                                     {"prompt_ms": round(prompt_ms, 1), "window": self._window(request.path)})
         # A line that opens a block (`for x in xs:`) goes on to its body; other lines end at "\n".
         line_stop = cursor.mode == LINE and (request.raw or cursor.why != "end_of_line")
+        early = request.interactive and cached_ok and not line_stop and settings.first_answer_ms > 0
         gen_request = GenerationRequest.from_settings(
             built.prompt, settings, cancel=request.cancel, reuse=cached_ok,
             stop=["\n"] if line_stop else [],
             stop_when=None if request.raw else (lambda so_far: left_block(heal.inserted(so_far), site)),
             unfinished=None if request.raw else (lambda so_far: unfinished(heal.inserted(so_far), site)),
             heal=heal.text if heal.masked else "",
+            answer_after_s=settings.first_answer_ms / 1000 if early else None,
         )
         result = backend.generate(gen_request)
         stop = result.stats.stop_reason
-        text = heal.inserted(result.text)
         post_started = time.perf_counter()
-        reason: str = stop
-        if not request.raw:
-            if cursor.mode != LINE and stop in (StopReason.MAX_TOKENS, StopReason.TIME_BUDGET):
-                # Cut off mid-line: keep the lines that were finished (one line stays to be judged).
-                text = text[: text.rfind("\n")] if "\n" in text.rstrip("\n") else text
-            outcome = postprocess(text, site)
-            for rule in outcome.fired:
-                self.rule_counts[rule] = self.rule_counts.get(rule, 0) + 1
-            text = outcome.text
-            reason = filtered(outcome.emptied_by) if outcome.emptied_by else stop
+        text, reason = (heal.inserted(result.text), stop) if request.raw else self._postprocess(
+            heal.inserted(result.text), stop, cursor.mode, site)
         timings = {
             "prompt_ms": round(prompt_ms, 1),
             "post_ms": round((time.perf_counter() - post_started) * 1000, 1),
@@ -302,12 +318,67 @@ class CompletionService:
             return CompletionResult("", empty_range, Outcome.CANCELLED, timings)
         if not text.strip():
             text, reason = "", reason if is_filtered(reason) else Outcome.EMPTY
-        if cached_ok and stop != StopReason.TIME_BUDGET:
+        if stop == StopReason.EARLY and text:
+            # (A masked heal is text the prompt stops short of and the backend's text lacks.)
+            self._unfinished[request.path] = Unfinished(
+                _extended(built.prompt, (heal.text if heal.masked else "") + result.text), result.text,
+                result.stats.generated_tokens, site, heal, cursor.mode, cache_key,
+                request.text[:offset], request.text[offset:], empty_range)
+        elif cached_ok and stop != StopReason.TIME_BUDGET:
             # A completion cut by the time budget is a partial answer: worth showing, not keeping.
             self.cache.put(cache_key, text, reason)
         if request.use_cache:
             self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
         return CompletionResult(text, empty_range, reason, timings)
+
+    def _postprocess(self, text: str, stop: str, mode: str, site: Site) -> tuple[str, str]:
+        """The answer's last pass (engine/postprocess.py): the text and why it ended. An early
+        answer's rules are counted when it is finished."""
+        if mode != LINE and stop in (StopReason.MAX_TOKENS, StopReason.TIME_BUDGET, StopReason.EARLY):
+            # Cut off mid-line: keep the lines that were finished (one line stays to be judged).
+            text = text[: text.rfind("\n")] if "\n" in text.rstrip("\n") else text
+        outcome = postprocess(text, site)
+        if stop != StopReason.EARLY:
+            for rule in outcome.fired:
+                self.rule_counts[rule] = self.rule_counts.get(rule, 0) + 1
+        return outcome.text, filtered(outcome.emptied_by) if outcome.emptied_by else stop
+
+    def unfinished(self, path: str) -> bool:
+        """Whether the document's last answer was given early and its rest is still to decode."""
+        return path in self._unfinished
+
+    def finish(self, path: str, cancel: threading.Event) -> CompletionResult | None:
+        """Decode the rest of the document's answer given early, from its prompt and the text it
+        had (the KV cache holds both: only the last token or two is evaluated again), and make the
+        whole answer what the caches give at that place. None when there is nothing to finish,
+        or when cancelled (what was decoded is kept: the next call goes on from there)."""
+        pending = self._unfinished.get(path)
+        if pending is None:
+            return None
+        settings, backend = self.settings, self.load()
+        heal, site, raw = pending.heal, pending.site, pending.raw
+        # Idle work, preempted by any request: bounded by maxTokens, not by the time budget.
+        request = GenerationRequest.from_settings(
+            pending.prompt, settings, cancel=cancel, max_tokens=max(1, settings.max_tokens - pending.generated),
+            time_budget_s=None,
+            stop_when=lambda so_far: left_block(heal.inserted(raw + so_far), site),
+            unfinished=lambda so_far: unfinished(heal.inserted(raw + so_far), site))
+        result = backend.generate(request)
+        stop = result.stats.stop_reason
+        if stop == StopReason.CANCELLED:
+            if result.text:
+                self._unfinished[path] = replace(pending, prompt=_extended(pending.prompt, result.text),
+                                                 raw=raw + result.text,
+                                                 generated=pending.generated + result.stats.generated_tokens)
+            return None
+        del self._unfinished[path]
+        text, reason = self._postprocess(heal.inserted(raw + result.text), stop, pending.mode, site)
+        text = text if text.strip() else ""
+        self.cache.put(pending.cache_key, text, reason)
+        self.type_through.remember(path, pending.prefix, pending.suffix, text)
+        return CompletionResult(text, pending.range, reason, {
+            **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
+            "generated_tokens": pending.generated + result.stats.generated_tokens})
 
     def _window(self, path: str) -> str:
         """Whether the prompt just built for `path` had a short window (a new place) or the whole."""
@@ -349,3 +420,8 @@ class CompletionService:
                                                   cancel=cancel or threading.Event())
         result = backend.generate(request, on_text)
         return GenerationResult(explain.clean(result.text), result.stats)
+
+
+def _extended(prompt: Prompt, text: str) -> Prompt:
+    """`prompt` with `text` after it, as if the model had written it (how an answer goes on)."""
+    return replace(prompt, parts=(*prompt.parts, Text(text)))

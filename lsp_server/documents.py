@@ -42,6 +42,7 @@ class Document:
     last_edit: int = -1  # offset just after the last edit's inserted text: where the user is
     last_inserted: str = ""  # the text the last edit inserted
     last_shown: str = ""  # the last suggestion shown in this document
+    early_at: int = -1  # where it was shown, when it was an answer given early (its whole comes next)
     lines: LineIndex | None = None
     capped: bool = False  # over MAX_PARSED_CHARS: text only
     # The last didChange's edits as (start, end, inserted length) in offsets, in order (acceptance.py).

@@ -28,7 +28,7 @@ from engine import explain
 from engine.config import Settings, apply_options
 from engine.errors import EngineError
 from engine.models import fimble_home
-from engine.reasons import Outcome, is_filtered
+from engine.reasons import Outcome, StopReason, is_filtered
 from engine.service import CompletionRequest, CompletionResult, CompletionService
 
 from . import transport
@@ -40,6 +40,8 @@ from .worker import ModelWorker, Superseded
 log = logging.getLogger("fimble")
 EXPLAIN_COMMAND = "fimble.explain"
 STATUS_METHOD = "fimble/status"
+# Sent when the rest of an answer given early is decoded: the editor asks again and is given it.
+COMPLETION_READY = "fimble/completionReady"
 # Options whose change needs the model loaded again.
 _RELOAD_KEYS = ("model", "backend", "n_ctx", "n_threads", "openai_base_url", "openai_api_key", "openai_model",
                 "torch_compile", "kv_cache_mb")
@@ -68,7 +70,7 @@ class FimbleServer(LanguageServer):
         self._load_task: asyncio.Future[None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=1000)
         self.outcomes: dict[str, int] = {}
-        self.warmed: dict[str, int] = {}  # warm-ups finished: places, documents, precomputed, widened
+        self.warmed: dict[str, int] = {}  # idle work done: places, documents, precomputed, widened, finished
         self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
         self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
         self.protocol.whole_params_commands[EXPLAIN_COMMAND] = self.explain
@@ -228,7 +230,7 @@ class FimbleServer(LanguageServer):
         doc.request_serial += 1
         serial = doc.request_serial
         request = CompletionRequest(doc.text, pos.line, pos.character, self.encoding, doc.language_id, doc.path,
-                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri), quick_start=True)
+                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri), interactive=True)
         assert doc.lines is not None
         offset = doc.lines.offset(request.text, pos.line, pos.character, self.encoding)
         service = self.service
@@ -253,11 +255,16 @@ class FimbleServer(LanguageServer):
         outcome = result.reason if result.reason in (Outcome.CANCELLED, Outcome.CACHE) or is_filtered(
             result.reason) else (Outcome.SHOWN if result.text else Outcome.EMPTY)
         record(outcome, reason=result.reason, timings=result.timings)
+        # The whole of an answer given early, asked for again: still the suggestion shown (counted once).
+        grown = doc.early_at == offset and bool(doc.last_shown) and result.text.startswith(doc.last_shown)
         if result.text:
             doc.last_shown = result.text
+        doc.early_at = offset if result.reason == StopReason.EARLY else -1
         if result.timings.get("window") == "short":
             self.widen(uri, request)
-        return self._as_list(result, self._shown(uri, doc.language_id, result.text, offset))
+        if result.reason == StopReason.EARLY:
+            self.finish(uri, result.text)
+        return self._as_list(result, self._shown(uri, doc.language_id, result.text, offset, new=not grown))
 
     # -- warming (engine/backends/kv_reuse.py): model work done before it is asked for ---------------
 
@@ -273,14 +280,20 @@ class FimbleServer(LanguageServer):
         line = text.count("\n", 0, doc.last_edit)
         request = CompletionRequest(text, line, doc.last_edit - (text.rfind("\n", 0, doc.last_edit) + 1), "utf-32",
                                     doc.language_id, doc.path, tree=doc.syntax.snapshot(),
-                                    others=self.documents.others(uri), quick_start=True)
+                                    others=self.documents.others(uri), interactive=True)
         accepted = len(doc.last_inserted) >= 2 and doc.last_shown.startswith(doc.last_inserted)
         service = self.service
+        if not accepted and service.typed_through(request, count=False) is not None:
+            # Typed into the suggestion shown: the next request is answered from it, and the model
+            # goes on with what it was doing (the rest of an answer given early, often).
+            return
 
         def run(cancel: Any) -> bool:
             with contextlib.suppress(EngineError):
                 if accepted:
                     service.complete(replace(request, cancel=cancel))
+                    if service.unfinished(request.path) and not cancel.is_set():
+                        service.finish(request.path, cancel)
                 else:
                     service.warm(replace(request, cancel=cancel))
             return not cancel.is_set()
@@ -292,7 +305,7 @@ class FimbleServer(LanguageServer):
             self._count_warm("precomputed" if accepted else "places"))
 
     def widen(self, uri: str, request: CompletionRequest) -> None:
-        """Where a place has a short window (a new place: CompletionRequest.quick_start), its
+        """Where a place has a short window (a new place: CompletionRequest.interactive), its
         whole window is evaluated once the user pauses (nothing happens where it is whole
         already); requests preempt it, and it resumes after them. Between keystrokes it would
         make each model answer wait for a chunk of it to end (~0.2 s): measured, and not done."""
@@ -307,6 +320,26 @@ class FimbleServer(LanguageServer):
 
         self.worker.submit_idle(f"widen:{uri}", run, resume=True, quiet_s=WIDEN_QUIET_S).add_done_callback(
             self._count_warm("widened"))
+
+    def finish(self, uri: str, shown: str) -> None:
+        """After an answer given early (`shown`, its first lines), decode the rest while idle —
+        first among idle jobs: the KV cache holds its prompt now — and, when the whole adds to
+        what was shown, tell the editor (COMPLETION_READY): the request it sends then is answered
+        from the cache with the whole."""
+        service, path = self.service, path_of(uri)
+
+        def run(cancel: Any) -> bool:
+            with contextlib.suppress(EngineError):
+                result = service.finish(path, cancel)
+                return result is not None and result.text != shown and result.text.startswith(shown)
+            return False
+
+        def ready(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None and future.result() and uri in self.documents:
+                self.warmed["finished"] = self.warmed.get("finished", 0) + 1
+                self.protocol.notify(COMPLETION_READY, {"uri": uri})
+
+        self.worker.submit_idle(f"finish:{uri}", run, resume=True).add_done_callback(ready)
 
     def warm_document(self, uri: str) -> None:
         """After an open, evaluate the document itself once while idle (CompletionService.warm_document)."""
@@ -334,7 +367,7 @@ class FimbleServer(LanguageServer):
 
     def forget_document(self, uri: str) -> None:
         """Drop what was kept for a document (warm-ups, anchors, typed-through suggestions)."""
-        for key in (f"document:{uri}", f"warm:{uri}", f"widen:{uri}"):
+        for key in (f"document:{uri}", f"warm:{uri}", f"widen:{uri}", f"finish:{uri}"):
             self.worker.drop_idle(key)
         if uri in self.warming:
             self.warming.remove(uri)

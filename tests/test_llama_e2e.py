@@ -10,6 +10,7 @@ import time
 import pytest
 
 from engine.backends import GenerationRequest
+from engine.cache import LRUCache
 from engine.errors import BackendError, ModelError
 from engine.models import resolve_model
 from engine.service import CompletionRequest, CompletionService
@@ -99,6 +100,30 @@ def test_second_request_reuses_the_shared_prefix(real_service):
     b = backend.generate(GenerationRequest.from_settings(second, settings, max_tokens=2, time_budget_s=None))
     assert a.stats.prompt_tokens > 1000
     assert b.stats.prompt_tokens_evaluated < 20 < a.stats.prompt_tokens_evaluated
+
+
+PRIMES = ('def primes_below(n):\n'
+          '    """Return the list of primes below n, by trial division."""\n'
+          '    \n\nprint(primes_below(50))\n')
+
+
+def test_an_answer_given_early_finishes_as_the_one_waited_for(real_service):
+    """The first usable lines at once, the rest decoded after from the prompt plus those lines:
+    the whole is what one uninterrupted decode writes."""
+    settings = real_service.settings
+    real_service.settings = settings.replace(first_answer_ms=1)  # answer at the first usable line
+    try:
+        asked = CompletionRequest(PRIMES, 2, 4, language="python", path="/w/early.py", interactive=True)
+        early = real_service.complete(asked)
+        assert early.reason == "early" and early.text, early
+        whole = real_service.finish("/w/early.py", threading.Event())
+        assert whole is not None and whole.timings["prompt_tokens_evaluated"] <= 4, whole.timings
+        real_service.cache = LRUCache()  # not the whole just kept: decoded again, in one go
+        waited = real_service.complete(CompletionRequest(PRIMES, 2, 4, language="python", path="/w/waited.py"))
+    finally:
+        real_service.settings = settings
+    assert waited.reason != "early" and whole.text == waited.text, (early.text, whole.text, waited.text)
+    assert whole.text.startswith(early.text) and whole.text.count("\n") > early.text.count("\n")
 
 
 def test_truncated_model_file_gives_a_clear_error(model_path, tmp_path):

@@ -4,6 +4,7 @@ suggestion the next one is computed before it is asked for."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import sysconfig
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
+from test_lsp_e2e import URI as E2E_URI
 from test_lsp_e2e import client, inline_params, status
 
 pytestmark = pytest.mark.model
@@ -108,3 +110,39 @@ async def test_a_place_in_a_file_just_opened_answers_from_a_short_window_then_th
     timings = whole["timings"]
     assert timings["window"] == "whole" and timings["prompt_tokens"] > 2 * cold["timings"]["prompt_tokens"], whole
     assert timings["prompt_tokens_evaluated"] < 64, whole  # evaluated while the user paused
+
+
+PRIMES = ('def primes_below(n):\n'
+          '    """Return the list of primes below n, by trial division."""\n'
+          '    \n\nprint(primes_below(50))\n')
+PRIMES_URI = "file:///work/example/primes.py"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_long_answer_comes_early_then_whole(client: LanguageClient):
+    """A body several lines long: the editor is given its first usable lines (`reason: early`),
+    the server decodes the rest while idle and says so (fimble/completionReady); asked again at
+    the same place, the whole comes from the cache and is counted as the one suggestion shown."""
+    for uri in (URI, CALENDAR_URI, E2E_URI):  # their text would be in the prompt: not this test
+        client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri)))
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=PRIMES_URI, language_id="python", version=1, text=PRIMES)))
+    shown_before = (await status(client))["acceptance"].get("python", {}).get("shown", 0)
+    ready = asyncio.ensure_future(client.wait_for_notification("fimble/completionReady"))
+    first = await client.text_document_inline_completion_async(request(2, 4, "early-answer", PRIMES_URI))
+    record = next(r for r in (await status(client, PRIMES_URI))["requests"] if r.get("token") == "early-answer")
+    assert record["reason"] == "early" and first.items, record
+    early = first.items[0].insert_text
+    assert "\n" in early or not early.rstrip().endswith(":"), early  # a block's header comes with its body
+
+    assert (await asyncio.wait_for(ready, 240)).uri == PRIMES_URI
+    again = await client.text_document_inline_completion_async(request(2, 4, "whole-answer", PRIMES_URI))
+    current = await status(client, PRIMES_URI)
+    record = next(r for r in current["requests"] if r.get("token") == "whole-answer")
+    assert record["outcome"] == "cache" and again.items, record  # not the model again
+    whole = again.items[0].insert_text
+    assert whole.startswith(early) and whole.count("\n") > early.count("\n"), (early, whole)
+    lines = PRIMES.split("\n")
+    ast.parse("\n".join([*lines[:2], "    " + whole, *lines[3:]]))  # the whole body, in place, parses
+    assert current["cache"]["warmed"].get("finished", 0) >= 1
+    assert current["acceptance"]["python"]["shown"] == shown_before + 1  # one suggestion, grown

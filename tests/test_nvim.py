@@ -137,6 +137,22 @@ def test_escape_dismisses(nvim):
     wait_for(lambda: suggestion(nvim) is None and ghost_text(nvim) is None, timeout=5)
 
 
+def test_an_answer_given_early_grows_into_the_whole(nvim, tmp_path):
+    """A body several lines long comes early (its first lines); on fimble/completionReady the plugin
+    asks again and the ghost text becomes the whole, which starts with what was shown."""
+    file = tmp_path / "primes.py"
+    file.write_text('def primes_below(n):\n    """Return the list of primes below n, by trial division."""\n\n'
+                    'print(primes_below(50))\n')
+    nvim.command(f"edit {file}")
+    nvim.command(f"bwipeout {tmp_path / 'shapes.py'}")  # closed: its text is not in this prompt
+    wait_for(lambda: nvim.exec_lua("return #vim.lsp.get_clients({bufnr = 0, name = 'fimble'})") == 1, timeout=30)
+    type_at_end_of_line(nvim, 2, "<CR>")  # Enter after the docstring: the new line is indented
+    first = wait_for(lambda: suggestion(nvim))
+    whole = wait_for(lambda: (text := suggestion(nvim)) != first and text)
+    assert whole.startswith(first) and whole.count("\n") > first.count("\n"), (first, whole)
+    assert ghost_text(nvim) == whole
+
+
 def test_explain_opens_a_window_that_fills(nvim):
     nvim.command("normal! 1G")
     nvim.command("FimbleExplain")

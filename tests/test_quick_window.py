@@ -32,7 +32,7 @@ CUT = SOURCE.replace("def f70(x):\n", "\n")
 
 
 def at(row: int, column: int, quick: bool = True, text: str = CUT) -> CompletionRequest:
-    return CompletionRequest(text, row, column, language="python", path=PATH, quick_start=quick)
+    return CompletionRequest(text, row, column, language="python", path=PATH, interactive=quick)
 
 
 def prompt_tokens(fake_backend) -> int:

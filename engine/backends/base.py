@@ -9,6 +9,9 @@ The contract shared by all of them:
   `max_tokens`, when `cancel` is set (checked between tokens and between prefill chunks), or
   when `time_budget_s` of decoding has passed (the budget starts after the prompt is evaluated:
   a request at a new place answers later rather than not at all);
+- with `answer_after_s`, once that long has passed since the first token, it stops at the first
+  point where the text is usable (`unfinished` says no): reason "early", the caller decodes the
+  rest later from the prompt plus that text;
 - with `heal` (backends with a `healer`), the first tokens are constrained to reproduce `heal`,
   which the prompt stops short of, and it is cut from the text (engine/healing.py);
 - the reason it stopped is in `stats.stop_reason`.
@@ -63,6 +66,9 @@ class GenerationRequest:
     # leave nothing usable (a first line unfinished, a block header without its body), and
     # decoding goes on for up to one more budget.
     unfinished: Callable[[str], bool] | None = None
+    # An editor is waiting: this long after the first token, stop as soon as `unfinished` says the
+    # text is usable (StopReason.EARLY). None waits for the whole answer.
+    answer_after_s: float | None = None
 
     def line_done(self, piece: str, text: str) -> bool:
         return self.stop_when is not None and "\n" in piece and self.stop_when(text)
@@ -217,6 +223,8 @@ class TextSink:
         self.on_text = on_text
         self.matcher = StopMatcher(request.stop)
         self.out: list[str] = []
+        # From the first token, so that it counts decoding alone on every backend (a server's too).
+        self.answer_by = Deadline(request.answer_after_s, running=False)
 
     def _emit(self, piece: str) -> None:
         if piece:
@@ -226,6 +234,7 @@ class TextSink:
 
     def add(self, piece: str) -> str:
         """Add decoded text; StopReason.SEQUENCE when a stop sequence or `stop_when` ends it here, else ''."""
+        self.answer_by.start()
         released = self.matcher.feed(piece)
         self._emit(released)
         if self.matcher.stopped or self.request.line_done(piece, self.matcher.text):
@@ -241,6 +250,9 @@ class TextSink:
         if deadline.expired() and not (self.request.unfinished is not None and not deadline.expired(grace=1.0)
                                        and self.request.unfinished(self.matcher.text)):
             return StopReason.TIME_BUDGET
+        if self.answer_by.expired() and self.request.unfinished is not None and not self.request.unfinished(
+                self.matcher.text):
+            return StopReason.EARLY
         return ""
 
     def finish(self, tail: str = "") -> str:

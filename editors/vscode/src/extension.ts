@@ -17,6 +17,8 @@ import { serverCommand, serverKeys, serverOptions } from "./options";
 import { ServerStatus, statusView } from "./status";
 
 const SECTION = "fimble";
+// The server decoded the rest of an answer it gave early: ask again, and VS Code shows the whole.
+const COMPLETION_READY = "fimble/completionReady";
 let client: LanguageClient | undefined;
 let lastLatencyMs: number | undefined;
 
@@ -104,6 +106,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   const start = async () => {
     client = createClient(output, keys, () => void refresh());
+    client.onNotification(COMPLETION_READY, (params: { uri: string }) => {
+      const editor = vscode.window.activeTextEditor;
+      if (editor && editor.document.uri.toString() === params.uri) {
+        void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+      }
+    });
     try {
       await client.start();
     } catch (error) {

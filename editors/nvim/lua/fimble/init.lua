@@ -19,7 +19,7 @@ M.defaults = {
     "cs", "ruby", "php", "lua", "sh" },
   -- Server options (initializationOptions), e.g. { model = "/path/model.gguf", maxTokens = 64 }.
   server = {},
-  -- Ask for a completion this long after the last keystroke (the server debounces too).
+  -- Ask for a completion this long after the last keystroke (a newer request cancels the one in flight).
   debounce_ms = 50,
   -- Insert-mode keys; set one to false to leave it unmapped.
   keys = {
@@ -113,6 +113,20 @@ function M.request()
   end, bufnr)
   if ok then
     state.request = { client = client, id = id }
+  end
+end
+
+--- fimble/completionReady: the rest of the answer shown early is decoded. Ask again while that
+--- answer is still shown where the cursor is; the server answers from its cache with the whole.
+local function on_completion_ready(_, result)
+  local s = state.suggestion
+  local bufnr = vim.api.nvim_get_current_buf()
+  if not s or s.bufnr ~= bufnr or vim.fn.mode() ~= "i" or not result or vim.uri_from_bufnr(bufnr) ~= result.uri then
+    return
+  end
+  local cursor = vim.api.nvim_win_get_cursor(0)
+  if cursor[1] - 1 == s.row and cursor[2] == s.col then
+    M.request()
   end
 end
 
@@ -284,6 +298,7 @@ local function attach(bufnr)
     cmd = cmd,
     root_dir = vim.fs.root(bufnr, { ".git" }) or vim.fn.getcwd(),
     init_options = init_options,
+    handlers = { ["fimble/completionReady"] = on_completion_ready },
   }, { bufnr = bufnr })
   local group = vim.api.nvim_create_augroup("fimble_buf_" .. bufnr, { clear = true })
   vim.api.nvim_create_autocmd("TextChangedI", { group = group, buffer = bufnr, callback = schedule_request })

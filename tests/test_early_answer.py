@@ -1,0 +1,178 @@
+"""An editor waiting for a long answer is given its first usable lines after `firstAnswerMs` of
+decoding, and the rest is decoded afterwards from the same prompt plus those lines
+(CompletionService.finish): the whole is then what the caches give at that place. The fake
+backend decodes a character every 10 ms here; tests/test_lsp_warm.py runs the same path with
+the real model over a real LSP client."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine.config import Settings
+from engine.reasons import StopReason
+from engine.service import CompletionRequest, CompletionService
+
+PATH = "/work/example/mod.py"
+SOURCE = "def total(items):\n    result = 0\n    \n\n\ndef other():\n    return 1\n"
+ROW, COLUMN = 2, 4  # the blank line after `result = 0`, after its indentation
+BODY = "for item in items:\n        result += item\n    return result"
+
+
+@pytest.fixture()
+def service(fake_backend, qwen_info) -> CompletionService:
+    fake_backend.delay_per_char = 0.01
+    service = CompletionService(Settings(backend="fake", first_answer_ms=50), backend=fake_backend,
+                                model_info=qwen_info)
+    service.load()
+    return service
+
+
+def at(text: str = SOURCE, row: int = ROW, column: int = COLUMN, interactive: bool = True) -> CompletionRequest:
+    return CompletionRequest(text, row, column, language="python", path=PATH, interactive=interactive)
+
+
+def test_a_long_answer_comes_early_and_its_rest_is_decoded_after(service, fake_backend):
+    fake_backend.queue(BODY)
+    early = service.complete(at())
+    # 50 ms buys five characters: the first line is not usable before its body has begun.
+    assert early.reason == StopReason.EARLY
+    assert early.text == "for item in items:\n        result += item"
+    assert service.unfinished(PATH)
+
+    fake_backend.queue(BODY[len(early.text) + 1 :])  # what the model writes after the text it had
+    whole = service.finish(PATH, threading.Event())
+    assert whole is not None and whole.text == BODY and whole.reason == StopReason.EOS
+    assert not service.unfinished(PATH)
+    rest = fake_backend.requests[-1]
+    assert rest.prompt.render() == fake_backend.requests[0].prompt.render() + early.text + "\n"
+    # Idle work: nobody waits on it, and only maxTokens bounds it.
+    assert rest.heal == "" and rest.answer_after_s is None and rest.time_budget_s is None
+
+    # Asked again at the place (the editor does so on fimble/completionReady): the whole, from the cache.
+    asked = len(fake_backend.requests)
+    again = service.complete(at())
+    assert again.text == BODY and len(fake_backend.requests) == asked
+    # Typed on into the answer: its rest, still without the model.
+    typed = SOURCE.replace("    \n\n\n", "    for it\n\n\n", 1)
+    assert service.typed_through(at(typed, column=COLUMN + 6)).text == BODY[6:]
+
+
+def test_the_whole_answer_equals_what_waiting_for_it_gives(service, fake_backend, qwen_info):
+    fake_backend.queue(BODY)
+    early = service.complete(at())
+    fake_backend.queue(BODY[len(early.text) + 1 :])
+    whole = service.finish(PATH, threading.Event())
+    waited = CompletionService(Settings(backend="fake", first_answer_ms=50), backend=type(fake_backend)(),
+                               model_info=qwen_info)
+    waited.load()
+    waited._backend.queue(BODY)  # type: ignore[union-attr]
+    assert waited.complete(at(interactive=False)).text == whole.text  # the CLI waits for it all
+
+
+def test_a_finish_cut_short_goes_on_from_where_it_stopped(service, fake_backend):
+    fake_backend.queue(BODY)
+    early = service.complete(at())
+    cancel = threading.Event()
+    threading.Timer(0.04, cancel.set).start()
+    rest = BODY[len(early.text) + 1 :]
+    fake_backend.queue(rest)
+    assert service.finish(PATH, cancel) is None
+    decoded = fake_backend.requests[-1].prompt.render()
+    assert service.unfinished(PATH)
+
+    fake_backend.queue(rest[2:])  # the fake decoded at least two characters in 40 ms
+    kept = fake_backend.requests[-1]
+    whole = service.finish(PATH, threading.Event())
+    assert fake_backend.requests[-1] is not kept
+    assert fake_backend.requests[-1].prompt.render().startswith(decoded)
+    assert len(fake_backend.requests[-1].prompt.render()) > len(decoded)
+    assert whole is not None
+
+
+def test_no_early_answer_for_a_line_the_cli_or_a_new_request(service, fake_backend):
+    # Mid-line: one line is asked for, and it ends at its newline anyway.
+    fake_backend.queue("(items)\n")
+    mid = SOURCE.replace("result = 0", "result = sum")
+    line = service.complete(at(mid, row=1, column=len("    result = sum")))
+    assert line.reason != StopReason.EARLY and not service.unfinished(PATH)
+    # An answer given early, then a new request for the document: the old rest is not decoded.
+    fake_backend.queue(BODY)
+    assert service.complete(at()).reason == StopReason.EARLY
+    service.complete(at(mid, row=1, column=len("    result = sum")))  # from the cache, this one
+    assert not service.unfinished(PATH)
+    assert service.finish(PATH, threading.Event()) is None
+    # Not interactive (the CLI, the eval harness): the whole answer.
+    fake_backend.queue(BODY)
+    other = SOURCE.replace("result = 0", "result = 1")
+    assert service.complete(at(other, interactive=False)).text == BODY
+    assert not service.unfinished(PATH)
+
+
+# -- in the language server (in process, the fake backend): the notification, and typing meanwhile ---
+
+URI = "file:///work/example/mod.py"
+
+
+@pytest.fixture()
+def server(qwen_info):
+    from engine.backends.fake import FakeBackend
+    from lsp_server.server import FimbleServer
+
+    server = FimbleServer()
+    server.settings = server.settings.replace(backend="fake", first_answer_ms=50)
+    backend = FakeBackend()
+    backend.delay_per_char = 0.01
+    server.service = CompletionService(server.settings, backend=backend, model_info=qwen_info)
+    server.service.load()
+    server.load_state = "ready"
+    sent: list[tuple[str, object]] = []
+    server.protocol.notify = lambda method, params=None: sent.append((method, params))  # type: ignore[method-assign]
+    assert server.documents.open(URI, "python", 1, SOURCE) is not None
+    yield server, backend, sent
+    server.worker.stop()
+
+
+def inline(row: int, column: int):
+    from lsprotocol import types
+
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(row, column),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+
+
+def type_text(server, version: int, row: int, column: int, text: str) -> None:
+    from lsprotocol import types
+
+    at = types.Position(row, column)
+    change = types.TextDocumentContentChangePartial(range=types.Range(at, at), text=text)
+    server.documents.change(URI, version, [change], server.encoding)
+    server.warm_place(URI)
+
+
+@pytest.mark.asyncio
+async def test_the_server_says_when_the_whole_is_ready_and_typing_into_it_does_not_stop_it(server):
+    import asyncio
+
+    server, backend, sent = server
+    early_text = "for item in items:\n        result += item"
+    backend.queue(BODY, BODY[len(early_text) + 1 :])
+    early = await server.inline_completion(inline(ROW, COLUMN))
+    assert [item.insert_text for item in early.items] == [early_text]
+    # The user types the suggestion's first characters while its rest is decoded: answered from
+    # it, and no warm-up of the new place preempts the decoding.
+    type_text(server, 2, ROW, COLUMN, "f")  # (two characters at once would be an accept)
+    type_text(server, 3, ROW, COLUMN + 1, "o")
+    typed = await server.inline_completion(inline(ROW, COLUMN + 2))
+    assert [item.insert_text for item in typed.items] == [early_text[2:]]
+    for _ in range(300):
+        if sent:
+            break
+        await asyncio.sleep(0.01)
+    assert sent == [("fimble/completionReady", {"uri": URI})]
+    assert backend.warmed == [] and len(backend.requests) == 2  # the answer, then its rest: nothing else
+    assert server.warmed["finished"] == 1
+    # Asked again (as the editor does on the notification): the whole, typed into.
+    again = await server.inline_completion(inline(ROW, COLUMN + 2))
+    assert [item.insert_text for item in again.items] == [BODY[2:]]
