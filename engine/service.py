@@ -96,6 +96,7 @@ class Unfinished:
     prefix: str  # the document around the cursor, for the type-through cache
     suffix: str
     range: dict[str, dict[str, int]]
+    shown: str  # the answer given early, as the editor has it
 
 
 class CompletionService:
@@ -323,7 +324,7 @@ class CompletionService:
             self._unfinished[request.path] = Unfinished(
                 _extended(built.prompt, (heal.text if heal.masked else "") + result.text), result.text,
                 result.stats.generated_tokens, site, heal, cursor.mode, cache_key,
-                request.text[:offset], request.text[offset:], empty_range)
+                request.text[:offset], request.text[offset:], empty_range, text)
         elif cached_ok and stop != StopReason.TIME_BUDGET:
             # A completion cut by the time budget is a partial answer: worth showing, not keeping.
             self.cache.put(cache_key, text, reason)
@@ -373,7 +374,10 @@ class CompletionService:
             return None
         del self._unfinished[path]
         text, reason = self._postprocess(heal.inserted(raw + result.text), stop, pending.mode, site)
-        text = text if text.strip() else ""
+        if not text.startswith(pending.shown):
+            # Judged as a whole, the answer changed what the editor shows (or emptied it): the
+            # answer given early stays the place's answer.
+            text, reason = pending.shown, StopReason.EARLY
         self.cache.put(pending.cache_key, text, reason)
         self.type_through.remember(path, pending.prefix, pending.suffix, text)
         return CompletionResult(text, pending.range, reason, {

@@ -331,7 +331,7 @@ class FimbleServer(LanguageServer):
         def run(cancel: Any) -> bool:
             with contextlib.suppress(EngineError):
                 result = service.finish(path, cancel)
-                return result is not None and result.text != shown and result.text.startswith(shown)
+                return result is not None and result.text != shown  # (it starts with what was shown)
             return False
 
         def ready(future: asyncio.Future[Any]) -> None:

@@ -91,6 +91,17 @@ def test_a_finish_cut_short_goes_on_from_where_it_stopped(service, fake_backend)
     assert whole is not None
 
 
+def test_a_whole_judged_unusable_leaves_the_early_answer_in_place(service, fake_backend, monkeypatch):
+    fake_backend.queue(BODY)
+    early = service.complete(at())
+    fake_backend.queue(BODY[len(early.text) + 1 :])
+    monkeypatch.setattr(service, "_postprocess", lambda *args: ("", "filtered:syntax"))  # the whole, emptied
+    whole = service.finish(PATH, threading.Event())
+    assert whole is not None and whole.text == early.text and whole.reason == StopReason.EARLY
+    typed = SOURCE.replace("    \n\n\n", "    for\n\n\n", 1)  # still typed through what is shown
+    assert service.typed_through(at(typed, column=COLUMN + 3)).text == early.text[3:]
+
+
 def test_no_early_answer_for_a_line_the_cli_or_a_new_request(service, fake_backend):
     # Mid-line: one line is asked for, and it ends at its newline anyway.
     fake_backend.queue("(items)\n")
