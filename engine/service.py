@@ -293,8 +293,7 @@ class CompletionService:
         gen_request = GenerationRequest.from_settings(
             built.prompt, settings, cancel=request.cancel, reuse=cached_ok,
             stop=["\n"] if line_stop else [],
-            stop_when=None if request.raw else (lambda so_far: left_block(heal.inserted(so_far), site)),
-            unfinished=None if request.raw else (lambda so_far: unfinished(heal.inserted(so_far), site)),
+            **({} if request.raw else _judges(heal, site)),
             heal=heal.text if heal.masked else "",
             answer_after_s=settings.first_answer_ms / 1000 if early else None,
         )
@@ -361,9 +360,7 @@ class CompletionService:
         # Idle work, preempted by any request: bounded by maxTokens, not by the time budget.
         request = GenerationRequest.from_settings(
             pending.prompt, settings, cancel=cancel, max_tokens=max(1, settings.max_tokens - pending.generated),
-            time_budget_s=None,
-            stop_when=lambda so_far: left_block(heal.inserted(raw + so_far), site),
-            unfinished=lambda so_far: unfinished(heal.inserted(raw + so_far), site))
+            time_budget_s=None, **_judges(heal, site, raw))
         result = backend.generate(request)
         stop = result.stats.stop_reason
         if stop == StopReason.CANCELLED:
@@ -424,6 +421,13 @@ class CompletionService:
                                                   cancel=cancel or threading.Event())
         result = backend.generate(request, on_text)
         return GenerationResult(explain.clean(result.text), result.stats)
+
+
+def _judges(heal: Heal, site: Site, before: str = "") -> dict[str, Callable[[str], bool]]:
+    """The streaming judges of a completion at `site` (engine/postprocess.py), for a backend's
+    text that follows `before`: `stop_when` (it has left its block), `unfinished` (nothing usable yet)."""
+    return {"stop_when": lambda so_far: left_block(heal.inserted(before + so_far), site),
+            "unfinished": lambda so_far: unfinished(heal.inserted(before + so_far), site)}
 
 
 def _extended(prompt: Prompt, text: str) -> Prompt:
