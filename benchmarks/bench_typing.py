@@ -323,11 +323,11 @@ def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str
         "answered_with_text": len(shown),
         "superseded": superseded,
         "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1)},
-        "latency_ms_by_outcome": {k: {"n": len(v), "p50": round(percentile(v, 50), 1),
-                                      "p95": round(percentile(v, 95), 1)} for k, v in by_outcome.items()},
-        "model_answers_with_text_ms": stats_of([r["latency_ms"] for r in shown if r["outcome"] != "cache"]),
+        "latency_ms_by_outcome": {k: stats_of(v) for k, v in by_outcome.items()},
+        # (None: a request the server's history no longer holds — not counted as the model's)
+        "model_answers_with_text_ms": stats_of([r["latency_ms"] for r in shown if r["outcome"] not in ("cache", None)]),
         "of_those_after_enter_ms": stats_of([r["latency_ms"] for r in shown
-                                             if r["outcome"] != "cache" and r.get("line_start")]),
+                                             if r["outcome"] not in ("cache", None) and r.get("line_start")]),
         "server_outcomes": outcomes,
         "cache": status["cache"],
         "prompt_tokens_evaluated_per_model_call": {

@@ -441,11 +441,11 @@ def _why(exc: SampleFailed, pid: int, tail: bytearray, drain: threading.Thread) 
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         status = 0
+    if os.WIFSIGNALED(status):
+        return _killed_by(status)
     # Its last words may still be in the pipe when it has ended (CI once read "exit status 1"
     # for a MemoryError whose traceback the drain had not reached yet).
     drain.join(timeout=1)
-    if os.WIFSIGNALED(status):
-        return _killed_by(status)
     text = bytes(tail).decode("utf-8", "replace")
     # (as engine.text.split_lines; this file imports nothing of fimble: it runs in the sandbox)
     lines = [line for line in text.split("\n") if line and not line.startswith(" ")]
