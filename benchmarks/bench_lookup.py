@@ -1,13 +1,19 @@
 """Prompt-lookup speculative decoding: decode tokens/s with and without, on real completions.
 
     python benchmarks/bench_lookup.py [--files textwrap.py calendar.py] [--fills 8] [--humaneval 8]
+    python benchmarks/bench_lookup.py --costs     # what a model call costs, by the tokens in it
 
 Fills: a function's body removed from a standard-library file and completed (multi-line, the
 editor's pipeline, greedy, no time budget), for each of the first --fills functions with a body
 of at least three lines. HumanEval: the first --humaneval prompts, completed the same way (new
 code, little to copy). Each completion runs twice through the same pipeline and model, with
-speculativeTokens --draft (2) and 0; reported: decode tokens/s of each, identical outputs, drafted and
+speculativeTokens --draft (the default) and 0; reported: decode tokens/s of each, identical outputs
+(and of the others, those whose run decided no near-tie: a difference there is a bug), drafted and
 accepted tokens, near-ties (engine/backends/lookup.py).
+
+--costs: one llama.cpp call of 1..12 tokens after a 900-token prompt, logits for every row (as a
+draft's verification asks), the median of 25 rounds, in one-token calls: what sizes drafts are cut to;
+and the largest logit shift of those rows against the same tokens evaluated one at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import gzip
 import json
 import statistics
 import sysconfig
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +89,62 @@ def copy_share(service: CompletionService, context: str, output: str) -> float:
     return copied / max(len(out), 1)
 
 
+def batch_costs(service: CompletionService, rounds: int = 25) -> dict[int, dict[str, float]]:
+    """By n: the median ms of one call evaluating n tokens (logits for each) at the same place,
+    and the largest shift of any of its logits against the same tokens evaluated one at a time."""
+    import llama_cpp
+    import numpy as np
+
+    backend = service.load()
+    llm = backend.llm  # type: ignore[attr-defined]
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
+    tokens = llm.tokenize(text.encode())[:912]
+    llm.reset()
+    llm.eval(tokens[:900])
+    memory = llama_cpp.llama_get_memory(llm._ctx.ctx)  # type: ignore[attr-defined]
+    sizes = (1, 2, 3, 4, 5, 6, 8, 12)
+
+    def evaluate(start: int, batch: list[int]) -> tuple[float, list[Any]]:
+        """Forget the cells from `start` on, evaluate `batch` there: (ms, its rows of logits)."""
+        llama_cpp.llama_memory_seq_rm(memory, 0, start, -1)  # type: ignore[attr-defined]
+        llm._batch.set_batch(batch, n_past=start, logits_all=True)
+        started = time.perf_counter()
+        llm._ctx.decode(llm._batch)
+        ms = (time.perf_counter() - started) * 1000
+        rows = [np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(llm.n_vocab(),)).copy()
+                for i in range(len(batch))]
+        return ms, rows
+
+    single = []
+    for i in range(12):
+        single += evaluate(900 + i, [tokens[900 + i]])[1]
+    shift = {n: max(float(np.abs(row - single[i]).max()) for i, row in enumerate(evaluate(900, tokens[900:900 + n])[1]))
+             for n in sizes}
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(rounds):
+        for n in sizes:
+            times[n].append(evaluate(900, tokens[900 : 900 + n])[0])
+    llama_cpp.llama_memory_seq_rm(memory, 0, 900, -1)  # type: ignore[attr-defined]
+    llm.n_tokens = 900
+    return {n: {"ms": statistics.median(times[n]), "logit_shift": shift[n]} for n in sizes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", nargs="*", default=["textwrap.py"])
     parser.add_argument("--fills", type=int, default=8)
     parser.add_argument("--humaneval", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--draft", type=int, default=2, help="speculativeTokens for the run with lookup")
+    parser.add_argument("--draft", type=int, default=Settings().speculative_tokens,
+                        help="speculativeTokens for the run with lookup (default: the server's)")
+    parser.add_argument("--costs", action="store_true", help="only measure a call's cost by the tokens in it")
     args = parser.parse_args()
+    if args.costs:
+        costs = batch_costs(CompletionService(Settings()))
+        one = costs[1]["ms"]
+        print(json.dumps({n: {"ms": round(c["ms"], 1), "one_token_calls": round(c["ms"] / one, 2),
+                              "max_logit_shift": round(c["logit_shift"], 3)} for n, c in costs.items()}))
+        return
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     groups = {"fills": [f for name in args.files for f in fills(stdlib / name, args.fills)],
               "humaneval": humaneval(args.humaneval)}
@@ -108,7 +163,7 @@ def main() -> None:
                          "tok_s_plain": round(b["generated"] / max(b["decode_ms"], 1e-6) * 1000, 1),
                          "drafted": a["drafted"], "accepted": a["accepted"], "near_ties": a["near_ties"],
                          "ms_lookup": a["decode_ms"], "ms_plain": b["decode_ms"], "tokens_plain": b["generated"]})
-            print(json.dumps(rows[-1]))
+            print(json.dumps(rows[-1]), flush=True)
         everything += rows
         report[group] = summary(rows)
     report["copying (copy_share >= 0.5)"] = summary([r for r in everything if r["copy_share"] >= 0.5])
@@ -122,6 +177,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     lookup_s = sum(r["tokens"] for r in rows) / max(sum(r["ms_lookup"] for r in rows), 1e-6) * 1000
     plain_s = sum(r["tokens_plain"] for r in rows) / max(sum(r["ms_plain"] for r in rows), 1e-6) * 1000
     return {"completions": len(rows), "identical": sum(r["same"] for r in rows),
+            "differing_without_near_tie": sum(not r["same"] and not r["near_ties"] for r in rows),
             "tokens": sum(r["tokens"] for r in rows),
             "decode_tok_s": {"lookup": round(lookup_s, 1), "plain": round(plain_s, 1),
                              "speedup": round(lookup_s / plain_s, 2)},

@@ -53,10 +53,10 @@ class Settings:
                       "llama.cpp also warms up to this much of an open document", lo=256, hi=131072)
     kv_cache_mb: int = _opt(256, "memory for saved prompt states (the KV cells of warmed documents and of places "
                             "worked at) besides the live one, in MiB; 0 keeps only the live one", lo=0, hi=65536)
-    speculative_tokens: int = _opt(2, "prompt-lookup speculative decoding: up to this many tokens copied from the "
+    speculative_tokens: int = _opt(7, "prompt-lookup speculative decoding: up to this many tokens copied from the "
                                    "context are proposed and verified in one batch (greedy decoding, llama_cpp and "
-                                   "torch); 0 turns it off. Small batches (2) agree with one-token decoding nearly "
-                                   "always; more is faster on long copies and flips more near-ties", lo=0, hi=64)
+                                   "torch): 7 after a match of 8 tokens or more, 3 after a shorter one; 0 turns it "
+                                   "off. The output is plain greedy decoding's except at near-ties", lo=0, hi=64)
     new_place_ms: int = _opt(1000, "at a place whose prompt the KV cache does not hold, the language server first "
                              "cuts the window around the cursor to what evaluates in about this long at the "
                              "measured prompt speed, then widens it to contextTokens while idle; 0: always the "

@@ -6,34 +6,59 @@ from __future__ import annotations
 import pytest
 
 from engine.backends.base import GenerationRequest
-from engine.backends.lookup import COOLDOWN, PromptLookup
+from engine.backends.lookup import LONG_DRAFT, LONG_MATCH, SHORT_DRAFT, PromptLookup
 
 
-def test_a_draft_is_what_followed_the_latest_earlier_occurrence():
-    lookup = PromptLookup([5, 1, 2, 3, 4, 9, 1, 2, 3, 7, 8, 1, 2], max_draft=4)
+def test_a_short_match_drafts_a_batch_of_four_from_its_latest_earlier_occurrence():
+    lookup = PromptLookup([5, 1, 2, 3, 4, 9, 1, 2, 3, 7, 8, 1, 2], max_draft=7)
     # The trailing 3-gram is not found before; the 2-gram (1, 2) last came before 3, 7, 8, ...
-    assert lookup.draft() == [3, 7, 8, 1]
+    assert lookup.draft() == [3, 7, 8][:SHORT_DRAFT]
     lookup.append(3)  # now (1, 2, 3) last came before 7
-    assert lookup.draft() == [7, 8, 1, 2]
+    assert lookup.draft() == [7, 8, 1]
     assert lookup.draft(most=2) == [7, 8]
+    assert PromptLookup([5, 1, 2, 3, 4, 9, 1, 2], max_draft=1).draft() == [3]  # speculativeTokens caps it
+    # The longest match wins over a later, shorter one: (2, 3) came last before 8, (1, 2, 3) before 7.
+    assert PromptLookup([1, 2, 3, 7, 9, 2, 3, 8, 1, 2, 3], max_draft=7).draft() == [7, 9, 2]
+
+
+def test_a_long_match_drafts_a_batch_of_eight():
+    line = list(range(10, 30))
+    lookup = PromptLookup([*line, 99, *line[:LONG_MATCH]], max_draft=7)
+    assert lookup.draft() == line[LONG_MATCH : LONG_MATCH + LONG_DRAFT]
+    lookup = PromptLookup([*line, 99, *line[: LONG_MATCH - 1]], max_draft=7)  # one token short of long
+    assert lookup.draft() == line[LONG_MATCH - 1 : LONG_MATCH - 1 + SHORT_DRAFT]
 
 
 def test_no_match_no_draft_and_the_draft_never_proposes_unknown_tokens():
     assert PromptLookup([1, 2, 3, 4], max_draft=8).draft() == []
+    assert PromptLookup([1, 2, 3, 9, 3], max_draft=8).draft() == []  # one token is not a match
     lookup = PromptLookup([1, 2, 9, 1, 2], max_draft=8)
     assert lookup.draft() == [9, 1, 2]  # cut at the end of the history
+    assert PromptLookup([1, 2, 9, 1, 2], max_draft=0).draft() == []
 
 
-def test_after_a_miss_drafting_pauses_then_grows_back_after_hits():
-    lookup = PromptLookup([*range(1, 20), 1, 2], max_draft=8)
-    lookup.feedback(proposed=8, accepted=0)  # a batch that bought nothing
-    assert [lookup.draft() for _ in range(COOLDOWN)] == [[]] * COOLDOWN  # plain steps
-    assert len(lookup.draft()) == 1
-    lookup.feedback(proposed=1, accepted=1)
-    lookup.feedback(proposed=2, accepted=2)
-    assert lookup.limit == 4 and len(lookup.draft()) == 4
-    lookup.feedback(proposed=0, accepted=0)  # nothing proposed: nothing learnt
-    assert lookup.limit == 4 and lookup.cooldown == 0
+def test_the_prompt_indexed_at_once_drafts_as_if_appended_token_by_token():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        history = [rng.randrange(5) for _ in range(rng.randrange(40))]
+        grown = PromptLookup([], max_draft=7)
+        for token in history:
+            grown.append(token)
+        assert PromptLookup(history, max_draft=7).draft() == grown.draft()
+        assert PromptLookup(history, max_draft=7)._follows == grown._follows
+
+
+def test_near_tie_is_the_gap_between_the_best_two_and_leaves_the_row_as_it_was():
+    import numpy as np
+
+    from engine.backends.llama_cpp import near_tie
+
+    row = np.array([0.0, 5.0, 4.7, 1.0], dtype=np.float32)
+    assert near_tie(row, 1) and list(row) == [0.0, 5.0, 4.7, 1.0]
+    row[2] = 4.0
+    assert not near_tie(row, 1) and list(row) == [0.0, 5.0, 4.0, 1.0]
 
 
 # A completion that copies: the second method's signature repeats the first one's.
@@ -54,7 +79,7 @@ def request(fim, draft_tokens: int) -> GenerationRequest:
 def test_llama_cpp_greedy_output_is_unchanged_and_drafts_are_accepted(real_service):
     backend, fim = real_service.load(), real_service.info.fim
     plain = backend.generate(request(fim, 0))
-    fast = backend.generate(request(fim, 2))
+    fast = backend.generate(request(fim, 7))
     assert fast.text == plain.text and 'unit: str = "cm"' in plain.text, (plain.text, fast.text)
     assert plain.stats.draft_tokens == 0
     assert fast.stats.draft_accepted >= 5 and fast.stats.generated_tokens == plain.stats.generated_tokens
@@ -76,7 +101,7 @@ def test_torch_greedy_output_is_unchanged_and_drafts_are_accepted(model_path, re
     try:
         fim = real_service.info.fim
         plain = backend.generate(request(fim, 0))
-        fast = backend.generate(request(fim, 2))
+        fast = backend.generate(request(fim, 7))
         assert fast.text == plain.text and fast.text.strip(), (plain.text, fast.text)
         assert fast.stats.draft_accepted >= 5 and fast.stats.generated_tokens == plain.stats.generated_tokens
     finally:

@@ -104,7 +104,7 @@ class GenerationStats:
     healed_tokens: int = 0  # generated tokens that reproduced the healed text
     draft_tokens: int = 0  # tokens proposed by prompt lookup (engine/backends/lookup.py)
     draft_accepted: int = 0  # of those, kept: the tokens greedy decoding chose
-    near_ties: int = 0  # batched choices whose best two logits were within lookup.NEAR_TIE
+    near_ties: int = 0  # choices after a batched evaluation whose best two logits were within lookup.NEAR_TIE
     stop_reason: str = ""
 
     def as_dict(self) -> dict[str, object]:

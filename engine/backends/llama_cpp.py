@@ -378,7 +378,9 @@ class LlamaCppBackend(Backend):
         Each step evaluates the token just chosen and a draft after it in one batch, with logits
         for those positions only; drafted tokens are kept while each is the argmax after the one
         before, and the cells of the rest are dropped. Batched evaluation sums in another order
-        than one token at a time: rows whose best two logits are a near-tie are counted."""
+        than one token at a time, and the cells it leaves in the cache carry that on: from the
+        first batch on, choices whose best two logits are a near-tie are counted (where the output
+        can part from plain decoding's; benchmarks/bench_lookup.py found every parting there)."""
         import numpy as np
 
         llm = self.llm
@@ -387,30 +389,30 @@ class LlamaCppBackend(Backend):
         def logits(i: int) -> Any:
             return np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
 
-        def near_tie(row: Any) -> bool:
-            top2 = np.partition(row, -2)[-2:]
-            return abs(float(top2[1] - top2[0])) < NEAR_TIE
+        def evaluate(batch: list[int], start: int) -> None:
+            llm._batch.set_batch(batch, n_past=start, logits_all=len(batch) > 1)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[start : start + len(batch)] = batch
+            llm.n_tokens = start + len(batch)
+            self._moved = False
 
         lookup = PromptLookup(tokens, max_draft)
-        token = int(np.argmax(logits(-1)))
+        token, batched = int(np.argmax(logits(-1))), False
         while True:
             if reason := emit(token):
                 return reason
             lookup.append(token)
             draft = lookup.draft(n_ctx - llm.n_tokens - 2)
             batch, start = [token, *draft], llm.n_tokens
-            llm._batch.set_batch(batch, n_past=start, logits_all=bool(draft))
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[start : start + len(batch)] = batch
-            llm.n_tokens = start + len(batch)
-            self._moved = False
+            evaluate(batch, start)
             stats.draft_tokens += len(draft)
+            batched = batched or bool(draft)
             accepted = 0
             for i in range(len(batch)):
                 row = logits(i if draft else -1)
                 choice = int(np.argmax(row))
-                if draft:  # a batch row: counted where batching may have flipped the choice
-                    stats.near_ties += near_tie(row)
+                if batched:
+                    stats.near_ties += near_tie(row, choice)
                 if i == len(draft) or choice != draft[i]:
                     break
                 accepted += 1
@@ -419,7 +421,6 @@ class LlamaCppBackend(Backend):
                 if reason := emit(choice):
                     self._truncate(start + 1 + accepted)
                     return reason
-            lookup.feedback(len(draft), accepted)
             self._truncate(start + 1 + accepted)
             token = choice
 
@@ -470,6 +471,18 @@ class LlamaCppBackend(Backend):
             self.llm = None
 
 
+def near_tie(row: Any, best: int) -> bool:
+    """Whether the best two of `row` ([vocab] logits, `best` the argmax) are within NEAR_TIE.
+    (The best is masked in place for a moment: a copy of the row would cost more than the max.)"""
+    import numpy as np
+
+    top = row[best]
+    row[best] = -np.inf
+    second = row.max()
+    row[best] = top
+    return float(top - second) < NEAR_TIE
+
+
 def pick_token(logits: Any, temperature: float, rng: Any) -> int:
     """Index of the chosen entry of `logits` ([n] candidates): the best when greedy, else a draw
     from their softmax at `temperature`."""
@@ -482,4 +495,4 @@ def pick_token(logits: Any, temperature: float, rng: Any) -> int:
     return int(rng.choice(len(probs), p=probs / probs.sum()))
 
 
-__all__ = ["PREFILL_CHUNK", "LlamaCppBackend", "pick_token"]
+__all__ = ["PREFILL_CHUNK", "LlamaCppBackend", "near_tie", "pick_token"]

@@ -7,7 +7,16 @@ the current token and the guess in one batch, with logits for exactly those posi
 keeps the guessed tokens as long as each is the one greedy decoding would have chosen: the
 output is the same as plain greedy decoding, produced several tokens per model call where the
 guess holds. (Batched and single-token evaluation add floating-point sums in other orders; where
-the two best logits are closer than NEAR_TIE, the choice may differ — counted, and reported.)
+the two best logits are closer than NEAR_TIE, the choice may differ — such a row is decided
+again alone by the backend, counted, and reported.)
+
+How long a draft is follows from two measurements (benchmarks/bench_lookup.py):
+- what a model call costs on a 2-core CPU, by the tokens in it (each with its logits), in
+  one-token calls: 2 → 1.34, 3 → 1.56, **4 → 1.70**, 5 → 2.36, 6 → 2.59, **8 → 2.76**, 12 → 3.67
+  (llama.cpp multiplies four rows at a time); so a draft fills a batch of 4 or of 8;
+- how much of a draft holds, by the length of the match it was found by: after a match of 8
+  tokens or more the next 7 tokens held ~5 on average (~90 % held the first); after 2–7 tokens,
+  1.4–4 of 7; after a single token, 0.5 — not worth a batch.
 
 Only greedy decoding is sped up: with sampling every step is a plain one.
 """
@@ -16,61 +25,52 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# The n-gram sizes matched, longest first: a one-token match proposes noise.
-GRAMS = (3, 2)
-# Logit gap under which the best two tokens count as a near-tie: batched evaluation moved this
-# model's logits by up to ~0.3 against one token at a time (llama.cpp on the CPU, batches of four
-# or more; smaller batches mostly agree to the bit), so choices closer than this may flip.
+# Match lengths looked for, in tokens: a match of LONG_MATCH or more is a long copy.
+MIN_MATCH = 2
+LONG_MATCH = 8
+# Tokens drafted after a short match (a batch of 4) and after a long one (a batch of 8).
+SHORT_DRAFT = 3
+LONG_DRAFT = 7
+# Logit gap under which the best two tokens count as a near-tie: batched evaluation moves this
+# model's logits by up to ~0.37 against one token at a time (llama.cpp on the CPU, any batch of
+# two or more), so choices closer than this may flip.
 NEAR_TIE = 0.5
-# Plain steps after a draft missed at its first token, before drafting again.
-COOLDOWN = 4
 
 
 class PromptLookup:
-    """The token history, indexed so that the latest earlier occurrence of its last n tokens is
-    found in O(1); `draft()` proposes what followed that occurrence."""
+    """The token history, indexed so that the latest earlier occurrence of each of its last
+    MIN_MATCH..LONG_MATCH tokens is found in O(1); `draft()` proposes what followed the longest."""
 
     def __init__(self, tokens: Sequence[int], max_draft: int) -> None:
         self.tokens = list(tokens)
         self.max_draft = max_draft
-        self.limit = max_draft  # shrinks after misses, grows after hits (`feedback`)
-        self.cooldown = 0  # plain steps left before drafting again
         self._follows: dict[tuple[int, ...], int] = {}
-        for i in range(len(self.tokens)):
-            self._index(i)
+        # _index for every token, n by n in bulk (a prompt of 1,000 tokens: ~1.1 ms, not ~2.4):
+        # the n-gram starting at j, followed by j + n; later occurrences overwrite earlier ones.
+        t = self.tokens
+        for n in range(MIN_MATCH, min(LONG_MATCH, len(t) - 1) + 1):
+            grams = zip(*(t[k : len(t) - n + k] for k in range(n)), strict=True)
+            self._follows.update(zip(grams, range(n, len(t)), strict=True))
 
     def _index(self, i: int) -> None:
         """tokens[i] is known: record it as what follows each n-gram that ends before it."""
-        for n in GRAMS:
-            if i >= n:
-                self._follows[tuple(self.tokens[i - n : i])] = i
+        for n in range(MIN_MATCH, min(LONG_MATCH, i) + 1):
+            self._follows[tuple(self.tokens[i - n : i])] = i
 
     def append(self, token: int) -> None:
         self.tokens.append(token)
         self._index(len(self.tokens) - 1)
 
     def draft(self, most: int | None = None) -> list[int]:
-        """Up to `limit` (and `most`) tokens that followed the latest earlier occurrence of the
-        history's last n-gram; [] when there is none."""
-        if self.cooldown > 0:
-            self.cooldown -= 1
-            return []
-        room = min(self.limit, self.max_draft if most is None else most)
-        if room <= 0:
-            return []
-        for n in GRAMS:
+        """What followed the latest earlier occurrence of the longest of the history's last
+        LONG_MATCH..MIN_MATCH tokens found: LONG_DRAFT tokens after a long match, SHORT_DRAFT
+        after a shorter one (at most `max_draft` and `most`); [] when none is found."""
+        room = min(self.max_draft, self.max_draft if most is None else most)
+        for n in range(LONG_MATCH, MIN_MATCH - 1, -1):
             if len(self.tokens) > n and (at := self._follows.get(tuple(self.tokens[-n:]))) is not None:
-                return self.tokens[at : at + room]
+                wanted = LONG_DRAFT if n == LONG_MATCH else SHORT_DRAFT
+                return self.tokens[at : at + min(wanted, room)] if room > 0 else []
         return []
 
-    def feedback(self, proposed: int, accepted: int) -> None:
-        """After a miss at the first token (a batch that bought nothing) draft nothing for a few
-        steps, then one token; after a full hit draft twice as many: text that copies nothing
-        then decodes at nearly plain speed."""
-        if proposed and accepted == 0:
-            self.limit, self.cooldown = 1, COOLDOWN
-        elif proposed and accepted == proposed:
-            self.limit = min(self.max_draft, self.limit * 2)
 
-
-__all__ = ["COOLDOWN", "GRAMS", "NEAR_TIE", "PromptLookup"]
+__all__ = ["LONG_DRAFT", "LONG_MATCH", "MIN_MATCH", "NEAR_TIE", "SHORT_DRAFT", "PromptLookup"]

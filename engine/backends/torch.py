@@ -286,6 +286,7 @@ class TorchBackend(Backend):
         healed_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         greedy = request.temperature <= 0 and request.repeat_penalty == 1.0
         lookup = PromptLookup(tokens, request.draft_tokens) if request.draft_tokens and greedy else None
+        batched = False  # a draft was verified: the cache holds cells of a batched evaluation
         while True:
             if healing.active:
                 logits = allow_only(logits, torch.tensor(healing.allowed(), device=logits.device))
@@ -317,18 +318,24 @@ class TorchBackend(Backend):
                 logits = self.decode_one(token)
                 continue
             # Greedy with prompt lookup: the token and a draft after it in one batch; drafted
-            # tokens are kept while each is the argmax after the one before.
+            # tokens are kept while each is the argmax after the one before. Batched sums differ
+            # in the last bits, in the cells they leave too: near-ties from then on are counted.
             lookup.append(token)
             draft = lookup.draft(self.net.max_len - len(self.cached) - 2)
-            start = len(self.cached)
-            rows = self.decode_batch([token, *draft])  # [1 + k, vocab]
+            start, batch = len(self.cached), [token, *draft]
+            rows = self.decode_batch(batch)  # [1 + k, vocab]
             stats.draft_tokens += len(draft)
+            batched = batched or bool(draft)
             accepted = 0
-            for i, guess in enumerate(draft):
-                top = torch.topk(rows[i], 2)
-                stats.near_ties += int(float(top.values[0] - top.values[1]) < NEAR_TIE)
-                if int(top.indices[0]) != guess:
+            for i in range(len(batch)):
+                logits = rows[i]
+                if not batched:  # nothing drafted yet: a plain step, sampled below
                     break
+                top = torch.topk(logits, 2)
+                stats.near_ties += int(float(top.values[0] - top.values[1]) < NEAR_TIE)
+                if i == len(draft) or int(top.indices[0]) != draft[i]:
+                    break
+                guess = draft[i]
                 accepted += 1
                 stats.draft_accepted += 1
                 lookup.append(guess)
@@ -343,8 +350,6 @@ class TorchBackend(Backend):
             self.cached = self.cached[: start + 1 + accepted]  # the rest of the draft is forgotten
             if reason:
                 break
-            lookup.feedback(len(draft), accepted)
-            logits = rows[accepted]
         text = sink.finish()
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         stats.stop_reason = reason
