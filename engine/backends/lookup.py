@@ -66,10 +66,11 @@ class PromptLookup:
         LONG_MATCH..MIN_MATCH tokens found: LONG_DRAFT tokens after a long match, SHORT_DRAFT
         after a shorter one (at most `max_draft` and `most`); [] when none is found."""
         room = min(self.max_draft, self.max_draft if most is None else most)
+        if room <= 0:
+            return []
         for n in range(LONG_MATCH, MIN_MATCH - 1, -1):
             if len(self.tokens) > n and (at := self._follows.get(tuple(self.tokens[-n:]))) is not None:
-                wanted = LONG_DRAFT if n == LONG_MATCH else SHORT_DRAFT
-                return self.tokens[at : at + min(wanted, room)] if room > 0 else []
+                return self.tokens[at : at + min(LONG_DRAFT if n == LONG_MATCH else SHORT_DRAFT, room)]
         return []
 
 
