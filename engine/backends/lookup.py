@@ -7,8 +7,9 @@ the current token and the guess in one batch, with logits for exactly those posi
 keeps the guessed tokens as long as each is the one greedy decoding would have chosen: the
 output is the same as plain greedy decoding, produced several tokens per model call where the
 guess holds. (Batched and single-token evaluation add floating-point sums in other orders; where
-the two best logits are closer than NEAR_TIE, the choice may differ — such a row is decided
-again alone by the backend, counted, and reported.)
+the two best logits are closer than NEAR_TIE, the choice may differ, in a batch's rows and in the
+steps after it, whose cache holds the batch's cells — the backend counts such choices from the
+first batch on, and reports them.)
 
 How long a draft is follows from two measurements (benchmarks/bench_lookup.py):
 - what a model call costs on a 2-core CPU, by the tokens in it (each with its logits), in
