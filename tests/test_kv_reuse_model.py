@@ -52,12 +52,14 @@ def warmed(model_path: Path) -> CompletionService:
 
 
 def test_a_new_place_takes_its_window_from_the_warmed_document(warmed: CompletionService, model_path: Path):
+    moved_before = warmed.cache_summary()["moved"]
     result = warmed.complete(at_place(ROW))
     timings = result.timings
     # The window above the cursor came from the warmed document, moved into place; only what
     # follows it (the suffix and the typed text) was evaluated.
     assert timings["prompt_tokens_reused"] >= 0.85 * timings["prompt_tokens"], timings
     assert timings["prompt_tokens_moved"] > 500, timings
+    assert warmed.cache_summary()["moved"] == moved_before + timings["prompt_tokens_moved"]
     assert timings["prompt_tokens_evaluated"] == timings["prompt_tokens"] - timings["prompt_tokens_reused"]
     # Moved cells were computed after other text than now precedes them (the approximation
     # llama-server's cache reuse makes too), so the answer may differ from a cold one's; it must

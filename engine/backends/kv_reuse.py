@@ -163,6 +163,7 @@ class StateCache:
         self._states: OrderedDict[tuple[int, ...], SavedState] = OrderedDict()
         self.restores = 0
         self.evictions = 0
+        self.moved = 0  # tokens whose cells were moved to another position, by requests and warm-ups
         self._summary: dict[str, object] = {}
         self._summarize()
 
@@ -199,6 +200,11 @@ class StateCache:
                 best = (state, plan)
         return best
 
+    def count_moved(self, tokens: int) -> None:
+        if tokens:
+            self.moved += tokens
+            self._summarize()
+
     def touch(self, state: SavedState) -> None:
         if state.tokens in self._states:
             self._states.move_to_end(state.tokens)
@@ -206,7 +212,7 @@ class StateCache:
 
     def _summarize(self) -> None:
         self._summary = {"states": len(self._states), "bytes": self.nbytes, "maxBytes": self.max_bytes,
-                         "restores": self.restores, "evictions": self.evictions,
+                         "restores": self.restores, "evictions": self.evictions, "moved": self.moved,
                          "tokens": [len(s.tokens) for s in self._states.values()],
                          "labels": [s.label for s in self._states.values()]}
 

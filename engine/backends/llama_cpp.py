@@ -230,7 +230,9 @@ class LlamaCppBackend(Backend):
             plan = Plan(())
         # When most of a long sequence (a warmed document) is dropped, the kept cells sit high up.
         self._scattered = len(source) - plan.reused >= COMPACT_WHEN_DROPPED
-        return plan.reused, self._apply(plan, tokens)
+        moved = self._apply(plan, tokens)
+        self.states.count_moved(moved)  # a warm-up preempted after its move still did the work
+        return plan.reused, moved
 
     def _plans(self, live: list[int], tokens: list[int]) -> tuple[Plan, SavedState | None, Plan]:
         """How the live sequence would serve `tokens`, and the saved state that would serve most."""
