@@ -12,6 +12,10 @@ that many seconds for the server's warm-up of the document first (0: start at on
 after opening a file). --llama-server runs the same places afterwards against llama-server with
 llama.vim's requests (benchmarks/peer_llama_server.py).
 
+`--busy N` keeps N other processes busy (a loop each) for the whole run, as a build or a test run
+does on a user's laptop; the thread counts llama.cpp ran the model's requests with are reported
+(`threads`: engine/backends/cpu_load.py).
+
 Opens a real source file the project did not write (the standard library's textwrap.py by
 default), removes a function's body after its docstring, and types the body back character by
 character at --cps characters a second, pausing --pause seconds after each Enter as people do.
@@ -29,11 +33,14 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,9 +279,35 @@ async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
         "prompt_tokens_reused_median": statistics.median([r["prompt_tokens_reused"] or 0 for r in results]),
         "outcomes": {o: sum(r["outcome"] == o for r in results) for o in {r["outcome"] for r in results}},
         "kv": status["cache"].get("kv"),
+        "threads": thread_counts(status["requests"]),
         "memory": status.get("memory"),
         "each": [{k: (round(v) if isinstance(v, float) else v) for k, v in r.items() if k != "id"} for r in results],
     }
+
+
+@contextlib.contextmanager
+def busy(n: int) -> Iterator[None]:
+    """`n` processes spinning a core each (each spinning before this yields), killed after."""
+    loop = "print(flush=True)\nwhile True: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", loop], stdout=subprocess.PIPE) for _ in range(n)]
+    try:
+        for proc in procs:
+            proc.stdout.readline()  # type: ignore[union-attr]
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def thread_counts(history: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of the model's requests ran with each llama.cpp thread count."""
+    counts: dict[str, int] = {}
+    for h in history:
+        threads = h.get("timings", {}).get("threads")
+        if threads:
+            counts[str(threads)] = counts.get(str(threads), 0) + 1
+    return counts
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,6 +369,7 @@ def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str
             "model_calls": len(model_calls),
         },
         "rest_of_line_exact_match": f"{len(exact)}/{len(shown)}",
+        "threads": thread_counts(history),
         "model_answers": [{"reason": h.get("reason"), "server_ms": h.get("ms"), **{k: h["timings"].get(k) for k in (
                                "window", "prompt_tokens_evaluated", "generated_tokens", "first_token_ms",
                                "decode_ms", "total_ms", "draft_accepted")}}
@@ -402,7 +436,14 @@ def main() -> None:
                         help="a server option, e.g. --set warm=false --set kvCacheMb=0")
     parser.add_argument("--llama-server", metavar="PATH",
                         help="places: also run llama-server (this binary) with llama.vim's requests, after fimble")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N other processes busy (a loop each) for the whole run")
     args = parser.parse_args()
+    with busy(args.busy):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.scenario == "places":
         args.file = args.file if args.file.name != "textwrap.py" else args.file.with_name("calendar.py")
         text = args.file.read_text()

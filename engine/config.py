@@ -48,7 +48,8 @@ class Settings:
     multiline: str = _opt("auto", "auto decides from the syntax at the cursor", choices=MULTILINE_MODES)
     time_budget_ms: int = _opt(1500, "stop decoding after this long and keep what is there (the prompt's "
                                "evaluation is not counted); 0: no limit", lo=0, hi=600_000)
-    n_threads: int = _opt(0, "CPU threads for llama.cpp; 0 means all cores", lo=0, hi=1024)
+    n_threads: int = _opt(0, "CPU threads for llama.cpp; 0 means all cores, fewer while other processes keep "
+                             "cores busy", lo=0, hi=1024)
     n_ctx: int = _opt(8192, "context window in tokens (prompt plus output): llama.cpp's, and the torch KV cache; "
                       "llama.cpp also warms up to this much of an open document", lo=256, hi=131072)
     kv_cache_mb: int = _opt(256, "memory for saved prompt states (the KV cells of warmed documents and of places "

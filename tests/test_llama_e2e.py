@@ -8,9 +8,12 @@ import threading
 import time
 
 import pytest
+from test_cpu_load import busy_processes
 
 from engine.backends import GenerationRequest
+from engine.backends.cpu_load import usable_cores
 from engine.cache import LRUCache
+from engine.config import Settings
 from engine.errors import BackendError, ModelError
 from engine.models import resolve_model
 from engine.service import CompletionRequest, CompletionService
@@ -100,6 +103,28 @@ def test_second_request_reuses_the_shared_prefix(real_service):
     b = backend.generate(GenerationRequest.from_settings(second, settings, max_tokens=2, time_budget_s=None))
     assert a.stats.prompt_tokens > 1000
     assert b.stats.prompt_tokens_evaluated < 20 < a.stats.prompt_tokens_evaluated
+
+
+def test_a_busy_machine_gets_one_thread_and_the_same_answer(real_service, model_path):
+    """With nThreads 0, processes keeping every core busy leave llama.cpp one thread (two would
+    wait on each other at every step); the answer is the one all cores give, bit for bit."""
+    cores = usable_cores()
+    if cores < 2:
+        pytest.skip("one core: no thread to give up")
+    cut = FUNCTION.index("return ") + 7
+    prompt = real_service.info.fim.build(FUNCTION[:cut], FUNCTION[cut:])
+    # The exact common prefix only (no moved cells): each answer is what a cold cache gives.
+    request = GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=24, time_budget_s=None,
+                                              reuse=False)
+    with busy_processes(cores):
+        busy = real_service.load().generate(request)
+    fixed = CompletionService(Settings(model=str(model_path), time_budget_ms=0, n_threads=cores))
+    try:
+        idle = fixed.load().generate(request)
+    finally:
+        fixed.close()
+    assert (busy.stats.threads, idle.stats.threads) == (1, cores)
+    assert busy.text and busy.text == idle.text, (busy.text, idle.text)
 
 
 PRIMES = ('def primes_below(n):\n'

@@ -105,6 +105,7 @@ class GenerationStats:
     draft_tokens: int = 0  # tokens proposed by prompt lookup (engine/backends/lookup.py)
     draft_accepted: int = 0  # of those, kept: the tokens greedy decoding chose
     near_ties: int = 0  # choices after a batched evaluation whose best two logits were within lookup.NEAR_TIE
+    threads: int = 0  # CPU threads llama.cpp ran this with (cpu_load.py); 0: not llama.cpp's
     stop_reason: str = ""
 
     def as_dict(self) -> dict[str, object]:

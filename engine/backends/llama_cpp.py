@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import os
 import time
 from typing import Any
 
@@ -37,6 +36,7 @@ from .base import (
     prompt_ids,
     room_after,
 )
+from .cpu_load import runnable_elsewhere, threads_for, usable_cores
 from .kv_reuse import Plan, Run, SavedState, StateCache, plan_reuse
 from .lookup import NEAR_TIE, PromptLookup
 
@@ -78,6 +78,7 @@ class LlamaCppBackend(Backend):
         self._moved = False
         self._scattered = False
         self._rate: float | None = None
+        self._threads = 0  # what llama.cpp runs with now (cpu_load.py)
 
     @property
     def prefill_rate(self) -> float | None:
@@ -92,7 +93,8 @@ class LlamaCppBackend(Backend):
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - a broken install
             raise BackendError(f"llama-cpp-python is not installed ({exc}): pip install llama-cpp-python") from exc
-        threads = self.settings.n_threads or os.cpu_count() or 1
+        threads = self.settings.n_threads or usable_cores()
+        self._threads = threads
         try:
             self.llm = Llama(
                 model_path=str(self.model.path),
@@ -265,6 +267,7 @@ class LlamaCppBackend(Backend):
         """Evaluate what the KV cache lacks of `tokens` (base.prefill_chunks); the stop reason or ''."""
         llm = self.llm
         started = time.perf_counter()
+        stats.threads = self._fit_threads()
         stats.prompt_tokens_reused, stats.prompt_tokens_moved = self._reuse(tokens, request.reuse)
         stats.reuse_ms = (time.perf_counter() - started) * 1000
 
@@ -280,6 +283,17 @@ class LlamaCppBackend(Backend):
                 self._compact()
 
         return prefill_chunks(tokens, llm.n_tokens, PREFILL_CHUNK, request.cancel, evaluate)
+
+    def _fit_threads(self) -> int:
+        """Give llama.cpp the cores other processes leave free for this request (cpu_load.py)."""
+        import llama_cpp
+
+        configured = int(self.settings.n_threads)
+        threads = threads_for(configured, usable_cores(), None if configured else runnable_elsewhere())
+        if threads != self._threads:
+            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, threads, threads)
+            self._threads = threads
+        return threads
 
     def new_tokens(self, prompt: Prompt) -> int:
         """The tokens of `prompt` that neither the live sequence nor a saved state would serve
