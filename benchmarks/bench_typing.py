@@ -13,8 +13,8 @@ after opening a file). --llama-server runs the same places afterwards against ll
 llama.vim's requests (benchmarks/peer_llama_server.py).
 
 `--busy N` keeps N other processes busy (a loop each) for the whole run, as a build or a test run
-does on a user's laptop; the thread counts llama.cpp ran the model's requests with are reported
-(`threads`: engine/backends/cpu_load.py).
+does on a user's laptop (`--busy-nice 19`: as a niced indexer does); the thread counts llama.cpp
+ran the model's requests with are reported (`threads`: engine/backends/cpu_load.py).
 
 Opens a real source file the project did not write (the standard library's textwrap.py by
 default), removes a function's body after its docstring, and types the body back character by
@@ -286,9 +286,9 @@ async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def busy(n: int) -> Iterator[None]:
-    """`n` processes spinning a core each (each spinning before this yields), killed after."""
-    loop = "print(flush=True)\nwhile True: pass"
+def busy(n: int, nice: int = 0) -> Iterator[None]:
+    """`n` processes spinning a core each at `nice` (each spinning before this yields), killed after."""
+    loop = f"import os; os.nice({nice}); print(flush=True)\nwhile True: pass"
     procs = [subprocess.Popen([sys.executable, "-c", loop], stdout=subprocess.PIPE) for _ in range(n)]
     try:
         for proc in procs:
@@ -438,8 +438,9 @@ def main() -> None:
                         help="places: also run llama-server (this binary) with llama.vim's requests, after fimble")
     parser.add_argument("--busy", type=int, default=0, metavar="N",
                         help="keep N other processes busy (a loop each) for the whole run")
+    parser.add_argument("--busy-nice", type=int, default=0, metavar="K", help="their nice (a build: 0; an indexer: 19)")
     args = parser.parse_args()
-    with busy(args.busy):
+    with busy(args.busy, args.busy_nice):
         run(args)
 
 

@@ -36,7 +36,7 @@ from .base import (
     prompt_ids,
     room_after,
 )
-from .cpu_load import runnable_elsewhere, threads_for, usable_cores
+from .cpu_load import LoadGauge, threads_for, usable_cores
 from .kv_reuse import Plan, Run, SavedState, StateCache, plan_reuse
 from .lookup import NEAR_TIE, PromptLookup
 
@@ -79,6 +79,7 @@ class LlamaCppBackend(Backend):
         self._scattered = False
         self._rate: float | None = None
         self._threads = 0  # what llama.cpp runs with now (cpu_load.py)
+        self._load = LoadGauge()
 
     @property
     def prefill_rate(self) -> float | None:
@@ -289,7 +290,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         configured = int(self.settings.n_threads)
-        threads = threads_for(configured, usable_cores(), None if configured else runnable_elsewhere())
+        threads = threads_for(configured, usable_cores(), None if configured else self._load.elsewhere())
         if threads != self._threads:
             llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, threads, threads)
             self._threads = threads
