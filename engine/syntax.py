@@ -241,11 +241,21 @@ class SyntaxTree:
         if self._checkpoints is None:
             return
         shift = (inserted - (end - start), new_end_byte - old_end_byte, rows_inserted - rows_removed)
-        points = [p for p in self._checkpoints if p[0] <= start]
-        points += [(p[0] + shift[0], p[1] + shift[1], p[2] + shift[2]) for p in self._checkpoints if p[0] >= end]
-        if points[-1][0] != start:
-            points.append((start, start_byte, row))
-        self._checkpoints = sorted(points)
+        # One point an offset: a point at `start` of an insertion is before it and stays; one at
+        # `end` of a deletion moves to `start`. (Kept and moved both, a point at an insertion's
+        # place doubled at each keystroke there: 2**n points after n corrections of a letter.)
+        points = {p[0]: p for p in self._checkpoints if p[0] <= start}
+        points[start] = (start, start_byte, row)
+        points.update((p[0] + shift[0], (p[0] + shift[0], p[1] + shift[1], p[2] + shift[2]))
+                      for p in self._checkpoints if p[0] >= end and p[0] > start)
+        ordered = sorted(points.values())
+        if len(ordered) > self.MAX_CHECKPOINTS:  # each edit adds one: thin them out, keep the top and this edit's
+            spacing, thinned = self.CHECKPOINT_EVERY // 4, [ordered[0]]
+            for point in ordered[1:]:
+                if point[0] - thinned[-1][0] >= spacing or point[0] == start:
+                    thinned.append(point)
+            ordered = thinned
+        self._checkpoints = ordered
 
     def snapshot(self) -> SyntaxTree:
         """A frozen copy for another thread: edits to this one will not reach it. It parses on use."""
