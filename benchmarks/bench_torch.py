@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from engine.backends.torch import TorchBackend, convert_gguf
+    from engine.backends.torch import TorchBackend
     from engine.config import Settings
     from engine.models import resolve_model
 
@@ -96,7 +96,6 @@ def main() -> None:
     source = Path(__file__).read_text() * 20
     for name in args.model or ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]:
         ref = resolve_model(name)
-        folder = convert_gguf(ref.path) if ref.is_gguf else ref.path
         backend = TorchBackend(ref, Settings(backend="torch", n_ctx=args.prompt_tokens + args.new_tokens + 64,
                                                   torch_compile=args.compile))
         started = time.perf_counter()
@@ -105,7 +104,12 @@ def main() -> None:
         prompt_ids = backend.vocab.encode(source)[: args.prompt_tokens]  # type: ignore[union-attr]
         bench_ours(backend, prompt_ids[:32], 8)  # warm up (and compile)
         prefill, decode = bench_ours(backend, prompt_ids, args.new_tokens)
+        folder = backend.folder  # the Hugging Face folder transformers' generate() reads
         backend.close()
+        if folder is None:
+            print(f"{name}: load {load_s:.1f} s | fimble prefill {prefill:,.0f} tok/s, decode {decode:,.1f} tok/s | "
+                  "no kept folder for transformers' generate() (no room on disk)")
+            continue
         dynamic = bench_generate(folder, prompt_ids, args.new_tokens, None)
         static = bench_generate(folder, prompt_ids, args.new_tokens, "static")
         print(f"{name}: load {load_s:.1f} s | fimble prefill {prefill:,.0f} tok/s, decode {decode:,.1f} tok/s | "

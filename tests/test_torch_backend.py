@@ -110,6 +110,72 @@ def test_cache_reuse_and_one_token_steps_give_the_same_logits(tiny_qwen):
     torch.testing.assert_close(torch.stack(steps), reference[20:], atol=1e-4, rtol=1e-4)
 
 
+class TinyTokenizer:
+    def save_pretrained(self, folder):
+        (Path(folder) / "tokenizer.json").write_text("{}")
+
+
+def tiny_weights(folder: Path):
+    from engine.backends.torch import HFWeights
+
+    model = transformers.Qwen2ForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model.config.architectures = [type(model).__name__]
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    return model, HFWeights(model.config.to_dict(), state, TinyTokenizer(), {7}, None)
+
+
+def test_weights_are_kept_as_a_folder_that_reads_back_the_same(tiny_qwen, tmp_path):
+    from engine.backends.torch import keep_weights
+    from engine.backends.torch_model import read_weights
+
+    model, weights = tiny_weights(tiny_qwen)
+    target = tmp_path / "torch" / "tiny"
+    model.generation_config.eos_token_id = [7, 9]
+    assert keep_weights(weights, model, target) is None
+    config, state = read_weights(target)
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and set(state) == set(weights.state)
+    assert all(torch.equal(state[k], v) for k, v in weights.state.items())
+    assert json.loads((target / "generation_config.json").read_text())["eos_token_id"] == [7, 9]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tiny"]
+
+
+def test_weights_that_would_fill_the_disk_are_not_written(tiny_qwen, tmp_path, monkeypatch):
+    """The kept weights must leave KEEP_HEADROOM free; short of it nothing is written and the
+    reason says how much they take and how much is free."""
+    import shutil
+
+    from engine.backends import torch as backend
+
+    model, weights = tiny_weights(tiny_qwen)
+    need = sum(t.numel() * t.element_size() for t in weights.state.values())
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(backend.shutil, "disk_usage",
+                        lambda path: usage._replace(free=need + backend.KEEP_HEADROOM - 1))
+    target = tmp_path / "torch" / "tiny"
+    why = backend.keep_weights(weights, model, target)
+    assert why and "GB free" in why and "1 GiB is left free" in why
+    assert list(target.parent.iterdir()) == []
+
+
+def test_a_full_disk_while_writing_leaves_nothing_and_says_so(tiny_qwen, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from engine.backends.torch import keep_weights
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"x" * 1000)  # part of the file was written, then the disk filled
+        # What CI saw: safetensors' own error type, not an OSError.
+        raise safetensors.SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    model, weights = tiny_weights(tiny_qwen)
+    target = tmp_path / "torch" / "tiny"
+    why = keep_weights(weights, model, target)
+    assert why and "No space left on device" in why
+    assert list(target.parent.iterdir()) == []  # neither the target nor the half-written temp folder
+
+
 def test_unsupported_architecture_is_refused_by_name(tiny_qwen, tmp_path):
     config = json.loads((tiny_qwen / "config.json").read_text())
     config["architectures"] = ["MambaForCausalLM"]
@@ -206,12 +272,71 @@ def test_token_healing_masks_like_llama_cpp(torch_backend, real_service):
     assert a.text.split("\n")[0] == b.text.split("\n")[0]
 
 
-@pytest.mark.model
-def test_the_dequantized_weights_are_kept_for_the_next_load(torch_backend, model_path):
-    from engine.backends.torch import converted_folder
+def kept_folder(backend) -> Path:
+    if backend.folder is None:
+        pytest.skip("this disk had no room to keep the dequantized weights (the load's warning says how much)")
+    return backend.folder
 
-    folder = converted_folder(model_path)
+
+@pytest.mark.model
+def test_the_dequantized_weights_are_kept_for_the_next_load(torch_backend, model_path, monkeypatch):
+    """The next load reads the kept folder (transformers' GGUF reader is not called again) and
+    gives the same logits."""
+    from engine.backends.torch import TorchBackend, converted_folder
+    from engine.config import Settings
+    from engine.models import ModelRef
+
+    folder = kept_folder(torch_backend)
+    assert folder == converted_folder(model_path)
     assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
+
+    def no_dequantizing(*args, **kwargs):
+        raise AssertionError("dequantized again")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_dequantizing)
+    again = TorchBackend(ModelRef(model_path, "gguf", "qwen"), Settings(backend="torch", n_ctx=256))
+    again.load()
+    try:
+        assert again.folder == folder
+        tokens = torch_backend.prompt_tokens(fim(*PROMPTS[0]))
+        assert again.prompt_tokens(fim(*PROMPTS[0])) == tokens
+        request = GenerationRequest(prompt=fim(*PROMPTS[0]), max_tokens=1)
+        torch_backend.cached = []
+        a, _, _ = torch_backend.prefill(tokens, request)
+        b, _, _ = again.prefill(tokens, request)
+        assert a is not None and b is not None and torch.equal(a, b)
+    finally:
+        again.close()
+
+
+@pytest.mark.model
+def test_without_room_to_keep_them_the_weights_are_used_from_memory(torch_backend, model_path, tmp_path,
+                                                                    monkeypatch, caplog):
+    """CI once ran out of disk writing the 2 GB of float32 weights: that is a warning, not a failed
+    load, and the answer is the same as with kept weights."""
+    from engine.backends import torch as backend_module
+    from engine.backends.torch import TorchBackend
+    from engine.config import Settings
+    from engine.models import ModelRef
+
+    monkeypatch.setenv("FIMBLE_HOME", str(tmp_path))  # no kept folder here
+    monkeypatch.setattr(backend_module, "KEEP_HEADROOM", 1 << 60)  # and never room for one
+    backend = TorchBackend(ModelRef(model_path, "gguf", "qwen"), Settings(backend="torch", n_ctx=256))
+    with caplog.at_level("WARNING"):
+        backend.load()
+    try:
+        assert backend.folder is None
+        assert any("were not kept" in r.getMessage() and "GB free" in r.getMessage() for r in caplog.records)
+        assert not (tmp_path / "torch").exists() or list((tmp_path / "torch").iterdir()) == []
+        request = dict(max_tokens=12, temperature=0.0, time_budget_s=None)
+        prefix, suffix = PROMPTS[0]
+        got = backend.generate(GenerationRequest(prompt=fim(prefix, suffix), **request))
+        want = torch_backend.generate(GenerationRequest(prompt=fim(prefix, suffix), **request))
+        assert got.text.strip() and got.stats.generated_tokens > 0
+        assert backend.vocab is not None and backend.vocab.eos_ids  # from the GGUF's config, in memory
+        assert got.text == want.text
+    finally:
+        backend.close()
 
 
 @pytest.mark.model
@@ -222,7 +347,8 @@ def test_a_model_folder_completes_through_the_service_like_llama_cpp(torch_backe
     from engine.models import ModelInfo
     from engine.service import CompletionRequest, CompletionService
 
-    folder = converted_folder(model_path)
+    folder = kept_folder(torch_backend)
+    assert folder == converted_folder(model_path)
     info = ModelInfo.from_hf_folder(folder)
     assert info.fim is not None and info.fim.name == "qwen2.5-coder"
     assert info.chat_template and "<|im_start|>" in info.chat_template

@@ -2,8 +2,10 @@
 
 It runs a Hugging Face model folder, or a GGUF file dequantized once through transformers' GGUF
 reader and kept as safetensors under `$FIMBLE_HOME/torch/` (the first load takes about a minute on
-two cores, later ones seconds). Generation follows gpt-fast: `prefill` and `decode_one` are small
-functions over a model with a preallocated KV cache; sampling is pure functions (sampling.py).
+two cores, later ones seconds) where the disk has room to keep them; where it has not, they are
+used from memory and dequantized again at the next load. Generation follows gpt-fast: `prefill`
+and `decode_one` are small functions over a model with a preallocated KV cache; sampling is pure
+functions (sampling.py).
 
 Like the llama.cpp backend, it keeps the KV cache of the last prompt and evaluates only what a
 new prompt does not share with it, in chunks so that cancel and the time budget are seen during
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +47,13 @@ from .base import (
 )
 from .lookup import NEAR_TIE, PromptLookup
 from .sampling import allow_only, sample
-from .torch_model import Transformer, cache_bytes, load_transformer
+from .torch_model import Transformer, build_transformer, cache_bytes, read_weights
 
 PREFILL_CHUNK = 64
+# Room the kept weights must leave free: a cache never fills the user's disk (nor CI's).
+KEEP_HEADROOM = 1 << 30
 _convert_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def converted_folder(gguf: Path) -> Path:
@@ -57,59 +64,105 @@ def converted_folder(gguf: Path) -> Path:
     return fimble_home() / "torch" / f"{gguf.stem}-{st.st_size}-{int(st.st_mtime)}"
 
 
-def convert_gguf(gguf: Path) -> Path:
-    """Dequantize `gguf` into a Hugging Face folder once; atomic, so a killed run leaves nothing."""
+@dataclass
+class HFWeights:
+    """A model under transformers' names: config.json's dict, the tensors, the tokenizer, and the
+    folder they were read from or kept in (None when a dequantized GGUF could not be kept)."""
+
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    tokenizer: Any
+    eos_ids: set[int]
+    folder: Path | None
+
+
+def read_folder(folder: Path) -> HFWeights:
+    """A Hugging Face model folder: config.json, *.safetensors and the tokenizer's files."""
+    from transformers import AutoTokenizer
+
+    config, state = read_weights(folder)
+    eos = _ids(config.get("eos_token_id"))
+    if (generation := folder / "generation_config.json").is_file():
+        eos |= _ids(json.loads(generation.read_text()).get("eos_token_id"))
+    return HFWeights(config, state, AutoTokenizer.from_pretrained(str(folder)), eos, folder)
+
+
+def _ids(value: Any) -> set[int]:
+    """An `eos_token_id` as config files write it: one id, a list of them, or null."""
+    return set(value if isinstance(value, list) else [value] if isinstance(value, int) else [])
+
+
+def dequantize_gguf(gguf: Path) -> HFWeights:
+    """`gguf` dequantized to float32 by transformers' GGUF reader, in memory, then kept as a Hugging
+    Face folder (atomic, so a killed run leaves nothing) when the disk has room for it; when it has
+    not, the weights are used from memory and the next load dequantizes again (a warning says so)."""
     target = converted_folder(gguf)
     with _convert_lock:
         if (target / "config.json").is_file():
-            return target
+            return read_folder(target)
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
             raise BackendError(f"the torch backend needs transformers: pip install 'fimble[torch]' ({exc})") from exc
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
         try:
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-            _save_weights(model, tmp)
-            AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
-            del model
-            os.replace(tmp, target)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise BackendError(f"transformers could not dequantize {gguf}: {exc}") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        # transformers refuses `save_pretrained` for a model it read from GGUF, although the weights
+        # it holds are plain dequantized tensors: they are taken and written here.
+        model.config.architectures = [type(model).__name__]
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        if model.config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)  # shares memory with the embeddings
+        eos = _ids(model.config.eos_token_id) | _ids(getattr(model.generation_config, "eos_token_id", None))
+        weights = HFWeights(model.config.to_dict(), state, tokenizer, eos, None)
+        why = keep_weights(weights, model, target)
+        del model
+        if why:
+            log.warning("fimble: the dequantized weights of %s were not kept (%s); they are used from memory "
+                        "and the next load dequantizes again", gguf.name, why)
+        else:
+            weights.folder = target
+        return weights
 
 
-def _save_weights(model: Any, folder: Path) -> None:
-    """config.json and model.safetensors. transformers refuses `save_pretrained` for a model it read
-    from GGUF, although the weights it holds are plain dequantized tensors: write them ourselves."""
+def keep_weights(weights: HFWeights, model: Any, target: Path) -> str | None:
+    """Write `weights` as a Hugging Face folder at `target` → None, or why they were not written."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)  # shares memory with the embeddings
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    model.config.architectures = [type(model).__name__]
-    model.config.to_json_file(str(folder / "config.json"))
+    need = sum(t.numel() * t.element_size() for t in weights.state.values())
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(target.parent).free
+    except OSError as exc:
+        return f"{target.parent}: {exc.strerror or exc}"
+    if free < need + KEEP_HEADROOM:
+        return (f"they take {need / 1e9:.1f} GB and {target.parent} has {free / 1e9:.1f} GB free; "
+                f"{KEEP_HEADROOM >> 30} GiB is left free beside them")
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        save_file(weights.state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.to_json_file(str(tmp / "config.json"))
+        model.generation_config.to_json_file(str(tmp / "generation_config.json"))
+        weights.tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except (OSError, SafetensorError) as exc:  # a full disk is SafetensorError ("os error 28")
+        return f"writing {target}: {getattr(exc, 'strerror', None) or exc}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return None
 
 
 class HFVocab:
-    """The model folder's tokenizer: ids for prompt parts, text for streamed ids."""
+    """The model's Hugging Face tokenizer: ids for prompt parts, text for streamed ids."""
 
-    def __init__(self, folder: Path) -> None:
-        from transformers import AutoTokenizer
-
-        self.tok: Any = AutoTokenizer.from_pretrained(str(folder))
-        eos: set[int] = set()
-        for source in (folder / "generation_config.json", folder / "config.json"):
-            if source.is_file():
-                value = json.loads(source.read_text()).get("eos_token_id")
-                eos |= set(value if isinstance(value, list) else [value] if isinstance(value, int) else [])
+    def __init__(self, weights: HFWeights) -> None:
+        self.tok: Any = weights.tokenizer
+        self.eos_ids = set(weights.eos_ids)
         if self.tok.eos_token_id is not None:
-            eos.add(self.tok.eos_token_id)
-        self.eos_ids = eos
+            self.eos_ids.add(self.tok.eos_token_id)
         self.bos_id: int | None = self.tok.bos_token_id
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
@@ -173,6 +226,7 @@ class TorchBackend(Backend):
         super().__init__(model, settings)
         self.net: Transformer | None = None
         self.vocab: HFVocab | None = None
+        self.folder: Path | None = None  # the Hugging Face folder the weights came from or were kept in
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.cached: list[int] = []  # the tokens whose keys/values the cache holds, in order
@@ -193,12 +247,14 @@ class TorchBackend(Backend):
             return
         if self.model is None:
             raise BackendError("the torch backend needs a model: a Hugging Face folder or a GGUF file")
-        folder = convert_gguf(self.model.path) if self.model.is_gguf else self.model.path
+        path = self.model.path
         try:
-            self.vocab = HFVocab(folder)
-            net = load_transformer(folder, self.dtype, self.device)
+            weights = dequantize_gguf(path) if self.model.is_gguf else read_folder(path)
+            net = build_transformer(weights.config, weights.state, self.dtype, self.device, str(weights.folder or path))
         except (OSError, ValueError, KeyError) as exc:
-            raise BackendError(f"the torch backend could not load {folder}: {exc}") from exc
+            raise BackendError(f"the torch backend could not load {path}: {exc}") from exc
+        self.vocab = HFVocab(weights)
+        self.folder = weights.folder
         net.setup_cache(self.settings.n_ctx)
         self._decode = net
         if self.device.type == "cuda" and self.settings.torch_compile:
@@ -370,4 +426,4 @@ class TorchBackend(Backend):
             torch.cuda.empty_cache()
 
 
-__all__ = ["TorchBackend", "convert_gguf", "converted_folder"]
+__all__ = ["HFWeights", "TorchBackend", "converted_folder", "dequantize_gguf", "keep_weights", "read_folder"]

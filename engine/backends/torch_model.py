@@ -188,32 +188,46 @@ class Transformer(nn.Module):
         return self.lm_head(self.norm(x)).float()
 
 
-def load_transformer(folder: Path, dtype: torch.dtype, device: torch.device) -> Transformer:
-    """Build the model from `folder`/config.json and its safetensors weights."""
+def read_weights(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """`folder`/config.json and its safetensors weights, under transformers' names."""
     from safetensors.torch import load_file
 
     config = json.loads((folder / "config.json").read_text())
-    args = ModelArgs.from_config(config)
-    with torch.device("meta"):
-        model = Transformer(args)
-    state: dict[str, torch.Tensor] = {}
+    ModelArgs.from_config(config)  # an architecture it cannot run is refused before gigabytes are read
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise ValueError(f"{folder} holds no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(str(file)))
+    return config, state
+
+
+def build_transformer(config: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype,
+                      device: torch.device, name: str) -> Transformer:
+    """The model of `config` with the weights of `state` (transformers' names; `name` says where
+    they came from in errors). Tensors already of `dtype` are used as they are, not copied."""
+    args = ModelArgs.from_config(config)
+    with torch.device("meta"):
+        model = Transformer(args)
     state = {k.removeprefix("model."): v for k, v in state.items()}
     if "lm_head.weight" not in state:
         if not args.tie_embeddings:
-            raise ValueError(f"{folder}: lm_head.weight is missing and embeddings are not tied")
+            raise ValueError(f"{name}: lm_head.weight is missing and embeddings are not tied")
         state["lm_head.weight"] = state["embed_tokens.weight"]
     missing = set(model.state_dict()) - set(state)
     if missing:
-        raise ValueError(f"{folder}: weights missing: {', '.join(sorted(missing)[:5])}")
+        raise ValueError(f"{name}: weights missing: {', '.join(sorted(missing)[:5])}")
     model.load_state_dict({k: v.to(dtype) for k, v in state.items() if k in model.state_dict()}, assign=True,
                           strict=True)
     model.cos = model.sin = torch.empty(0)
     return model.to(device).eval()
+
+
+def load_transformer(folder: Path, dtype: torch.dtype, device: torch.device) -> Transformer:
+    """Build the model from `folder`/config.json and its safetensors weights."""
+    config, state = read_weights(folder)
+    return build_transformer(config, state, dtype, device, str(folder))
 
 
 def cache_bytes(args: ModelArgs, max_len: int, dtype: torch.dtype) -> int:
@@ -221,4 +235,4 @@ def cache_bytes(args: ModelArgs, max_len: int, dtype: torch.dtype) -> int:
     return 2 * args.n_layers * args.n_kv_heads * max_len * args.head_dim * element
 
 
-__all__ = ["ModelArgs", "Transformer", "cache_bytes", "load_transformer"]
+__all__ = ["ModelArgs", "Transformer", "build_transformer", "cache_bytes", "load_transformer", "read_weights"]
