@@ -295,6 +295,7 @@ class CompletionService:
             stop=["\n"] if line_stop else [],
             **({} if request.raw else _judges(heal, site)),
             heal=heal.text if heal.masked else "",
+            open_line=bool(heal.text) and not heal.masked and not _rest_of_line(request.text, offset).strip(),
             answer_after_s=settings.first_answer_ms / 1000 if early else None,
         )
         result = backend.generate(gen_request)
@@ -421,6 +422,11 @@ class CompletionService:
                                                   cancel=cancel or threading.Event())
         result = backend.generate(request, on_text)
         return GenerationResult(explain.clean(result.text), result.stats)
+
+
+def _rest_of_line(text: str, offset: int) -> str:
+    end = text.find("\n", offset)
+    return text[offset:] if end < 0 else text[offset:end]
 
 
 def _judges(heal: Heal, site: Site, before: str = "") -> dict[str, Callable[[str], bool]]:

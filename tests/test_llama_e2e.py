@@ -165,6 +165,23 @@ def test_llama_cpp_amx_kernels_are_left_out_where_they_would_run(real_service):
     assert result.text.strip(), result
 
 
+def test_an_open_line_is_written_on_rather_than_left_blank(real_service, monkeypatch):
+    """After a finished function the model would leave the line blank ("\n", then the end); asked
+    to write on the line (open_line) with any lead allowed, it writes the best token that does,
+    and says so (line_kept_open). Without open_line the answer is as before."""
+    from engine.backends import base
+
+    backend, prompt = real_service.load(), real_service.info.fim.build("def f():\n    return 1\n", "\n\nprint(f())\n")
+    plain = backend.generate(GenerationRequest(prompt=prompt, max_tokens=12, draft_tokens=7))
+    assert plain.text.strip() == "" and plain.stats.line_kept_open == 0  # the premise: a blank first token
+    monkeypatch.setattr(base, "OPEN_LINE_LEAD", 1e9)
+    kept = backend.generate(GenerationRequest(prompt=prompt, max_tokens=12, draft_tokens=7, open_line=True))
+    assert kept.stats.line_kept_open == 1 and kept.text.strip() and kept.text[0] not in "\r\n"
+    monkeypatch.setattr(base, "OPEN_LINE_LEAD", 0.0)  # no lead allowed: the blank token stays
+    again = backend.generate(GenerationRequest(prompt=prompt, max_tokens=12, draft_tokens=7, open_line=True))
+    assert again.stats.line_kept_open == 0 and again.text == plain.text
+
+
 def test_the_extra_buffers_choice_lasts_only_for_the_load():
     import llama_cpp.llama_cpp as lib
 

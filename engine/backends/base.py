@@ -24,7 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..reasons import StopReason
 
@@ -58,6 +58,10 @@ class GenerationRequest:
     # Prompt-lookup speculative decoding (engine/backends/lookup.py): at most this many drafted
     # tokens verified per step; 0 is off. Greedy decoding only.
     draft_tokens: int = 0
+    # The cursor sits on a line of indentation alone, cut from the prompt (anchor.split_for_healing):
+    # the answer is for this line. Greedy decoding passes over a first token that would leave it
+    # blank (a newline, the end) when one that writes on it is within OPEN_LINE_LEAD logits.
+    open_line: bool = False
     # Called with the text so far each time a line is finished; True ends generation there
     # (reason "stop"). The engine uses it to stop once a completion has left its block.
     stop_when: Callable[[str], bool] | None = None
@@ -106,10 +110,33 @@ class GenerationStats:
     draft_accepted: int = 0  # of those, kept: the tokens greedy decoding chose
     near_ties: int = 0  # choices after a batched evaluation whose best two logits were within lookup.NEAR_TIE
     threads: int = 0  # CPU threads llama.cpp ran this with (cpu_load.py); 0: not llama.cpp's
+    line_kept_open: int = 0  # 1: the first token would have left the cursor's line blank (open_line)
     stop_reason: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
+
+
+# How far behind the best a token that writes on the line may be, in logits, and still be chosen
+# over a first token that leaves it blank (open_line). After Enter the two are often within a few
+# tenths (hypotenuse in tests/test_healing.py: "\n" 16.46, "   " 16.09), and which wins moves
+# with llama.cpp's kernels; a model sure the line stays blank leads by more.
+OPEN_LINE_LEAD = 1.0
+
+
+def open_line_choice(row: Any, blank: Any, lead: float | None = None) -> int | None:
+    """The token to write first instead of the best of `row` ([vocab] logits) when the best is
+    `blank` ([vocab] bool: it begins with a newline or ends the answer) and the best of the
+    others is within `lead` of it; None to keep the best."""
+    import numpy as np
+
+    lead = OPEN_LINE_LEAD if lead is None else lead
+    best = int(np.argmax(row))
+    if not blank[best]:
+        return None
+    others = np.where(blank, -np.inf, row)
+    alternative = int(np.argmax(others))
+    return alternative if not blank[alternative] and row[best] - row[alternative] < lead else None
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .base import (
     TextCallback,
     TextSink,
     common_prefix,
+    open_line_choice,
     prefill_chunks,
     prompt_ids,
     room_after,
@@ -117,6 +118,7 @@ class LlamaCppBackend(Backend):
         self._rate: float | None = None
         self._threads = 0  # what llama.cpp runs with now (cpu_load.py)
         self._load = LoadGauge()
+        self._blank: Any = None  # [vocab] bool: tokens that begin with a newline or end the answer
 
     @property
     def prefill_rate(self) -> float | None:
@@ -404,9 +406,19 @@ class LlamaCppBackend(Backend):
             return sink.add(decoder.decode(llm.detokenize([token]))) or sink.after_token(
                 stats.generated_tokens, most, deadline)
 
-        if request.draft_tokens and request.temperature <= 0 and request.repeat_penalty == 1.0:
+        reason = ""
+        greedy = request.temperature <= 0 and request.repeat_penalty == 1.0
+        if request.open_line and greedy and not healing.healed_tokens:
+            first = self._open_line_token(stop_ids)
+            if first is not None and len(tokens) < llm.n_ctx() - 1:
+                stats.line_kept_open = 1
+                reason = emit(first)
+                tokens = [*tokens, first]
+                llm.eval([first])
+                self._moved = False
+        if not reason and request.draft_tokens and greedy:
             reason = self._decode_with_lookup(tokens, request.draft_tokens, emit, stats)
-        else:
+        elif not reason:
             reason = self._decode_plain(tokens, request, emit)
         text = sink.finish(decoder.decode(b"", final=True))
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
@@ -492,6 +504,25 @@ class LlamaCppBackend(Backend):
             tok = self.tokenizer
             self._healer = TokenHealer(tok.token_bytes(), tok.is_text_token, tok.pieces)
         return self._healer
+
+    def _open_line_token(self, stop_ids: set[int]) -> int | None:
+        """The first token to write instead of one that leaves the cursor's line blank (open_line)."""
+        import llama_cpp
+        import numpy as np
+
+        llm = self.llm
+        if self._blank is None:
+            if self.tokenizer is None:
+                return None
+            table = self.tokenizer.token_bytes()
+            eog = llama_cpp.llama_vocab_is_eog
+            vocab = llm._model.vocab
+            self._blank = np.array([data[:1] in (b"\n", b"\r") or bool(eog(vocab, i))
+                                    for i, data in enumerate(table)], dtype=bool)
+        blank = self._blank.copy()
+        blank[[i for i in stop_ids if i < len(blank)]] = True
+        row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+        return open_line_choice(row[: len(blank)], blank)
 
     def _heal(self, tokens: list[int], healing: HealingState, request: GenerationRequest) -> tuple[list[int], bytes]:
         """Pick tokens under the healing mask until the healed text is reproduced.
