@@ -107,6 +107,11 @@ class TokenHealer:
     def token(self, token_id: int) -> bytes:
         return self._bytes[token_id]
 
+    @property
+    def table(self) -> Sequence[bytes]:
+        """The vocabulary as bytes, by id."""
+        return self._bytes
+
 
 def _successor(prefix: bytes) -> bytes:
     """The least byte string above every string that begins with `prefix` (b"" when none is)."""

@@ -363,6 +363,25 @@ def test_a_model_folder_completes_through_the_service_like_llama_cpp(torch_backe
 
 
 @pytest.mark.model
+def test_an_open_line_is_written_on_like_llama_cpp(torch_backend, real_service, monkeypatch):
+    """tests/test_llama_e2e.py's open-line test on the torch backend: the same premise (a blank first
+    token) and the same rule. (With any lead allowed, the token chosen lies far below the best, where
+    the two backends' kernels need not agree on the order: their texts are not compared.)"""
+    from engine.backends import base
+
+    prompt = real_service.info.fim.build("def f():\n    return 1\n", "\n\nprint(f())\n")
+    plain = torch_backend.generate(GenerationRequest(prompt=prompt, max_tokens=12))
+    assert plain.text.strip() == "" and plain.stats.line_kept_open == 0
+    monkeypatch.setattr(base, "OPEN_LINE_LEAD", 1e9)
+    request = dict(prompt=prompt, max_tokens=12, open_line=True, time_budget_s=None)
+    kept = torch_backend.generate(GenerationRequest(**request))
+    assert kept.stats.line_kept_open == 1 and kept.text.strip() and kept.text[0] not in "\r\n"
+    monkeypatch.setattr(base, "OPEN_LINE_LEAD", 0.0)  # no lead allowed: the blank token stays
+    again = torch_backend.generate(GenerationRequest(**request))
+    assert again.stats.line_kept_open == 0 and again.text == plain.text
+
+
+@pytest.mark.model
 def test_the_text_stream_decodes_a_few_ids_at_a_time(torch_backend):
     """Streamed text equals one whole decode, multi-byte characters split over tokens included,
     while each step decodes only the last few ids (it used to decode all of them every token)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -122,6 +122,17 @@ class GenerationStats:
 # tenths (hypotenuse in tests/test_healing.py: "\n" 16.46, "   " 16.09), and which wins moves
 # with llama.cpp's kernels; a model sure the line stays blank leads by more.
 OPEN_LINE_LEAD = 1.0
+
+
+def blank_tokens(table: Sequence[bytes], ends: Iterable[int], size: int) -> Any:
+    """[size] bool: the tokens that would leave a line blank if written first — those whose bytes
+    begin with a newline (`table`, the vocabulary as bytes) and those that end the answer (`ends`)."""
+    import numpy as np
+
+    blank = np.zeros(size, dtype=bool)
+    blank[: len(table)] = [data[:1] in (b"\n", b"\r") for data in table[:size]]
+    blank[[i for i in ends if 0 <= i < size]] = True
+    return blank
 
 
 def open_line_choice(row: Any, blank: Any, lead: float | None = None) -> int | None:

@@ -34,6 +34,7 @@ from .base import (
     GenerationStats,
     TextCallback,
     TextSink,
+    blank_tokens,
     common_prefix,
     open_line_choice,
     prefill_chunks,
@@ -511,18 +512,17 @@ class LlamaCppBackend(Backend):
         import numpy as np
 
         llm = self.llm
+        n_vocab = llm.n_vocab()
         if self._blank is None:
             if self.tokenizer is None:
                 return None
-            table = self.tokenizer.token_bytes()
-            eog = llama_cpp.llama_vocab_is_eog
             vocab = llm._model.vocab
-            self._blank = np.array([data[:1] in (b"\n", b"\r") or bool(eog(vocab, i))
-                                    for i, data in enumerate(table)], dtype=bool)
+            ends = [i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+            self._blank = blank_tokens(self.tokenizer.token_bytes(), ends, n_vocab)
         blank = self._blank.copy()
-        blank[[i for i in stop_ids if i < len(blank)]] = True
-        row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
-        return open_line_choice(row[: len(blank)], blank)
+        blank[[i for i in stop_ids if i < n_vocab]] = True
+        row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        return open_line_choice(row, blank)
 
     def _heal(self, tokens: list[int], healing: HealingState, request: GenerationRequest) -> tuple[list[int], bytes]:
         """Pick tokens under the healing mask until the healed text is reproduced.

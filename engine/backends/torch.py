@@ -40,7 +40,9 @@ from .base import (
     GenerationStats,
     TextCallback,
     TextSink,
+    blank_tokens,
     common_prefix,
+    open_line_choice,
     prefill_chunks,
     prompt_ids,
     room_after,
@@ -233,6 +235,7 @@ class TorchBackend(Backend):
         self._decode: Any = None
         self._healer: TokenHealer | None = None
         self._healer_built = False
+        self._blank: Any = None  # [vocab] bool: tokens that begin with a newline (open_line)
 
     @property
     def healer(self) -> TokenHealer | None:
@@ -314,6 +317,17 @@ class TorchBackend(Backend):
         self.cached += tokens
         return logits
 
+    def _open_line_token(self, logits: torch.Tensor, stop_ids: set[int]) -> int | None:
+        """The first token to write instead of one that leaves the cursor's line blank (open_line)."""
+        if self.healer is None:
+            return None
+        size = logits.shape[-1]
+        if self._blank is None:
+            self._blank = blank_tokens(self.healer.table, (), size)
+        blank = self._blank.copy()
+        blank[[i for i in stop_ids if i < size]] = True
+        return open_line_choice(logits.float().cpu().numpy(), blank)
+
     # -- generation ----------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
@@ -348,6 +362,10 @@ class TorchBackend(Backend):
                 logits = allow_only(logits, torch.tensor(healing.allowed(), device=logits.device))
             token = sample(logits, history, temperature=request.temperature, k=request.top_k, p=request.top_p,
                            min_prob=request.min_p, penalty=request.repeat_penalty, generator=generator)
+            if stats.first_token_ms is None and request.open_line and greedy and not request.heal:
+                first = self._open_line_token(logits, stop_ids)
+                if first is not None:
+                    token, stats.line_kept_open = first, 1
             if stats.first_token_ms is None:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
             if token in stop_ids:
