@@ -36,7 +36,8 @@ class CursorInfo:
     indent: str  # indentation of the line the completion continues
 
 
-def _line_at(text: str, offset: int) -> tuple[str, str]:
+def line_at(text: str, offset: int) -> tuple[str, str]:
+    """The cursor's line, split at `offset`: (before it, after it)."""
     start = text.rfind("\n", 0, offset) + 1
     end = text.find("\n", offset)
     return text[start:offset], text[offset : len(text) if end < 0 else end]
@@ -76,7 +77,7 @@ def _enclosing(tree: SyntaxTree, offset: int, types: frozenset[str], *, inclusiv
 
 
 def analyze_cursor(tree: SyntaxTree, offset: int, mode: str = "auto") -> CursorInfo:
-    before, after = _line_at(tree.text, offset)
+    before, after = line_at(tree.text, offset)
     indent = before[: len(before) - len(before.lstrip())]
     if mode == "always":
         return CursorInfo(MULTI, "option", indent)

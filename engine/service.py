@@ -27,7 +27,7 @@ from .backends import Backend, GenerationRequest, GenerationResult, get_backend_
 from .backends.base import GenerationStats
 from .cache import LRUCache, TypeThrough
 from .config import Settings
-from .context import LINE, CursorInfo, OpenDocument, analyze_cursor
+from .context import LINE, CursorInfo, OpenDocument, analyze_cursor, line_at
 from .errors import EngineError
 from .models import ModelInfo, ModelRef, Progress, resolve_model
 from .postprocess import RULES, Site, left_block, postprocess, unfinished
@@ -295,7 +295,7 @@ class CompletionService:
             stop=["\n"] if line_stop else [],
             **({} if request.raw else _judges(heal, site)),
             heal=heal.text if heal.masked else "",
-            open_line=bool(heal.text) and not heal.masked and not _rest_of_line(request.text, offset).strip(),
+            open_line=bool(heal.text) and not heal.masked and not line_at(request.text, offset)[1].strip(),
             answer_after_s=settings.first_answer_ms / 1000 if early else None,
         )
         result = backend.generate(gen_request)
@@ -422,11 +422,6 @@ class CompletionService:
                                                   cancel=cancel or threading.Event())
         result = backend.generate(request, on_text)
         return GenerationResult(explain.clean(result.text), result.stats)
-
-
-def _rest_of_line(text: str, offset: int) -> str:
-    end = text.find("\n", offset)
-    return text[offset:] if end < 0 else text[offset:end]
 
 
 def _judges(heal: Heal, site: Site, before: str = "") -> dict[str, Callable[[str], bool]]:

@@ -409,7 +409,7 @@ class LlamaCppBackend(Backend):
 
         reason = ""
         greedy = request.temperature <= 0 and request.repeat_penalty == 1.0
-        if request.open_line and greedy and not healing.healed_tokens:
+        if request.open_line and greedy and not request.heal:
             first = self._open_line_token(stop_ids)
             if first is not None and len(tokens) < llm.n_ctx() - 1:
                 stats.line_kept_open = 1
