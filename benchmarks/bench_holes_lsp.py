@@ -1,26 +1,42 @@
 """Infilling holes through the language server, as an editor user meets them; scored by their tests.
 
-    python benchmarks/bench_holes_lsp.py --out runs/holes [--data FILE] [--cursor after-indent]
-        [--model qwen2.5-coder-1.5b] [--limit N] [--set KEY=VALUE]…
+    python benchmarks/bench_holes_lsp.py --out runs/holes [--holes block|lines|span|docstring|body]
+        [--data FILE] [--cursor after-indent] [--open-wait S] [--ceiling] [--model NAME]
+        [--limit N] [--set KEY=VALUE]…
+    python benchmarks/bench_holes_lsp.py --out runs/holes --compare [--holes …]   # all three below
 
 For each hole `fimble serve` (stdio, a real LSP client) is sent what an editor sends: the file is
-opened without the hole's lines (a file just opened), then one incremental change types what the
-user typed on a fresh line — for `after-indent` the Enter and the editor's auto-indent, for
-`mid-line` also the first characters of the hole — and an automatic inline-completion request
-follows at the cursor. The first item's edit is applied to the document, and the task's tests run
-on the result in the sandbox. The server runs with its defaults (`timeBudgetMs` and all) unless
-`--set` says otherwise.
+opened without the hole's lines (a file just opened; `--open-wait S`: open S seconds before the
+edit, the server's warm-up had that long), then one incremental change types what the user typed
+on a fresh line — for `after-indent` the Enter and the editor's auto-indent, for `mid-line` also
+the first characters of the hole — and an automatic inline-completion request follows at the
+cursor. What it shows is the *first* suggestion. Then the client does what VS Code and the Neovim
+plugin do: when the server announces `fimble/completionReady` for the document (within
+--follow-s seconds; the server's status says whether a follow-up is coming at all) it asks again
+at the cursor, and what that shows is the *final* suggestion. Both are applied to the document
+and the task's tests run on each in the sandbox. The server runs with its defaults unless
+`--set` says otherwise; `--ceiling` turns the interactive features off (firstAnswerMs 0,
+newPlaceMs 0, timeBudgetMs 0: the pipeline given time). `--compare` runs the defaults just
+opened, the defaults with the file open --open-wait seconds (5 if not given), and the ceiling,
+on the same holes, and reports delivered / ceiling (final pass@1 over the ceiling's).
 
-`--data` takes any file of the infilling format; without it the holes are multi-line holes cut
-from HumanEval's canonical solutions (`eval.holes.multiline_holes`: a block body of 2–6 lines
-where the solution has one, else a span of 2–6 lines; seeded per task).
-Writes samples.jsonl, results.jsonl, summary.json and report.md under --out.
+Hole sets (`--holes`; `--data` takes any file of the infilling format instead):
+- block: a block body of 2–6 lines of a HumanEval solution where it has one, else a span (eval.holes.multiline_holes);
+- lines: any run of 1–16 whole lines of a solution (eval.holes.line_run_holes), harder;
+- span: from a character inside a line to one up to 3 lines below (eval.holes.span_holes): the
+  file is broken at the cursor until the answer mends it (use with `--cursor line-start`, the
+  cursor is where the span starts);
+- docstring: an empty body under a new function's docstring, code below (benchmarks/docstring_tasks.py);
+- body: HumanEval's prompt with the cursor at its empty body (eval.holes.body_holes).
+Writes holes.jsonl, samples.jsonl, results*.jsonl, summary.json and report.md under --out (one
+folder per configuration with --compare, and compare.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -41,7 +57,7 @@ from engine.text import offset_at, position_at
 from eval import report
 from eval.data import load_problems, write_jsonl
 from eval.harness import execute
-from eval.holes import CURSOR_MODES, multiline_holes, place_cursor
+from eval.holes import CURSOR_MODES, body_holes, line_run_holes, multiline_holes, place_cursor, span_holes
 
 _TIMINGS = ("prompt_tokens", "prompt_tokens_evaluated", "generated_tokens", "first_token_ms", "decode_ms",
             "stop_reason", "healed")
@@ -64,12 +80,35 @@ def _apply(text: str, item: types.InlineCompletionItem | None, cursor: int) -> t
     return text[:start] + insert + text[end:], text[start:cursor] + insert if start < cursor else insert
 
 
-async def fill(args: argparse.Namespace, problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _items(answer: Any) -> list[types.InlineCompletionItem]:
+    return list(answer.items if isinstance(answer, types.InlineCompletionList) else (answer or []))
+
+
+async def _status(client: LanguageClient, uri: str | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"history": 50}
+    if uri:
+        params["uri"] = uri
+    return plain(await client.protocol.send_request_async("fimble/status", params))
+
+
+def _entry(status: dict[str, Any], token: str) -> dict[str, Any]:
+    return next((r for r in reversed(status.get("requests", [])) if r.get("token") == token), {})
+
+
+async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options: dict[str, Any],
+               open_wait: float) -> list[dict[str, Any]]:
     client = LanguageClient("bench-holes", "1")
+    ready: dict[str, asyncio.Event] = {}
+
+    @client.feature("fimble/completionReady")
+    def completion_ready(params: Any) -> None:  # as VS Code and the Neovim plugin do: ask again
+        uri = getattr(params, "uri", None) or (params.get("uri") if isinstance(params, dict) else None)
+        if uri in ready:
+            ready[uri].set()
+
     await client.start_io(sys.executable, "-m", "lsp_server")
-    options: dict[str, Any] = parse_set_arguments(args.options)
     if args.model:
-        options["model"] = args.model
+        options = {**options, "model": args.model}
     await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(),
                                                          initialization_options=options))
     client.initialized(types.InitializedParams())
@@ -77,80 +116,165 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]]) -> list
     for number, problem in enumerate(problems):
         hole = place_cursor(problem, args.cursor, args.seed)
         # The file as opened: the hole's lines are not there yet (the line before ends at `cut`).
-        cut = len(problem["prompt"]) - 1 if problem["prompt"].endswith("\n") else len(problem["prompt"])
-        opened = problem["prompt"][:cut] + hole.after
-        typed = "\n" + hole.before[len(problem["prompt"]):]
+        if hole.before.startswith(problem["prompt"]) and problem["prompt"].endswith("\n"):
+            cut = len(problem["prompt"]) - 1
+            typed = "\n" + hole.before[len(problem["prompt"]):]
+        else:  # a span inside a line: the file is opened as the user left it
+            cut, typed = len(hole.before), ""
+        opened = hole.before[:cut] + hole.after
         uri = Path(f"/tmp/fimble-holes/{problem['task_id'].replace('/', '_')}.py").as_uri()
+        ready[uri] = asyncio.Event()
         client.text_document_did_open(types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=opened)))
-        at = _position(opened, cut)
-        client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=1),
-            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(at, at), text=typed)]))
+        if open_wait:
+            await asyncio.sleep(open_wait)
+        if typed:
+            at = _position(opened, cut)
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=1),
+                content_changes=[types.TextDocumentContentChangePartial(range=types.Range(at, at), text=typed)]))
         document = opened[:cut] + typed + opened[cut:]
         assert document == hole.document
         cursor = len(hole.before)
-        sent = time.perf_counter()
-        answer = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        params = types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri), position=_position(document, cursor),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
-        latency_ms = (time.perf_counter() - sent) * 1000
-        items = answer.items if isinstance(answer, types.InlineCompletionList) else (answer or [])
-        program, inserted = _apply(document, items[0] if items else None, cursor)
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+            work_done_token=f"first-{number}")
+        sent = time.perf_counter()
+        first_items = _items(await client.text_document_inline_completion_async(params))
+        first_ms = (time.perf_counter() - sent) * 1000
+        entry = _entry(await _status(client, uri), f"first-{number}")
+        follow = entry.get("followUp")
+        final_items, final_ms, followed = first_items, first_ms, "none"
+        if follow:
+            try:
+                await asyncio.wait_for(ready[uri].wait(), args.follow_s)
+                params.work_done_token = f"final-{number}"
+                final_items = _items(await client.text_document_inline_completion_async(params))
+                final_ms = (time.perf_counter() - sent) * 1000
+                followed = "ready"
+            except TimeoutError:
+                followed = "no ready"
+            # What the follow-up came to (the server counts each path; the last one is this hole's).
+        status = await _status(client, uri)
+        program, inserted = _apply(document, first_items[0] if first_items else None, cursor)
+        final_program, final_inserted = _apply(document, final_items[0] if final_items else None, cursor)
         client.text_document_did_close(types.DidCloseTextDocumentParams(
             text_document=types.TextDocumentIdentifier(uri=uri)))
+        ready.pop(uri, None)
         rows.append({"task_id": problem["task_id"], "sample": 0, "completion": inserted, "program": program,
-                     "exact": inserted.strip() == hole.expected.strip(), "shown": bool(items),
-                     "latency_ms": round(latency_ms, 1), "cursor": args.cursor})
-        print(f"{number + 1}/{len(problems)} {problem['task_id']}: {len(inserted)} chars in {latency_ms:.0f} ms",
-              file=sys.stderr)
-    status = await client.protocol.send_request_async("fimble/status", {"history": 1000})
+                     "final_completion": final_inserted, "final_program": final_program,
+                     "exact": inserted.strip() == hole.expected.strip(),
+                     "final_exact": final_inserted.strip() == hole.expected.strip(),
+                     "shown": bool(first_items), "final_shown": bool(final_items),
+                     "latency_ms": round(first_ms, 1), "final_ms": round(final_ms, 1), "cursor": args.cursor,
+                     "follow_up": follow, "followed": followed, "follow_ups": status.get("followUps", {}),
+                     "reason": entry.get("outcome"), "stop": entry.get("reason"),
+                     **{k: v for k, v in entry.get("timings", {}).items() if k in _TIMINGS}})
+        print(f"{number + 1}/{len(problems)} {problem['task_id']}: first {len(inserted)} chars in {first_ms:.0f} ms "
+              f"({entry.get('reason')}, {follow or 'no follow-up'}), final {len(final_inserted)} chars "
+              f"({followed}, {final_ms:.0f} ms)", file=sys.stderr)
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
-    by_uri = {}
-    for entry in plain(status).get("requests", []):
-        by_uri[entry.get("uri")] = entry  # the last request for each document
-    for row in rows:
-        entry = by_uri.get(Path(f"/tmp/fimble-holes/{row['task_id'].replace('/', '_')}.py").as_uri(), {})
-        row["reason"] = entry.get("outcome")
-        row.update({k: v for k, v in entry.get("timings", {}).items() if k in _TIMINGS})
     return rows
+
+
+def holes_for(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.data:
+        return load_problems(args.data)
+    if args.holes == "docstring":
+        from docstring_tasks import docstring_holes  # the benchmark data beside this script
+
+        return docstring_holes()
+    problems = load_problems()
+    return {"block": lambda: multiline_holes(problems, seed=args.seed),
+            "lines": lambda: line_run_holes(problems, seed=args.seed),
+            "span": lambda: span_holes(problems, seed=args.seed),
+            "body": lambda: body_holes(problems)}[args.holes]()
+
+
+def run_one(args: argparse.Namespace, problems: list[dict[str, Any]], out: Path, options: dict[str, Any],
+            open_wait: float, label: str) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "holes.jsonl", problems)
+    started = time.perf_counter()
+    samples = asyncio.run(fill(args, problems, options, open_wait))
+    generation_s = time.perf_counter() - started
+    write_jsonl(out / "samples.jsonl", samples)
+    by_id = {p["task_id"]: p for p in problems}
+    (out / "results.jsonl").unlink(missing_ok=True)
+    (out / "results_final.jsonl").unlink(missing_ok=True)
+    results = execute(samples, by_id, out / "results.jsonl", args)
+    final = execute([{**s, "program": s["final_program"]} for s in samples], by_id, out / "results_final.jsonl",
+                    args)
+    first_ms = [s["latency_ms"] for s in samples]
+    final_ms = [s["final_ms"] for s in samples]
+    empties: dict[str, int] = {}
+    for s in samples:
+        if not s["final_shown"]:
+            why = str(s["stop"])  # the first answer's reason: a postprocessing rule, a budget, the model's end
+            empties[why] = empties.get(why, 0) + 1
+    meta = {"configuration": label, "mode": "fim through the language server", "cursor": args.cursor,
+            "holes": args.data or args.holes, "model": args.model or "default", "options": options,
+            "open_wait_s": open_wait, "generation_s": round(generation_s, 1),
+            "shown": sum(s["shown"] for s in samples), "final_shown": sum(s["final_shown"] for s in samples),
+            "latency_ms": {"p50": round(statistics.median(first_ms), 1), "p95": round(percentile(first_ms, 95), 1)},
+            "final_ms": {"p50": round(statistics.median(final_ms), 1), "p95": round(percentile(final_ms, 95), 1)},
+            "first_pass@1": round(sum(r["passed"] for r in results) / len(results), 4),
+            "final_pass@1": round(sum(r["passed"] for r in final) / len(final), 4),
+            "final_exact_match": round(sum(s["final_exact"] for s in samples) / len(samples), 4),
+            "followed": {k: sum(s["followed"] == k for s in samples) for k in ("none", "ready", "no ready")},
+            "follow_ups": samples[-1]["follow_ups"] if samples else {},
+            "final_empty_by": empties}
+    summary = report.summarize(samples, results, meta)
+    report.write(out, summary, samples)
+    print(label, {k: summary.get(k) for k in ("first_pass@1", "final_pass@1", "tasks", "shown", "final_shown",
+                                               "latency_ms", "final_ms", "followed", "final_empty_by")})
+    return summary
+
+
+CEILING = {"firstAnswerMs": 0, "newPlaceMs": 0, "timeBudgetMs": 0}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--data", help="infilling tasks (jsonl); default: multi-line holes cut from HumanEval")
+    parser.add_argument("--holes", choices=("block", "lines", "span", "docstring", "body"), default="block")
+    parser.add_argument("--data", help="infilling tasks (jsonl) instead of --holes")
     parser.add_argument("--cursor", choices=CURSOR_MODES, default="after-indent")
     parser.add_argument("--model", help="a model name or path (the server's `model` option)")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--open-wait", type=float, default=0.0, help="seconds between opening the file and the edit")
+    parser.add_argument("--follow-s", type=float, default=20.0, help="how long to wait for fimble/completionReady")
+    parser.add_argument("--ceiling", action="store_true", help="the interactive features off (the pipeline given time)")
+    parser.add_argument("--compare", action="store_true", help="defaults just opened, defaults open a while, ceiling")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(args.data) if args.data else multiline_holes(load_problems(), seed=args.seed)
+    problems = holes_for(args)
     problems = problems[: args.limit] if args.limit else problems
-    write_jsonl(out / "holes.jsonl", problems)
-    started = time.perf_counter()
-    samples = asyncio.run(fill(args, problems))
-    generation_s = time.perf_counter() - started
-    write_jsonl(out / "samples.jsonl", samples)
-    (out / "results.jsonl").unlink(missing_ok=True)
-    results = execute(samples, {p["task_id"]: p for p in problems}, out / "results.jsonl", args)
-    latencies = [s["latency_ms"] for s in samples]
-    meta = {"mode": "fim through the language server", "cursor": args.cursor, "model": args.model or "default",
-            "data": args.data or "multi-line holes from HumanEval (eval.holes.multiline_holes)",
-            "options": parse_set_arguments(args.options), "generation_s": round(generation_s, 1),
-            "shown": sum(s["shown"] for s in samples),
-            "latency_ms": {"p50": round(statistics.median(latencies), 1),
-                           "p95": round(percentile(latencies, 95), 1)}}
-    summary = report.summarize(samples, results, meta)
-    report.write(out, summary, samples)
-    print({k: summary.get(k) for k in ("pass@1", "passed_tasks", "tasks", "exact_match", "shown", "latency_ms")})
+    options: dict[str, Any] = parse_set_arguments(args.options)
+    if not args.compare:
+        run_one(args, problems, out, {**options, **(CEILING if args.ceiling else {})}, args.open_wait,
+                "ceiling" if args.ceiling else f"defaults, open {args.open_wait:g} s")
+        return 0
+    wait = args.open_wait or 5.0
+    runs = {"just opened": run_one(args, problems, out / "opened", options, 0.0, "defaults, just opened"),
+            f"open {wait:g} s": run_one(args, problems, out / "open-a-while", options, wait,
+                                        f"defaults, open {wait:g} s"),
+            "ceiling": run_one(args, problems, out / "ceiling", {**options, **CEILING}, 0.0, "ceiling")}
+    ceiling = runs["ceiling"]["final_pass@1"]
+    table = {name: {"first_pass@1": r["first_pass@1"], "final_pass@1": r["final_pass@1"],
+                    "delivered/ceiling": round(r["final_pass@1"] / ceiling, 3) if ceiling else None,
+                    "first_ms_p50": r["latency_ms"]["p50"], "final_ms_p50": r["final_ms"]["p50"],
+                    "final_empty": r["tasks"] - r["final_shown"], "final_empty_by": r["final_empty_by"],
+                    "followed": r["followed"]} for name, r in runs.items()}
+    (out / "compare.json").write_text(json.dumps(table, indent=1) + "\n")
+    print(json.dumps(table, indent=1))
     return 0
 
 

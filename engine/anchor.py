@@ -168,13 +168,14 @@ class PromptBuilder:
     def completion(self, settings: Settings, tree: SyntaxTree, offset: int, cursor: CursorInfo,
                    others: Sequence[OpenDocument] = (), path: str = "", *, reuse: bool = False,
                    healer: TokenHealer | None = None, healing: bool = True,
-                   quick: QuickWindow | None = None) -> Built:
+                   quick: QuickWindow | None = None, whole: bool = False) -> Built:
         """The prompt for a cursor. With `reuse`, the anchor of the last request for `path` is
         kept when it still fits; with `healing`, the prompt ends at the last token boundary the
         model would have produced before the cursor, and the generation reproduces the rest;
-        with `quick`, a new anchor is cut short where the whole window would take long."""
+        with `quick`, a new anchor is cut short where the whole window would take long; with
+        `whole`, a short anchor kept for `path` is not reused."""
         anchor = self._anchors.get(path) if reuse else None
-        if anchor is None or not anchor.fits(tree.text, offset, settings):
+        if anchor is None or not anchor.fits(tree.text, offset, settings) or (whole and anchor.short):
             anchor = self._new_anchor(settings, tree, offset, others, path)
             if quick is not None and self.info.fim is not None:
                 cost = quick.new_tokens(self._prompt(anchor, ""))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MULTILINE_MODES = ("auto", "always", "never")
+DOCSTRING_PROMPTS = ("instruct", "fim")
 
 
 def _opt(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, lo: float | None = None,
@@ -66,6 +67,9 @@ class Settings:
                                 "so far are usable, decodes the rest while idle, then sends fimble/completionReady "
                                 "(the editor asks again and gets the whole); 0: only whole answers", lo=0,
                                 hi=600_000)
+    docstring_prompt: str = _opt("instruct", "an empty body under a definition's header and docstring is asked for "
+                                 "with the model's chat template (instruct: the function from its docstring) or "
+                                 "like any other place (fim)", choices=DOCSTRING_PROMPTS)
     warm: bool = _opt(True, "evaluate the prompt of the place just opened or edited while the server is idle, "
                       "so the first request there finds it ready")
     stats: bool = _opt(True, "count suggestions shown and accepted per language, and how much of the accepted text "

@@ -29,6 +29,7 @@ from .cache import LRUCache, TypeThrough
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, analyze_cursor, line_at
 from .errors import EngineError
+from .instruct import FENCE, DocstringMoment, docstring_moment, instruct_prompt
 from .models import ModelInfo, ModelRef, Progress, resolve_model
 from .postprocess import RULES, Site, left_block, postprocess, unfinished
 from .prompt import Prompt, Text, chat_prompt
@@ -40,6 +41,8 @@ from .text import offset_at, position_at
 ASSUMED_PREFILL_RATE = 150.0
 # A short window keeps at least this many tokens: a few lines either side of the cursor.
 MIN_QUICK_TOKENS = 64
+# An answer at the docstring moment is judged against this many lines below the cursor.
+SITE_LINES_BELOW = 60
 
 
 @dataclass
@@ -67,8 +70,12 @@ class CompletionRequest:
     # - a new place the cache does not hold starts from a window cut to what evaluates in
     #   settings.new_place_ms, widened when idle (`widen`);
     # - a long answer is answered early, its first usable lines after settings.first_answer_ms of
-    #   decoding, and the rest is decoded when idle (`finish`).
+    #   decoding, and the rest is decoded when idle (`finish`); so is one the time budget cut.
     interactive: bool = False
+    # Idle work after an interactive answer from a short window (`refine`): the answer the
+    # pipeline gives with time — the whole window (a short anchor is replaced), the whole decode,
+    # no time budget — which the editor is then offered in its place.
+    refine: bool = False
 
 
 @dataclass
@@ -96,7 +103,7 @@ class Unfinished:
     prefix: str  # the document around the cursor, for the type-through cache
     suffix: str
     range: dict[str, dict[str, int]]
-    shown: str  # the answer given early, as the editor has it
+    shown: str  # the answer given early (or cut by the time budget), as the editor has it
 
 
 class CompletionService:
@@ -191,14 +198,15 @@ class CompletionService:
 
     def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo, others: Sequence[OpenDocument] = (),
                      path: str = "", reuse: bool = False, healing: bool = True,
-                     settings: Settings | None = None, quick_start: bool = False) -> Built:
-        """The prompt for a cursor (engine/anchor.py), healed by this backend's healer."""
+                     settings: Settings | None = None, quick_start: bool = False, whole: bool = False) -> Built:
+        """The prompt for a cursor (engine/anchor.py), healed by this backend's healer; with
+        `whole`, a short window kept for the place is replaced by the whole one."""
         settings = settings or self.settings
         backend = self.load()
         healer = backend.healer if healing else None
         quick = self._quick_window(settings, backend) if quick_start and reuse else None
         return self.prompts.completion(settings, tree, offset, cursor, others, path, reuse=reuse,
-                                       healer=healer, healing=healing, quick=quick)
+                                       healer=healer, healing=healing, quick=quick, whole=whole)
 
     @staticmethod
     def _quick_window(settings: Settings, backend: Backend) -> QuickWindow | None:
@@ -276,8 +284,14 @@ class CompletionService:
         backend = self.load()
         cursor = analyze_cursor(tree, offset, settings.multiline)
         cached_ok = request.use_cache and not request.raw
-        built = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=cached_ok,
-                                  healing=not request.raw, settings=settings, quick_start=request.interactive)
+        moment = docstring_moment(tree, offset) if settings.docstring_prompt == "instruct" and not request.raw else None
+        if moment is not None and self.info.chat_template is not None:
+            built, window = self._instruct(moment, tree, offset, cursor), "instruct"
+        else:
+            built = self.build_prompt(tree, offset, cursor, request.others, request.path, reuse=cached_ok,
+                                      healing=not request.raw, settings=settings, quick_start=request.interactive,
+                                      whole=request.refine)
+            window = self._window(request.path)
         site, heal = built.site, built.heal
         prompt_ms = (time.perf_counter() - started) * 1000
         cache_key = f"{cursor.mode}\x00{built.prompt.render()}\x00{heal.text}"
@@ -286,17 +300,18 @@ class CompletionService:
             text, _ = cached
             self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
             return CompletionResult(text, empty_range, Outcome.CACHE if text else Outcome.EMPTY,
-                                    {"prompt_ms": round(prompt_ms, 1), "window": self._window(request.path)})
+                                    {"prompt_ms": round(prompt_ms, 1), "window": window})
         # A line that opens a block (`for x in xs:`) goes on to its body; other lines end at "\n".
         line_stop = cursor.mode == LINE and (request.raw or cursor.why != "end_of_line")
         early = request.interactive and cached_ok and not line_stop and settings.first_answer_ms > 0
         gen_request = GenerationRequest.from_settings(
             built.prompt, settings, cancel=request.cancel, reuse=cached_ok,
-            stop=["\n"] if line_stop else [],
+            stop=["\n"] if line_stop else [FENCE] if window == "instruct" else [],
             **({} if request.raw else _judges(heal, site)),
             heal=heal.text if heal.masked else "",
             open_line=bool(heal.text) and not heal.masked and not line_at(request.text, offset)[1].strip(),
             answer_after_s=settings.first_answer_ms / 1000 if early else None,
+            **({"time_budget_s": None} if request.refine else {}),
         )
         result = backend.generate(gen_request)
         stop = result.stats.stop_reason
@@ -311,7 +326,7 @@ class CompletionService:
             "mode": cursor.mode,
             "mode_why": cursor.why,
             "snippets": len(built.snippets),
-            "window": self._window(request.path),
+            "window": window,
             "healed": heal.text,
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
         }
@@ -319,18 +334,36 @@ class CompletionService:
             return CompletionResult("", empty_range, Outcome.CANCELLED, timings)
         if not text.strip():
             text, reason = "", reason if is_filtered(reason) else Outcome.EMPTY
-        if stop == StopReason.EARLY and text:
-            # (A masked heal is text the prompt stops short of and the backend's text lacks.)
+        if stop in (StopReason.EARLY, StopReason.TIME_BUDGET) and request.interactive and cached_ok \
+                and window != "short":
+            # Its rest is decoded when idle (`finish`). (A short window's answer is not finished:
+            # the whole window's answer takes its place, `refine`.) A masked heal is text the
+            # prompt stops short of and the backend's text lacks.
             self._unfinished[request.path] = Unfinished(
                 _extended(built.prompt, (heal.text if heal.masked else "") + result.text), result.text,
                 result.stats.generated_tokens, site, heal, cursor.mode, cache_key,
                 request.text[:offset], request.text[offset:], empty_range, text)
-        elif cached_ok and stop != StopReason.TIME_BUDGET:
-            # A completion cut by the time budget is a partial answer: worth showing, not keeping.
+        elif cached_ok and stop not in (StopReason.TIME_BUDGET, StopReason.EARLY):
+            # A completion cut short is a partial answer: worth showing, not keeping.
             self.cache.put(cache_key, text, reason)
         if request.use_cache:
             self.type_through.remember(request.path, request.text[:offset], request.text[offset:], text)
         return CompletionResult(text, empty_range, reason, timings)
+
+    def _instruct(self, moment: DocstringMoment, tree: SyntaxTree, offset: int, cursor: CursorInfo) -> Built:
+        """The docstring moment's prompt (engine/instruct.py): the answer is judged like a
+        fill-in-the-middle answer at the cursor, against the definition's top-level statement
+        above and the lines below (SITE_LINES_BELOW)."""
+        text = tree.text
+        before, _ = line_at(text, offset)
+        top = moment.statement_start
+        below = text.find("\n", offset)
+        for _ in range(SITE_LINES_BELOW):
+            if below < 0:
+                break
+            below = text.find("\n", below + 1)
+        site = Site(text[top:offset], text[offset:] if below < 0 else text[offset:below + 1], cursor, tree.spec)
+        return Built(instruct_prompt(moment, self.info), site, [], Heal(before, masked=False))
 
     def _postprocess(self, text: str, stop: str, mode: str, site: Site) -> tuple[str, str]:
         """The answer's last pass (engine/postprocess.py): the text and why it ended. An early
@@ -372,15 +405,23 @@ class CompletionService:
             return None
         del self._unfinished[path]
         text, reason = self._postprocess(heal.inserted(raw + result.text), stop, pending.mode, site)
-        if not text.startswith(pending.shown):
-            # Judged as a whole, the answer changed what the editor shows (or emptied it): the
-            # answer given early stays the place's answer.
+        if not text.strip() and pending.shown:
+            # Judged as a whole, nothing is left: what the editor shows stays the place's answer.
             text, reason = pending.shown, StopReason.EARLY
+        # Otherwise the whole is the place's answer, whether it extends what was shown or, judged
+        # as a whole, differs from it (the server offers it in the place of the early one).
         self.cache.put(pending.cache_key, text, reason)
         self.type_through.remember(path, pending.prefix, pending.suffix, text)
         return CompletionResult(text, pending.range, reason, {
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
             "generated_tokens": pending.generated + result.stats.generated_tokens})
+
+    def refine(self, request: CompletionRequest) -> CompletionResult:
+        """The answer at `request`'s place from the whole window and the whole decode, with no
+        time budget: what the CLI and the eval harness would give. Idle work after an answer from
+        a short window; the place's caches (and its anchor) hold it afterwards, so the editor's
+        next request there is answered with it. Cancelled: a CANCELLED result, run again later."""
+        return self.complete(replace(request, interactive=False, refine=True))
 
     def _window(self, path: str) -> str:
         """Whether the prompt just built for `path` had a short window (a new place) or the whole."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.backends import GenerationRequest
+from engine.instruct import INSTRUCTION as CHAT_INSTRUCTION
 from engine.prompt import chat_prompt, prefix_only_prompt
 from engine.service import CompletionRequest, CompletionService
 from engine.text import position_at
@@ -22,7 +23,6 @@ from .holes import place_cursor
 
 MODES = ("complete", "chat", "fim")
 COMPLETE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert", '\n"""', "\n```")
-CHAT_INSTRUCTION = "Complete the following Python function. Reply with the whole function in one ```python block."
 _FENCE = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|$)", re.S)
 
 

@@ -123,3 +123,69 @@ def _block_bodies(lines: list[str], min_lines: int, max_lines: int) -> list[tupl
         if min_lines <= end - start <= max_lines:
             spans.append((start, end))
     return spans
+
+
+def line_run_holes(problems: list[dict[str, Any]], seed: int = 0, min_lines: int = 1,
+                   max_lines: int = 16) -> list[dict[str, Any]]:
+    """One hole per problem: any run of `min_lines`..`max_lines` whole lines of its solution (the
+    first and last not blank), not only a block's body — harder than `multiline_holes`: the run
+    often starts or ends inside a block, and the code after it depends on what it defined."""
+    holes = []
+    for problem in problems:
+        lines = split_lines(problem["canonical_solution"])
+        if lines and lines[-1] == "":
+            lines.pop()
+        rng = random.Random(f"lines:{seed}:{problem['task_id']}")
+        spans = [(i, i + n) for n in range(min_lines, max_lines + 1) for i in range(len(lines) - n + 1)
+                 if lines[i].strip() and lines[i + n - 1].strip()]
+        if not spans:
+            continue
+        start, end = rng.choice(spans)
+        holes.append(_lines_hole(problem, lines, start, end, "lines"))
+    return holes
+
+
+def body_holes(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """HumanEval as an editor user meets it: the prompt (signature and docstring), the cursor on
+    the empty body's first line, nothing below; the hole is the whole solution."""
+    return [{"task_id": f"{p['task_id']}/body", "entry_point": p["entry_point"], "prompt": p["prompt"],
+             "canonical_solution": p["canonical_solution"] if p["canonical_solution"].endswith("\n")
+             else p["canonical_solution"] + "\n", "suffix": "", "test": p["test"]} for p in problems]
+
+
+def span_holes(problems: list[dict[str, Any]], seed: int = 0, max_lines: int = 3) -> list[dict[str, Any]]:
+    """Random spans: from a character inside a line of the solution (past its indentation) to a
+    character inside the same line or one up to `max_lines` - 1 lines below. The cursor sits at
+    the span's start: the file is broken there until the answer mends it (an editor user in the
+    middle of an edit). Not whole lines: `place_cursor` leaves them where they are."""
+    holes = []
+    for problem in problems:
+        solution = problem["canonical_solution"]
+        lines = split_lines(solution)
+        rng = random.Random(f"span:{seed}:{problem['task_id']}")
+        starts = []
+        offset = 0
+        for row, line in enumerate(lines):
+            indent = len(line) - len(line.lstrip())
+            if len(line.strip()) >= 2:
+                starts += [(row, offset + c) for c in range(indent + 1, len(line))]
+            offset += len(line) + 1
+        if not starts:
+            continue
+        row, start = rng.choice(starts)
+        last_row = min(len(lines) - 1, row + rng.randrange(max_lines))
+        line_start = sum(len(line) + 1 for line in lines[:last_row])
+        stops = [line_start + c for c in range(1, len(lines[last_row]) + 1) if line_start + c > start]
+        end = rng.choice(stops) if stops else start + 1
+        holes.append({"task_id": f"{problem['task_id']}/span", "entry_point": problem["entry_point"],
+                      "prompt": problem["prompt"] + solution[:start], "canonical_solution": solution[start:end],
+                      "suffix": solution[end:], "test": problem["test"]})
+    return holes
+
+
+def _lines_hole(problem: dict[str, Any], lines: list[str], start: int, end: int, kind: str) -> dict[str, Any]:
+    head, body, tail = lines[:start], lines[start:end], lines[end:]
+    return {"task_id": f"{problem['task_id']}/{kind}", "entry_point": problem["entry_point"],
+            "prompt": problem["prompt"] + "".join(line + "\n" for line in head),
+            "canonical_solution": "".join(line + "\n" for line in body),
+            "suffix": "".join(line + "\n" for line in tail), "test": problem["test"]}

@@ -71,6 +71,8 @@ class FimbleServer(LanguageServer):
         self.history: deque[dict[str, Any]] = deque(maxlen=1000)
         self.outcomes: dict[str, int] = {}
         self.warmed: dict[str, int] = {}  # idle work done: places, documents, precomputed, widened, finished
+        # What became of each answer given before the pipeline was done (FimbleServer.follow_up).
+        self.follow_ups: dict[str, int] = {}
         self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
         self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
         self.protocol.whole_params_commands[EXPLAIN_COMMAND] = self.explain
@@ -254,16 +256,13 @@ class FimbleServer(LanguageServer):
             raise
         outcome = result.reason if result.reason in (Outcome.CANCELLED, Outcome.CACHE) or is_filtered(
             result.reason) else (Outcome.SHOWN if result.text else Outcome.EMPTY)
-        record(outcome, reason=result.reason, timings=result.timings)
+        follow_up = self.follow_up(uri, request, offset, result, doc.version)
+        record(outcome, reason=result.reason, timings=result.timings, followUp=follow_up)
         # The whole of an answer given early, asked for again: still the suggestion shown (counted once).
         grown = doc.early_at == offset and bool(doc.last_shown) and result.text.startswith(doc.last_shown)
         if result.text:
             doc.last_shown = result.text
-        doc.early_at = offset if result.reason == StopReason.EARLY else -1
-        if result.timings.get("window") == "short":
-            self.widen(uri, request)
-        if result.reason == StopReason.EARLY:
-            self.finish(uri, result.text)
+        doc.early_at = offset if result.reason in (StopReason.EARLY, StopReason.TIME_BUDGET) else -1
         return self._as_list(result, self._shown(uri, doc.language_id, result.text, offset, new=not grown))
 
     # -- warming (engine/backends/kv_reuse.py): model work done before it is asked for ---------------
@@ -290,10 +289,8 @@ class FimbleServer(LanguageServer):
 
         def run(cancel: Any) -> bool:
             with contextlib.suppress(EngineError):
-                if accepted:
-                    service.complete(replace(request, cancel=cancel))
-                    if service.unfinished(request.path) and not cancel.is_set():
-                        service.finish(request.path, cancel)
+                if accepted:  # nobody waits: the answer the pipeline gives with time
+                    service.refine(replace(request, cancel=cancel))
                 else:
                     service.warm(replace(request, cancel=cancel))
             return not cancel.is_set()
@@ -321,25 +318,69 @@ class FimbleServer(LanguageServer):
         self.worker.submit_idle(f"widen:{uri}", run, resume=True, quiet_s=WIDEN_QUIET_S).add_done_callback(
             self._count_warm("widened"))
 
-    def finish(self, uri: str, shown: str) -> None:
-        """After an answer given early (`shown`, its first lines), decode the rest while idle —
-        first among idle jobs: the KV cache holds its prompt now — and, when the whole adds to
-        what was shown, tell the editor (COMPLETION_READY): the request it sends then is answered
-        from the cache with the whole."""
-        service, path = self.service, path_of(uri)
+    def follow_up(self, uri: str, request: CompletionRequest, offset: int, answered: CompletionResult,
+                  version: int) -> str | None:
+        """After an answer the editor was given before the pipeline was done with the place — from a
+        short window, early, or cut by the time budget — compute what the pipeline gives with time,
+        while idle and first among idle jobs: the rest of the answer (`CompletionService.finish`;
+        the KV cache holds its prompt and lines) or the whole window's answer (`refine`). When it
+        differs from what was shown and the user has not moved on, tell the editor
+        (COMPLETION_READY): the request it sends then is answered from the caches with it. Every
+        path is counted in status (`followUps`). Returns the follow-up's kind, or None."""
+        self.worker.drop_idle(f"follow:{uri}")  # a new answer for the document: the old follow-up is moot
+        service, path, shown = self.service, path_of(uri), answered.text
+        if answered.reason in (Outcome.CACHE, Outcome.CANCELLED):
+            return None
+        if service.unfinished(path):
+            kind = "finish"
+        elif answered.timings.get("window") == "short":
+            kind = "refine"
+        else:
+            return None
 
-        def run(cancel: Any) -> bool:
+        before, after = request.text[:offset], request.text[offset:]
+
+        def still_at(answer: str) -> bool:
+            """The document is the one asked about, or the user has typed only a start of `answer`."""
+            doc = self.documents.get(uri)
+            if doc is None:
+                return False
+            if doc.version == version:
+                return True
+            text = doc.text
+            return (len(text) >= len(before) + len(after) and text.startswith(before) and text.endswith(after)
+                    and answer.startswith(text[len(before): len(text) - len(after)]))
+
+        def run(cancel: Any) -> CompletionResult | None:
+            if not still_at(shown):
+                return None
             with contextlib.suppress(EngineError):
-                result = service.finish(path, cancel)
-                return result is not None and result.text != shown  # (it starts with what was shown)
-            return False
+                if kind == "finish":
+                    return service.finish(path, cancel)
+                result = service.refine(replace(request, cancel=cancel))
+                return None if result.reason == Outcome.CANCELLED else result
+            return None
 
-        def ready(future: asyncio.Future[Any]) -> None:
-            if not future.cancelled() and future.exception() is None and future.result() and uri in self.documents:
-                self.warmed["finished"] = self.warmed.get("finished", 0) + 1
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return  # superseded by a newer answer for the document
+            result: CompletionResult | None = future.result()
+            if result is None or not still_at(result.text):
+                path_taken = "moved on"
+            elif result.text == shown:
+                path_taken = "same"  # the rest added nothing
+            elif not result.text:
+                path_taken = "empty"  # the pipeline given time has nothing: what was shown stays
+            else:
+                path_taken = "grown" if result.text.startswith(shown) and shown else "replaced"
                 self.protocol.notify(COMPLETION_READY, {"uri": uri})
+            self.follow_ups[f"{kind}:{path_taken}"] = self.follow_ups.get(f"{kind}:{path_taken}", 0) + 1
+            if path_taken != "moved on":
+                done_kind = "finished" if kind == "finish" else "refined"
+                self.warmed[done_kind] = self.warmed.get(done_kind, 0) + 1
 
-        self.worker.submit_idle(f"finish:{uri}", run, resume=True).add_done_callback(ready)
+        self.worker.submit_idle(f"follow:{uri}", run, resume=True).add_done_callback(done)
+        return kind
 
     def warm_document(self, uri: str) -> None:
         """After an open, evaluate the document itself once while idle (CompletionService.warm_document)."""
@@ -367,7 +408,7 @@ class FimbleServer(LanguageServer):
 
     def forget_document(self, uri: str) -> None:
         """Drop what was kept for a document (warm-ups, anchors, typed-through suggestions)."""
-        for key in (f"document:{uri}", f"warm:{uri}", f"widen:{uri}", f"finish:{uri}"):
+        for key in (f"document:{uri}", f"warm:{uri}", f"widen:{uri}", f"follow:{uri}"):
             self.worker.drop_idle(key)
         if uri in self.warming:
             self.warming.remove(uri)
@@ -494,6 +535,7 @@ class FimbleServer(LanguageServer):
                       "warmed": dict(self.warmed)},
             "memory": process_memory(),
             "outcomes": dict(self.outcomes),
+            "followUps": dict(self.follow_ups),
             "rules": dict(service.rule_counts),
             "acceptance": self.acceptance.summary() if self.acceptance is not None else {},
             "requests": list(self.history)[-max(0, history):],

@@ -187,3 +187,30 @@ async def test_the_server_says_when_the_whole_is_ready_and_typing_into_it_does_n
     # Asked again (as the editor does on the notification): the whole, typed into.
     again = await server.inline_completion(inline(ROW, COLUMN + 2))
     assert [item.insert_text for item in again.items] == [BODY[2:]]
+
+
+def test_a_whole_that_differs_from_the_early_answer_takes_its_place(service, fake_backend, monkeypatch):
+    """Judged as a whole, the answer is not what was shown first (its first lines were cut
+    differently): the whole is the place's answer, and the server offers it (completionReady)."""
+    fake_backend.queue(BODY)
+    early = service.complete(at())
+    fake_backend.queue(BODY[len(early.text) + 1 :])
+    monkeypatch.setattr(service, "_postprocess", lambda *args: ("return sum(items)", "eos"))
+    whole = service.finish(PATH, threading.Event())
+    assert whole is not None and whole.text == "return sum(items)"
+    asked = len(fake_backend.requests)
+    assert service.complete(at()).text == "return sum(items)" and len(fake_backend.requests) == asked
+
+
+def test_an_answer_cut_by_the_time_budget_is_finished_too(fake_backend, qwen_info):
+    fake_backend.delay_per_char = 0.01
+    service = CompletionService(Settings(backend="fake", first_answer_ms=0, time_budget_ms=100),
+                                backend=fake_backend, model_info=qwen_info)
+    service.load()
+    fake_backend.queue(BODY)
+    cut = service.complete(at())  # a fragment of the first line, dropped: nothing shown yet
+    assert cut.timings["stop_reason"] == StopReason.TIME_BUDGET and service.unfinished(PATH)
+    fake_backend.queue(BODY[cut.timings["generated_tokens"] :])  # (one character is one token here)
+    whole = service.finish(PATH, threading.Event())
+    assert whole is not None and fake_backend.requests[-1].time_budget_s is None
+    assert whole.text == BODY

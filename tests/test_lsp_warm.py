@@ -91,7 +91,8 @@ CALENDAR_URI = "file:///work/example/calendar_copy.py"
 async def test_a_place_in_a_file_just_opened_answers_from_a_short_window_then_the_whole(client: LanguageClient):
     """Right after opening a long file nothing of it is evaluated: the first answer at a place
     comes from a window cut to what evaluates in newPlaceMs, and once the user pauses the whole
-    window is evaluated and used from then on (engine/anchor.py QuickWindow)."""
+    window's answer is computed while idle (FimbleServer.follow_up: refine) and its window used
+    from then on (engine/anchor.py QuickWindow)."""
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=CALENDAR_URI, language_id="python", version=1, text=CALENDAR)))
     lines = CALENDAR.split("\n")
@@ -103,9 +104,9 @@ async def test_a_place_in_a_file_just_opened_answers_from_a_short_window_then_th
     cold = next(r for r in current["requests"] if r.get("token") == "cold")
     assert cold.get("timings", {}).get("window") == "short", cold
     assert cold["timings"]["prompt_tokens"] < 400, cold  # the whole window is about 700 tokens here
-    before = current["cache"]["warmed"].get("widened", 0)
+    before = current["cache"]["warmed"].get("refined", 0)
 
-    await until(client, lambda s: s["cache"]["warmed"].get("widened", 0) > before, "the whole window",
+    await until(client, lambda s: s["cache"]["warmed"].get("refined", 0) > before, "the whole window's answer",
                 uri=CALENDAR_URI)
     edit(client, 4, row, 8, 11, "s = ", CALENDAR_URI)  # the user changes their mind: not typed through
     await client.text_document_inline_completion_async(request(row, 12, "whole", CALENDAR_URI))

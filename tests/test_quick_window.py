@@ -102,3 +102,21 @@ def test_a_short_windows_answer_is_judged_against_the_whole_window(service, fake
     prefix = fake_backend.requests[-1].prompt.render().split("<|fim_suffix|>")[0]
     assert '"""' not in prefix  # the window starts inside the docstring
     assert result.text == " the module's description: what it does."
+
+
+def test_refine_gives_the_whole_windows_answer_without_a_budget_and_the_place_keeps_it(service, fake_backend):
+    """After an answer from a short window the server asks for the answer the pipeline gives with
+    time (CompletionService.refine): the whole window, the whole decode, no time budget; the
+    editor's next request at the place is then answered with it from the cache."""
+    row = row_of("def f70")
+    fake_backend.queue("def f70(y):", "def f70(x):")
+    first = service.complete(at(row, 0))
+    assert first.timings["window"] == "short"
+    refined = service.refine(at(row, 0))
+    assert refined.text == "def f70(x):" and refined.timings["window"] == "whole"
+    request = fake_backend.requests[-1]
+    assert request.time_budget_s is None and request.answer_after_s is None
+    assert prompt_tokens(fake_backend) > 5 * fake_backend.count_tokens(fake_backend.requests[0].prompt.render())
+    asked = len(fake_backend.requests)
+    again = service.complete(at(row, 0))  # the editor asks again (fimble/completionReady)
+    assert again.text == "def f70(x):" and again.reason == "cache" and len(fake_backend.requests) == asked

@@ -1,0 +1,92 @@
+"""The docstring moment (engine/instruct.py): an empty body under a new function's docstring is
+asked for with the model's chat template, the answer begun down to the docstring; everywhere else
+fill-in-the-middle. Detection is by syntax; the answer goes through the same postprocessing."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import Settings
+from engine.instruct import FENCE, INSTRUCTION, docstring_moment, instruct_prompt
+from engine.service import CompletionRequest, CompletionService
+from engine.syntax import SyntaxTree
+
+HEAD = 'import math\n\n\ndef area(r):\n    """Return the area of a circle of radius r."""\n'
+BELOW = "\n\nif __name__ == '__main__':\n    print(area(2))\n"
+
+
+def moment(text: str, offset: int | None = None, language: str = "python"):
+    offset = text.index("|") if offset is None else offset
+    text = text.replace("|", "")
+    return docstring_moment(SyntaxTree(text, language), offset)
+
+
+def test_an_empty_body_under_a_docstring_is_the_moment():
+    found = moment(HEAD + "    |" + BELOW)
+    assert found is not None and found.name == "area"
+    assert found.header == 'def area(r):\n    """Return the area of a circle of radius r."""\n'
+    assert found.imports == "import math" and found.statement_start == HEAD.index("def area")
+    # A method: the header as it stands, indented; the cursor's line may be empty (column 0 is not the body).
+    method = 'class Shape:\n    def area(self):\n        """The area."""\n        |\n'
+    assert moment(method).header == '    def area(self):\n        """The area."""\n'
+    assert moment(HEAD + "|" + BELOW) is None
+
+
+@pytest.mark.parametrize("text", [
+    HEAD + "    |\n    return math.pi * r * r\n",  # code below in the same block: fill in the middle
+    HEAD + "    total = 1\n    |\n",  # a body half written
+    HEAD + "    ret|\n",  # the line is being typed
+    "def area(r):\n    |\n",  # no docstring
+    "def area(r):\n    # the area\n    |\n",  # a comment alone is no docstring (and no valid body)
+    'x = 1\n"""Not a function."""\n|\n',
+])
+def test_fill_in_the_middle_everywhere_else(text):
+    assert moment(text) is None
+
+
+def test_other_languages_are_left_to_fill_in_the_middle():
+    assert moment("/** Area. */\nfunction area(r) {\n  |\n}\n", language="javascript") is None
+
+
+def test_the_prompt_asks_for_the_function_and_begins_its_answer(qwen_info):
+    qwen_info = qwen_info.__class__(**{**qwen_info.__dict__, "chat_template": None})
+    found = moment(HEAD + "    |" + BELOW)
+    prompt = instruct_prompt(found, qwen_info)
+    rendered = prompt.render()
+    assert INSTRUCTION in rendered and "print(area(2))" not in rendered  # the calls below stay out
+    assert rendered.endswith(f"<|im_start|>assistant\n{FENCE}python\n{found.header}")
+    assert "import math\n\ndef area(r):" in rendered
+
+
+@pytest.fixture()
+def service(fake_backend, qwen_info) -> CompletionService:
+    from engine.prompt import _FALLBACK_CHAT_TEMPLATE
+
+    info = qwen_info.__class__(**{**qwen_info.__dict__, "chat_template": _FALLBACK_CHAT_TEMPLATE})
+    service = CompletionService(Settings(backend="fake", time_budget_ms=0), backend=fake_backend, model_info=info)
+    service.load()
+    return service
+
+
+def test_the_service_answers_the_moment_through_the_chat_template(service, fake_backend):
+    text = HEAD + "    " + BELOW
+    row = text[: len(HEAD)].count("\n")
+    # The model writes the body at its indentation, then closes the fence and goes on.
+    fake_backend.queue("    return math.pi * r ** 2\n```\n\nThis computes the area.")
+    result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
+    request = fake_backend.requests[-1]
+    assert request.prompt.kind == "instruct" and FENCE in request.stop
+    assert result.text == "return math.pi * r ** 2" and result.timings["window"] == "instruct"
+
+    service.settings = service.settings.replace(docstring_prompt="fim")
+    fake_backend.queue("return math.pi * r * r")
+    result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
+    assert fake_backend.requests[-1].prompt.kind == "fim" and result.text == "return math.pi * r * r"
+
+
+def test_an_answer_that_leaves_the_function_is_cut_where_it_leaves(service, fake_backend):
+    text = HEAD + "    " + BELOW
+    row = text[: len(HEAD)].count("\n")
+    fake_backend.queue("    return math.pi * r ** 2\n\n\nprint(area(3))\n")
+    result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
+    assert result.text == "return math.pi * r ** 2"
