@@ -27,6 +27,8 @@ from .syntax import SyntaxTree
 # The instruction (the one `fimble eval humaneval --mode chat` scores with).
 INSTRUCTION = "Complete the following Python function. Reply with the whole function in one ```python block."
 FENCE = "```"
+# A function's body often runs past maxTokens' default (128): the answer here may have this many.
+MIN_BODY_TOKENS = 320
 # The file's import lines kept in the prompt (the names the body may use), at most this many.
 MAX_IMPORT_LINES = 20
 _DEFINITIONS = frozenset({"function_definition"})

@@ -29,7 +29,7 @@ from .cache import LRUCache, TypeThrough
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, analyze_cursor, line_at
 from .errors import EngineError
-from .instruct import FENCE, DocstringMoment, docstring_moment, instruct_prompt
+from .instruct import FENCE, MIN_BODY_TOKENS, DocstringMoment, docstring_moment, instruct_prompt
 from .models import ModelInfo, ModelRef, Progress, resolve_model
 from .postprocess import RULES, Site, left_block, postprocess, unfinished
 from .prompt import Prompt, Text, chat_prompt
@@ -104,6 +104,7 @@ class Unfinished:
     suffix: str
     range: dict[str, dict[str, int]]
     shown: str  # the answer given early (or cut by the time budget), as the editor has it
+    max_tokens: int  # the whole answer's bound
 
 
 class CompletionService:
@@ -311,6 +312,7 @@ class CompletionService:
             heal=heal.text if heal.masked else "",
             open_line=bool(heal.text) and not heal.masked and not line_at(request.text, offset)[1].strip(),
             answer_after_s=settings.first_answer_ms / 1000 if early else None,
+            max_tokens=max(settings.max_tokens, MIN_BODY_TOKENS) if window == "instruct" else settings.max_tokens,
             **({"time_budget_s": None} if request.refine else {}),
         )
         result = backend.generate(gen_request)
@@ -342,7 +344,7 @@ class CompletionService:
             self._unfinished[request.path] = Unfinished(
                 _extended(built.prompt, (heal.text if heal.masked else "") + result.text), result.text,
                 result.stats.generated_tokens, site, heal, cursor.mode, cache_key,
-                request.text[:offset], request.text[offset:], empty_range, text)
+                request.text[:offset], request.text[offset:], empty_range, text, gen_request.max_tokens)
         elif cached_ok and stop not in (StopReason.TIME_BUDGET, StopReason.EARLY):
             # A completion cut short is a partial answer: worth showing, not keeping.
             self.cache.put(cache_key, text, reason)
@@ -393,7 +395,7 @@ class CompletionService:
         heal, site, raw = pending.heal, pending.site, pending.raw
         # Idle work, preempted by any request: bounded by maxTokens, not by the time budget.
         request = GenerationRequest.from_settings(
-            pending.prompt, settings, cancel=cancel, max_tokens=max(1, settings.max_tokens - pending.generated),
+            pending.prompt, settings, cancel=cancel, max_tokens=max(1, pending.max_tokens - pending.generated),
             time_budget_s=None, **_judges(heal, site, raw))
         result = backend.generate(request)
         stop = result.stats.stop_reason

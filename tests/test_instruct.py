@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.config import Settings
-from engine.instruct import FENCE, INSTRUCTION, docstring_moment, instruct_prompt
+from engine.instruct import FENCE, INSTRUCTION, MIN_BODY_TOKENS, docstring_moment, instruct_prompt
 from engine.service import CompletionRequest, CompletionService
 from engine.syntax import SyntaxTree
 
@@ -76,6 +76,7 @@ def test_the_service_answers_the_moment_through_the_chat_template(service, fake_
     result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
     request = fake_backend.requests[-1]
     assert request.prompt.kind == "instruct" and FENCE in request.stop
+    assert request.max_tokens == MIN_BODY_TOKENS  # a whole body, more than maxTokens' default
     assert result.text == "return math.pi * r ** 2" and result.timings["window"] == "instruct"
 
     service.settings = service.settings.replace(docstring_prompt="fim")
