@@ -82,26 +82,12 @@ def multiline_holes(problems: list[dict[str, Any]], seed: int = 0, min_lines: in
     """
     holes = []
     for problem in problems:
-        lines = split_lines(problem["canonical_solution"])
-        if lines and lines[-1] == "":
-            lines.pop()
+        lines = _solution_lines(problem)
         rng = random.Random(f"{seed}:{problem['task_id']}")
-        spans = _block_bodies(lines, min_lines, max_lines)
-        if not spans:
-            spans = [(i, i + n) for n in range(min_lines, max_lines + 1) for i in range(len(lines) - n + 1)
-                     if lines[i].strip() and lines[i + n - 1].strip()]
-        if not spans:
-            continue
-        start, end = rng.choice(spans)
-        head, body, tail = lines[:start], lines[start:end], lines[end:]
-        holes.append({
-            "task_id": f"{problem['task_id']}/multi",
-            "entry_point": problem["entry_point"],
-            "prompt": problem["prompt"] + "".join(line + "\n" for line in head),
-            "canonical_solution": "".join(line + "\n" for line in body),
-            "suffix": "".join(line + "\n" for line in tail),
-            "test": problem["test"],
-        })
+        spans = _block_bodies(lines, min_lines, max_lines) or _line_spans(lines, min_lines, max_lines)
+        if spans:
+            start, end = rng.choice(spans)
+            holes.append(_lines_hole(problem, lines, start, end, "multi"))
     return holes
 
 
@@ -132,16 +118,12 @@ def line_run_holes(problems: list[dict[str, Any]], seed: int = 0, min_lines: int
     often starts or ends inside a block, and the code after it depends on what it defined."""
     holes = []
     for problem in problems:
-        lines = split_lines(problem["canonical_solution"])
-        if lines and lines[-1] == "":
-            lines.pop()
+        lines = _solution_lines(problem)
         rng = random.Random(f"lines:{seed}:{problem['task_id']}")
-        spans = [(i, i + n) for n in range(min_lines, max_lines + 1) for i in range(len(lines) - n + 1)
-                 if lines[i].strip() and lines[i + n - 1].strip()]
-        if not spans:
-            continue
-        start, end = rng.choice(spans)
-        holes.append(_lines_hole(problem, lines, start, end, "lines"))
+        spans = _line_spans(lines, min_lines, max_lines)
+        if spans:
+            start, end = rng.choice(spans)
+            holes.append(_lines_hole(problem, lines, start, end, "lines"))
     return holes
 
 
@@ -181,6 +163,19 @@ def span_holes(problems: list[dict[str, Any]], seed: int = 0, max_lines: int = 3
                       "prompt": problem["prompt"] + solution[:start], "canonical_solution": solution[start:end],
                       "suffix": solution[end:], "test": problem["test"]})
     return holes
+
+
+def _solution_lines(problem: dict[str, Any]) -> list[str]:
+    lines = split_lines(problem["canonical_solution"])
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _line_spans(lines: list[str], min_lines: int, max_lines: int) -> list[tuple[int, int]]:
+    """(start, end) of every run of min..max lines whose first and last lines are not blank."""
+    return [(i, i + n) for n in range(min_lines, max_lines + 1) for i in range(len(lines) - n + 1)
+            if lines[i].strip() and lines[i + n - 1].strip()]
 
 
 def _lines_hole(problem: dict[str, Any], lines: list[str], start: int, end: int, kind: str) -> dict[str, Any]:
