@@ -57,10 +57,12 @@ def docstring_moment(tree: SyntaxTree, offset: int) -> DocstringMoment | None:
     if before.strip() or after.strip():
         return None
     line_start = offset - len(before)
-    above = text[:line_start].rstrip()
-    if not above:
-        return None
-    byte = len(above.encode("utf-8", errors="surrogatepass"))
+    end = line_start  # the end of the code above the cursor's line: blank lines are skipped
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    if end == 0 or text[end - 1] not in "\"'":
+        return None  # a docstring ends in a quote: the common case costs nothing more
+    byte = len(text[:end].encode("utf-8", errors="surrogatepass"))
     nodes = ancestors(tree, byte)
     definition = next((n for n in nodes if n.type in _DEFINITIONS), None)
     if definition is None or definition.end_byte != byte:

@@ -338,7 +338,7 @@ class FimbleServer(LanguageServer):
         else:
             return None
 
-        before, after = request.text[:offset], request.text[offset:]
+        asked = request.text
 
         def still_at(answer: str) -> bool:
             """The document is the one asked about, or the user has typed only a start of `answer`."""
@@ -347,9 +347,9 @@ class FimbleServer(LanguageServer):
                 return False
             if doc.version == version:
                 return True
-            text = doc.text
-            return (len(text) >= len(before) + len(after) and text.startswith(before) and text.endswith(after)
-                    and answer.startswith(text[len(before): len(text) - len(after)]))
+            text, tail = doc.text, len(asked) - offset  # (compared only when the document changed)
+            return (len(text) >= len(asked) and text.startswith(asked[:offset]) and text.endswith(asked[offset:])
+                    and answer.startswith(text[offset: len(text) - tail]))
 
         def run(cancel: Any) -> CompletionResult | None:
             if not still_at(shown):
