@@ -95,6 +95,28 @@ def _entry(status: dict[str, Any], token: str) -> dict[str, Any]:
     return next((r for r in reversed(status.get("requests", [])) if r.get("token") == token), {})
 
 
+def _follow_ups_done(status: dict[str, Any]) -> int:
+    """How many follow-ups the server has ended, whatever they came to (status `followUps`)."""
+    counts = status.get("followUps") or {}
+    return sum(int(v) for v in counts.values()) if isinstance(counts, dict) else 0
+
+
+async def _follow(client: LanguageClient, ready: asyncio.Event, settled: int, seconds: float) -> str:
+    """Wait as an editor does for fimble/completionReady: "ready", or "no ready" once the server's
+    follow-up has ended without one (nothing to offer) or `seconds` have passed."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        try:
+            await asyncio.wait_for(ready.wait(), 0.3)
+            return "ready"
+        except TimeoutError:
+            if _follow_ups_done(await _status(client)) > settled:
+                # Ended: its notification, if any, was sent before the count changed.
+                await asyncio.sleep(0.05)
+                return "ready" if ready.is_set() else "no ready"
+    return "no ready"
+
+
 async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options: dict[str, Any],
                open_wait: float) -> list[dict[str, Any]]:
     client = LanguageClient("bench-holes", "1")
@@ -140,6 +162,7 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options
             text_document=types.TextDocumentIdentifier(uri=uri), position=_position(document, cursor),
             context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
             work_done_token=f"first-{number}")
+        settled = _follow_ups_done(await _status(client))
         sent = time.perf_counter()
         first_items = _items(await client.text_document_inline_completion_async(params))
         first_ms = (time.perf_counter() - sent) * 1000
@@ -147,15 +170,11 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options
         follow = entry.get("followUp")
         final_items, final_ms, followed = first_items, first_ms, "none"
         if follow:
-            try:
-                await asyncio.wait_for(ready[uri].wait(), args.follow_s)
+            followed = await _follow(client, ready[uri], settled, args.follow_s)
+            if followed == "ready":
                 params.work_done_token = f"final-{number}"
                 final_items = _items(await client.text_document_inline_completion_async(params))
                 final_ms = (time.perf_counter() - sent) * 1000
-                followed = "ready"
-            except TimeoutError:
-                followed = "no ready"
-            # What the follow-up came to (the server counts each path; the last one is this hole's).
         status = await _status(client, uri)
         program, inserted = _apply(document, first_items[0] if first_items else None, cursor)
         final_program, final_inserted = _apply(document, final_items[0] if final_items else None, cursor)
