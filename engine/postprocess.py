@@ -217,6 +217,24 @@ def suffix_repeat(text: str, site: Site) -> str:
     return text
 
 
+# A tail shorter than this that matches the rest of the line is left alone (a closer, a space).
+MIN_LINE_OVERLAP = 3
+
+
+def line_overlap(text: str, site: Site) -> str:
+    """Mid-line, a one-line answer whose end writes out the rest of the cursor's line (`turn
+    string` before `urn string.swapcase()`): the repeated end is cut, the rest of the line is
+    already there."""
+    rest = site.suffix.split("\n", 1)[0]
+    if site.cursor.mode != LINE or not rest.strip() or "\n" in text:
+        return text
+    for size in range(min(len(text), len(rest)), MIN_LINE_OVERLAP - 1, -1):
+        tail = text[-size:]
+        if rest.startswith(tail) and tail.strip() and len(tail.strip()) >= MIN_LINE_OVERLAP:
+            return text[:-size]
+    return text
+
+
 def _code(line: str) -> str:
     """A line as compared for repeats: without its indentation and a trailing `  # comment`."""
     return line.split("  #", 1)[0].strip()
@@ -247,7 +265,8 @@ def closers(text: str, site: Site) -> str:
         trimmed = out[: len(out) - len(rest.strip())]
         if _bracket_balance(trimmed) >= 0:
             out = trimmed
-    return out
+    # Nothing removed: the text as it was (its trailing space may separate it from the rest of the line).
+    return text if out == text.rstrip() else out
 
 
 def _bracket_balance(text: str) -> int:
@@ -280,8 +299,16 @@ def syntax(text: str, site: Site) -> str:
     Python does not)."""
     if site.spec is None or not text:
         return text
-    baseline = error_count(parse(site.spec, site.prefix + site.suffix))
     lines = split_lines(text)
+    if (broken := _broken_from_cursor(site)) is not None:
+        # The file is broken at the cursor already (the user is mid-edit): an answer is kept
+        # when it makes it no worse — the first error no earlier than it was.
+        for keep in range(len(lines), 0, -1):
+            candidate = "\n".join(lines[:keep])
+            if candidate.strip() and _no_worse(candidate, site, broken):
+                return candidate
+        return ""
+    baseline = error_count(parse(site.spec, site.prefix + site.suffix))
     for keep in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:keep])
         if not candidate.strip():
@@ -339,6 +366,26 @@ def python_verdict(candidate: str, site: Site) -> bool | None:
     return error - added == _compile_error_line(site.prefix + site.suffix) and error > start + added
 
 
+def _broken_from_cursor(site: Site) -> int | None:
+    """For Python with the cursor inside a line, the cursor's line when the file's first
+    SyntaxError without a completion is on it (the user's edit in progress: the rest of the line
+    waits for what goes before it); else None — the file compiles there, or the cursor is at a
+    line's end (an empty body is "broken" too, and must stay judged strictly), or the file is too
+    large to compile per candidate."""
+    if (site.spec is None or site.spec.name != "python" or site.cursor.why != "mid_line"
+            or len(site.prefix) + len(site.suffix) > COMPILE_MAX_CHARS):
+        return None
+    line = site.prefix.count("\n") + 1
+    return line if _compile_error_line(site.prefix + site.suffix) == line else None
+
+
+def _no_worse(candidate: str, site: Site, broken: int) -> bool:
+    """The file with `candidate` compiles, or its first error is where the file's was (shifted by
+    the lines the candidate adds) or further down: not on a line the candidate broke."""
+    error = _compile_error_line(site.prefix + candidate + site.suffix)
+    return error == 0 or error - candidate.count("\n") >= broken
+
+
 def _blank_lines_after_cursor_line(suffix: str) -> int:
     count = 0
     for line in split_lines(suffix)[1:]:
@@ -363,6 +410,12 @@ def _compile_error_line(source: str) -> int:
 
 
 def trailing_whitespace(text: str, site: Site) -> str:
+    """No whitespace at line ends — except the space before the rest of the cursor's line, when
+    a one-line answer is its middle (`for x ` before `in xs:`)."""
+    rest = site.suffix.split("\n", 1)[0]
+    one_line = text.rstrip("\r\n")
+    if "\n" not in one_line and rest[:1].strip() and one_line.strip():
+        return one_line
     return "\n".join(line.rstrip() for line in split_lines(text)).rstrip()
 
 
@@ -394,6 +447,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("loop", loop),
     ("block_end", block_end),
     ("suffix_repeat", suffix_repeat),
+    ("line_overlap", line_overlap),
     ("closers", closers),
     ("indentation", indentation),
     ("syntax", syntax),
