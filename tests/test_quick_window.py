@@ -120,3 +120,61 @@ def test_refine_gives_the_whole_windows_answer_without_a_budget_and_the_place_ke
     asked = len(fake_backend.requests)
     again = service.complete(at(row, 0))  # the editor asks again (fimble/completionReady)
     assert again.text == "def f70(x):" and again.reason == "cache" and len(fake_backend.requests) == asked
+
+
+@pytest.mark.asyncio
+async def test_the_server_offers_the_whole_windows_answer_in_place_of_the_short_ones(fake_backend, qwen_info):
+    """The language server follows an answer from a short window up while idle (refine) and, as it
+    differs, says so (fimble/completionReady); the editor's next request gets it from the cache."""
+    import asyncio
+
+    from lsprotocol import types
+
+    from lsp_server.server import FimbleServer
+
+    server = FimbleServer()
+    server.settings = server.settings.replace(backend="fake", new_place_ms=1000, first_answer_ms=0)
+    fake_backend.measure, fake_backend.rate = True, 100.0
+    server.service = CompletionService(server.settings, backend=fake_backend, model_info=qwen_info)
+    server.service.load()
+    server.load_state = "ready"
+    sent: list[tuple[str, object]] = []
+    server.protocol.notify = lambda method, params=None: sent.append((method, params))  # type: ignore[method-assign]
+    uri = "file:///work/example/long.py"
+    assert server.documents.open(uri, "python", 1, CUT) is not None
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(row_of("def f70"), 0),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+    try:
+        fake_backend.queue("def f70(y):", "def f70(x):")
+        first = await server.inline_completion(params)
+        assert [item.insert_text for item in first.items] == ["def f70(y):"]
+        assert server.history[-1]["followUp"] == "refine"
+        for _ in range(300):
+            if sent:
+                break
+            await asyncio.sleep(0.01)
+        assert sent == [("fimble/completionReady", {"uri": uri})]
+        assert server.status()["followUps"] == {"refine:replaced": 1}
+        asked = len(fake_backend.requests)
+        again = await server.inline_completion(params)
+        assert [item.insert_text for item in again.items] == ["def f70(x):"]
+        assert len(fake_backend.requests) == asked and server.history[-1]["outcome"] == "cache"
+
+        # The user moves on (edits elsewhere) while a follow-up decodes: nothing is offered.
+        fake_backend.delay_per_char = 0.02
+        server.service.prompts.forget(server.documents.get(uri).path)  # a new place, cold again
+        fake_backend.warmed.clear()
+        params.position = types.Position(row_of("def f71"), 0)
+        fake_backend.queue("def f71(y):", "def f71(x):")
+        await server.inline_completion(params)
+        at = types.Position(0, 0)
+        server.documents.change(uri, 2, [types.TextDocumentContentChangePartial(range=types.Range(at, at), text="#")],
+                                server.encoding)
+        for _ in range(300):
+            if sum(server.follow_ups.values()) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert server.follow_ups == {"refine:replaced": 1, "refine:moved on": 1} and len(sent) == 1
+    finally:
+        server.worker.stop()
