@@ -422,7 +422,13 @@ class CompletionService:
         """The answer at `request`'s place from the whole window and the whole decode, with no
         time budget: what the CLI and the eval harness would give. Idle work after an answer from
         a short window; the place's caches (and its anchor) hold it afterwards, so the editor's
-        next request there is answered with it. Cancelled: a CANCELLED result, run again later."""
+        next request there is answered with it. Cancelled: a CANCELLED result, run again later.
+
+        The whole window is evaluated first through `widen` (preemptible: what it evaluated is
+        kept when a keystroke preempts it, and the next call goes on from there), then decoded."""
+        widened = self.widen(request)
+        if widened is not None and widened.stop_reason == StopReason.CANCELLED:
+            return CompletionResult("", {}, Outcome.CANCELLED, {})
         return self.complete(replace(request, interactive=False, refine=True))
 
     def _window(self, path: str) -> str:

@@ -379,7 +379,10 @@ class FimbleServer(LanguageServer):
                 done_kind = "finished" if kind == "finish" else "refined"
                 self.warmed[done_kind] = self.warmed.get(done_kind, 0) + 1
 
-        self.worker.submit_idle(f"follow:{uri}", run, resume=True).add_done_callback(done)
+        # A finish goes on at once (the KV cache holds its prompt and lines); a refine evaluates a
+        # whole window, which between keystrokes would only be preempted: it waits for a pause.
+        self.worker.submit_idle(f"follow:{uri}", run, resume=True,
+                                quiet_s=0.0 if kind == "finish" else WIDEN_QUIET_S).add_done_callback(done)
         return kind
 
     def warm_document(self, uri: str) -> None:
