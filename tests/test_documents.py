@@ -160,8 +160,10 @@ async def test_idle_jobs_run_only_when_nothing_waits_and_yield_to_real_ones():
     await asyncio.get_running_loop().run_in_executor(None, started.wait)
     assert order == ["document", "request", "place", "document"]
     assert not document.done()
+    started.clear()
     newer = worker.submit_idle("warm:a", lambda cancel: "newer place")  # preempts the document again
     assert await newer == "newer place"
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)  # (a busy machine: it resumes later)
     worker.stop()  # the document warm-up, running again, is stopped and settled
     assert await document is False
 
