@@ -47,7 +47,8 @@ def main() -> None:
     passed = 0
     for row in rows:
         problem = by_id[row["task_id"]]
-        result = sandbox.run(problem["prompt"] + row["completion"], problem["test"], problem["entry_point"])
+        result = sandbox.run(problem["prompt"] + row["completion"], problem["test"], problem["entry_point"],
+                             prompt=problem["prompt"])
         row["passed"] = result.passed
         passed += result.passed
     write_jsonl(out / "reference_results.jsonl", rows)

