@@ -36,6 +36,8 @@ SHORT_PREFIX_SHARE = 0.75
 # An anchor is kept while the text typed after it stays this small.
 ANCHOR_MAX_LINES = 12
 ANCHOR_MAX_CHARS = 1200
+# On a line longer than this before the cursor, the prompt's middle starts this far back.
+LONG_LINE_MIDDLE_CHARS = 512
 # Documents whose repository context is kept (the oldest is dropped first).
 CONTEXTS_KEPT = 64
 
@@ -237,6 +239,9 @@ class PromptBuilder:
                     path: str, short_budget: int | None = None) -> Anchor:
         text, count, fim = tree.text, self.count, self.info.fim
         start = text.rfind("\n", 0, offset) + 1  # the start of the cursor's line
+        # On a very long line the middle begins a little before the cursor; the window keeps
+        # what of the line before that fits (prompt.fit_line): the prompt stays in the budget.
+        start = max(start, offset - LONG_LINE_MIDDLE_CHARS)
         prefix, suffix = text[:start], text[offset:]
         budget = settings.context_tokens
         repo_format = fim is not None and fim.file_sep is not None and bool(others)

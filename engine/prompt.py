@@ -192,6 +192,29 @@ class Window:
     first_line: int  # first document line included in the prefix
 
 
+# A token of code is rarely longer than this many characters: a line cut to N tokens is looked
+# for in its nearest N * LONGEST_TOKEN_CHARS characters (a 2 MB line is never tokenized whole).
+LONGEST_TOKEN_CHARS = 16
+
+
+def fit_line(line: str, limit: int, count: TokenCounter, keep_end: bool) -> tuple[str, bool]:
+    """`line` if it fits `limit` tokens, else its longest end (`keep_end`) or start that does,
+    and whether it was cut."""
+    reach = max(limit, 0) * LONGEST_TOKEN_CHARS
+    if len(line) <= reach and count(line) <= limit:
+        return line, False
+    near = line[-reach:] if keep_end and reach else line[:reach]
+    low, high = 0, len(near)  # the longest piece of `near` that fits: binary search on its length
+    while low < high:
+        middle = (low + high + 1) // 2
+        piece = near[len(near) - middle:] if keep_end else near[:middle]
+        if count(piece) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return (near[len(near) - low:] if keep_end else near[:low]), True
+
+
 def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefix_share: float = 0.75,
                line_step: int = 1) -> Window:
     """Cut prefix and suffix at line boundaries to fit `budget` tokens, prefix favoured 3:1.
@@ -207,9 +230,17 @@ def fit_window(prefix: str, suffix: str, count: TokenCounter, budget: int, prefi
     before = split_lines(prefix)
     after = split_lines(suffix)
     head_line, tail_line = before.pop(), after.pop(0)
-    used_pre, used_suf = count(head_line), count(tail_line)
     prefix_budget = int(budget * prefix_share)
     suffix_budget = budget - prefix_budget
+    # The cursor's own line is kept whole unless it alone is over its share (minified code, data
+    # on one line): then only its part nearest the cursor, and no other line on that side.
+    head_line, head_cut = fit_line(head_line, prefix_budget, count, keep_end=True)
+    tail_line, tail_cut = fit_line(tail_line, suffix_budget, count, keep_end=False)
+    if head_cut:
+        before = []
+    if tail_cut:
+        after = []
+    used_pre, used_suf = count(head_line), count(tail_line)
 
     def take(lines: list[str], limit: int, used: int, from_end: bool) -> tuple[int, int]:
         taken = 0

@@ -41,6 +41,7 @@ from .repo_holes import (
     open_documents,
     pick_holes,
     read_source,
+    regular_file_inside,
     source_files,
 )
 from .repo_tests import RepoTests, covered_holes, judge_samples, tests_summary
@@ -91,7 +92,8 @@ class Sources:
 
     def text(self, path: str) -> str | None:
         if path not in self.texts:
-            self.texts[path] = read_source(self.root / path)
+            inside = regular_file_inside(self.root.resolve(), self.root / path)
+            self.texts[path] = read_source(self.root / path) if inside else None
         return self.texts[path]
 
     def tree(self, path: str, language: str) -> SyntaxTree | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,22 +100,38 @@ def source_files(root: Path, languages: tuple[str, ...] = SUPPORTED_LANGUAGES) -
             base = Path(folder).relative_to(root)
             listed += [str(base / f) for f in files]
     chosen = []
+    top = root.resolve()
     for name in listed:
         path = Path(name)
         if any(part in SKIPPED_DIRS for part in path.parts[:-1]) or ".min." in path.name:
             continue
-        if language_for_path(path) in languages and (root / path).is_file():
+        if language_for_path(path) in languages and regular_file_inside(top, root / path):
             chosen.append(path)
     return sorted(chosen)
 
 
-def read_source(path: Path) -> str | None:
-    """The file's text, or None for what nobody types: binary, huge, minified or generated."""
+def regular_file_inside(top: Path, path: Path) -> bool:
+    """A regular file whose every link resolves inside `top` (a resolved folder). A tracked link
+    to a file or folder outside the tree, or into /proc, is not the repository's: its text would
+    become holes, prompts (sent off the machine with the openai backend) and samples."""
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        data = path.read_bytes()
+        real = path.resolve(strict=True)
+        return real.is_relative_to(top) and stat.S_ISREG(real.stat().st_mode)
+    except (OSError, RuntimeError):
+        return False
+
+
+def read_source(path: Path) -> str | None:
+    """The file's text, or None for what nobody types: binary, huge, minified or generated. Reads a
+    regular file only, and at most the size cap (a /proc file says it is empty and is not)."""
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError:
+        return None
+    if len(data) > MAX_FILE_BYTES:
         return None
     if b"\0" in data[:8192]:
         return None

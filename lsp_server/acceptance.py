@@ -17,6 +17,7 @@ import fcntl
 import itertools
 import json
 import os
+import re
 import tempfile
 import time
 from collections import OrderedDict
@@ -32,6 +33,7 @@ RETAIN_AFTER_S = 30.0
 SHOWN_KEPT = 256  # the newest suggestions shown, for an accept that names one
 PENDING_KEPT = 256  # accepted texts followed until their checks are done
 SAVE_EVERY_S = 10.0  # shown counts are written at most this often (accepts at once)
+LANGUAGE_ID = re.compile(r"[a-z][a-z0-9_.+#-]{0,39}")  # what LSP language ids look like
 
 
 @dataclass
@@ -116,7 +118,7 @@ class Acceptance:
         self._last_save = time.monotonic()
 
     def _counts(self, language: str) -> Counts:
-        return self._unsaved.setdefault(language, Counts())
+        return self._unsaved.setdefault(language_key(language), Counts())
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -204,7 +206,10 @@ class Acceptance:
         self._last_save = time.monotonic()
         with contextlib.suppress(OSError):  # counting must never disturb completions
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path.with_suffix(".lock"), "w") as lock:
+            # Opened without following a link or truncating: a planted stats.lock → some file
+            # of the user's must not be emptied.
+            lock_fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(lock_fd, "r+b") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 totals = read_stats(self.path)
                 for language, counts in self._unsaved.items():
@@ -214,13 +219,25 @@ class Acceptance:
                 self._saved, self._unsaved = totals, {}
 
 
+def language_key(language: object) -> str:
+    """The key counts are kept under: the client's language id when it looks like one (`python`,
+    `typescriptreact`, `c++`), else "other" — the file holds no text the client chose."""
+    if isinstance(language, str) and LANGUAGE_ID.fullmatch(language):
+        return language
+    return "other"
+
+
 def read_stats(path: Path) -> dict[str, Counts]:
     """The stats file's counts per language; empty when it is missing or unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         known = {f.name for f in fields(Counts)}
-        return {str(lang): Counts(**{k: int(v) for k, v in values.items() if k in known})
-                for lang, values in data.get("languages", {}).items() if isinstance(values, dict)}
+        counts: dict[str, Counts] = {}
+        for lang, values in data.get("languages", {}).items():
+            if isinstance(values, dict):
+                counts.setdefault(language_key(lang), Counts()).add(
+                    Counts(**{k: int(v) for k, v in values.items() if k in known}))
+        return counts
     except (OSError, ValueError, TypeError, AttributeError):
         return {}
 

@@ -541,7 +541,7 @@ class FimbleServer(LanguageServer):
             "followUps": dict(self.follow_ups),
             "rules": dict(service.rule_counts),
             "acceptance": self.acceptance.summary() if self.acceptance is not None else {},
-            "requests": list(self.history)[-max(0, history):],
+            "requests": list(self.history)[len(self.history) - min(max(0, history), len(self.history)):],
             "settings": self.settings.to_dict(),
             "document": document,
         }

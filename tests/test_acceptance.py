@@ -89,3 +89,24 @@ def test_an_unreadable_stats_file_counts_from_zero(tmp_path):
     counts.shown("file:///a.py", "python", "z", 0)
     counts.save()
     assert read_stats(path)["python"].shown == 1
+
+
+def test_a_planted_lock_link_is_not_followed_and_languages_are_ids_not_text(tmp_path):
+    """stats.lock → a file of the user's: the save does not empty it (and counts nothing through
+    it). A client's language id that is not one ("../../x", a line of code) is counted as "other"."""
+    victim = tmp_path / "notes.txt"
+    victim.write_text("keep me")
+    path = tmp_path / "stats.json"
+    (tmp_path / "stats.lock").symlink_to(victim)
+    counts = Acceptance(path)
+    counts.shown("file:///a.py", "python", "z", 0)
+    counts.save()
+    assert victim.read_text() == "keep me" and not path.exists()  # refused, counts kept for later
+    (tmp_path / "stats.lock").unlink()
+    counts.shown("file:///a.py", "x = secret_value()\n", "z", 0)
+    counts.shown("file:///a.py", "../../etc", "z", 0)
+    counts.save()
+    assert read_stats(path)["python"].shown == 1 and read_stats(path)["other"].shown == 2
+    assert "secret_value" not in path.read_text()
+    path.write_text(json.dumps({"version": 1, "languages": {"<script>": {"shown": 5}, "python": {"shown": 1}}}))
+    assert sorted(read_stats(path)) == ["other", "python"]

@@ -48,6 +48,8 @@ async def test_a_request_overtaken_while_debouncing_never_reaches_the_model(serv
     assert len(backend.requests) == 1
     assert [(h["outcome"], h.get("why")) for h in server.history] == [
         ("cancelled", "superseded while debouncing"), ("shown", None)]
+    # fimble/status gives as many of them as asked: none is none (it once gave all 1,000)
+    assert [len(server.status(history=n)["requests"]) for n in (0, 1, 2, 50, -3)] == [0, 1, 2, 2, 0]
 
 
 @pytest.mark.asyncio

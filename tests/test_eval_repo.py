@@ -106,6 +106,29 @@ def test_files_are_the_tracked_sources_worth_typing_in(tmp_path):
     assert readable == ["src/shapes.py", "src/test_shapes.py", "web/cart.js"]  # not generated, binary, wide
 
 
+def test_links_out_of_the_tree_are_not_the_repositorys_files(tmp_path):
+    """A tracked link to a file or a folder outside, or into /proc, is neither listed nor read."""
+    outside = tmp_path / "outside"
+    (outside / "pkg").mkdir(parents=True)
+    (outside / "secret.py").write_text("API_KEY = 'not yours'\n" + SHAPES)
+    (outside / "pkg" / "mod.py").write_text(SHAPES)
+    root = tmp_path / "repo"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "shapes.py").write_text(SHAPES)
+    (root / "src" / "inside.py").symlink_to("shapes.py")  # a link within the tree is the tree's
+    (root / "src" / "secret.py").symlink_to(outside / "secret.py")
+    (root / "src" / "pkg.py").symlink_to(outside / "pkg")
+    (root / "src" / "pkg").symlink_to(outside / "pkg")
+    (root / "src" / "environ.py").symlink_to("/proc/self/environ")
+    walked = [str(p) for p in source_files(root)]
+    commit(root)
+    tracked = [str(p) for p in source_files(root)]
+    assert walked == tracked == ["src/inside.py", "src/shapes.py"]
+    # and what is read is a regular file, at most the size cap
+    assert read_source(Path("/proc/self/environ")) is None
+    assert read_source(outside / "pkg") is None
+
+
 def test_holes_are_seeded_and_splice_back_into_the_file(tmp_path):
     root = make_repo(tmp_path / "repo")
     holes = pick_holes(root, 9, KINDS, seed=3)

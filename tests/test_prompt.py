@@ -79,6 +79,25 @@ def test_window_cuts_whole_lines_nearest_the_cursor_first():
     assert 2 <= window.prefix_tokens / max(window.suffix_tokens, 1) <= 4
 
 
+def test_a_line_longer_than_the_budget_is_cut_to_the_part_nearest_the_cursor():
+    """A 2 MB line of data or minified code: its part nearest the cursor, never the whole line (which
+    made every request there fail with "lower contextTokens")."""
+    calls = []
+
+    def count_words(text: str) -> int:  # a token per 4 characters, and never asked about the whole line
+        calls.append(len(text))
+        return -(-len(text) // 4)
+
+    head = "x = [" + ", ".join(str(i) for i in range(300_000))
+    tail = ", 7]  # end\nnext_line = 1\n"
+    window = fit_window("before = 0\n" + head, tail, count_words, budget=100)
+    assert window.prefix_tokens + window.suffix_tokens <= 100
+    assert head.endswith(window.prefix) and window.prefix.endswith("299999")
+    assert window.suffix.startswith(", 7]  # end\nnext_line")  # the short side keeps its lines
+    assert "before" not in window.prefix
+    assert max(calls) < 100 * 16 + 1
+
+
 def test_unused_suffix_budget_goes_to_the_prefix():
     prefix = "".join(f"line{i:02}\n" for i in range(50))
     window = fit_window(prefix, "", count_chars, budget=100)

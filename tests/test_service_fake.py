@@ -142,3 +142,16 @@ def test_a_request_uses_one_settings_object_even_when_they_are_replaced_meanwhil
     assert fake_backend.requests[0].max_tokens == 11
     assert fake_service.prompts._anchors["m.py"].settings_key[0] == old.context_tokens
     assert fake_service.settings.max_tokens == 99  # the new ones are there for the next request
+
+
+def test_a_line_longer_than_the_context_still_gets_an_answer(fake_service, fake_backend):
+    """A 400 KB line (data, minified code): the prompt holds the part of it nearest the cursor, in
+    the budget, instead of the whole line (which failed every request with "lower contextTokens")."""
+    line = "data = [" + ", ".join(str(i) for i in range(60_000)) + "]"
+    text = "import os\n" + line + "\nprint(len(data))\n"
+    fake_backend.queue("30158")
+    result = fake_service.complete(CompletionRequest(text, 1, 200_000, language="python"))
+    prompt = fake_backend.requests[0].prompt.render()
+    assert len(prompt) < 16 * fake_service.settings.context_tokens
+    assert line[:200_000].endswith(prompt[prompt.index("<|fim_middle|>") + len("<|fim_middle|>"):])
+    assert result.text == "30158"
