@@ -662,8 +662,7 @@ def serve(tcp: str | None = None, allow_remote: bool = False) -> int:
     logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message it sends at INFO
     if tcp:
         host, port = transport.parse_address(tcp, allow_remote)
-        token, token_path = transport.write_token(fimble_home())
-        transport.serve_tcp(create_server, host, port, token, transport.announce_on_stderr(token_path))
+        transport.serve_tcp(create_server, host, port, fimble_home(), transport.announce_on_stderr)
         return 0
     server = create_server()
     # The protocol gets its own copy of stdout, and fd 1 becomes stderr. Native code writes to fd 1

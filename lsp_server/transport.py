@@ -4,6 +4,7 @@ Both read through `wire.read_loop`. TCP is a network socket, so it is guarded: l
 unless `--allow-remote`, a token from `$FIMBLE_HOME/serve.token` (mode 0600) in the first
 message's `initializationOptions.token`, and one client at a time with a server of its own —
 a client that leaves takes its documents and settings with it, never the listening server.
+Before the token, a connection gets one deadline and a few KB, and does not hold the slot.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from engine.errors import EngineError
 
@@ -31,7 +32,9 @@ TOKEN_FILE = "serve.token"
 AUTH_ERROR = -32001  # a server-defined JSON-RPC error code
 READ_SIZE = 64 * 1024
 HANDOVER_S = 3.0
-AUTH_WAIT_S = 10.0
+AUTH_WAIT_S = 10.0  # from the accept to the token, in all
+PREAUTH_MAX_BYTES = 64 * 1024  # read before the token is seen (an `initialize` is a few KB)
+MAX_UNAUTHENTICATED = 8  # connections proving who they are at once; they never hold the client slot
 
 
 class TransportError(EngineError):
@@ -146,23 +149,86 @@ def token_ok(body: bytes, token: str) -> tuple[bool, Any]:
     params = message.get("params")
     options = params.get("initializationOptions") if isinstance(params, dict) else None
     given = options.get("token") if isinstance(options, dict) else None
+    # (surrogatepass: a token that is not valid Unicode, "\udc80", is a wrong token, not a crash)
     ok = message.get("method") == "initialize" and isinstance(given, str) and hmac.compare_digest(
-        given.encode(), token.encode())
+        given.encode("utf-8", "surrogatepass"), token.encode())
     return ok, msg_id
 
 
-def serve_tcp(make_server: Callable[[], Any], host: str, port: int, token: str,
-              announce: Callable[[str, int], None]) -> None:
-    """Accept clients one at a time, each with a server of its own, until interrupted."""
+class Authenticated(NamedTuple):
+    initialize: bytes  # the `initialize` request that carried the token
+    frames: wire.FrameReader  # the stream's reader, holding whatever came after it
+    after: list[wire.Frame | wire.FramingError]  # messages that came in the same read, after it
+
+
+async def authenticate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       token: str) -> Authenticated | None:
+    """The first message, which must be `initialize` with the token, within one deadline from the
+    accept and PREAUTH_MAX_BYTES: a client that trickles bytes or sends a huge body is turned away
+    before anything is parsed beyond that (None; it has been told why where it can be)."""
+    frames = wire.FrameReader(max_body=PREAUTH_MAX_BYTES)
+    received = 0
+    why = "the first message must be `initialize`"
+    msg_id = None
+    try:
+        async with asyncio.timeout(AUTH_WAIT_S):
+            while received <= PREAUTH_MAX_BYTES:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    return None
+                received += len(data)
+                events = frames.feed(data)
+                for index, event in enumerate(events):
+                    if isinstance(event, wire.FramingError):
+                        why = f"the first message could not be read ({event.message})"
+                        break
+                    ok, msg_id = token_ok(event.body, token)
+                    if ok:
+                        frames.max_body = wire.MAX_BODY
+                        return Authenticated(event.body, frames, events[index + 1:])
+                    break
+                else:
+                    continue
+                break
+            else:
+                why = f"the first message is over {PREAUTH_MAX_BYTES >> 10} KiB"
+    except TimeoutError:
+        return None  # (nothing to answer: it said nothing whole)
+    log.warning("fimble: a TCP client without the right token was refused")
+    _send(writer, wire.error_response(msg_id, AUTH_ERROR, (
+        f"fimble: {why}; it must be `initialize` with the token of $FIMBLE_HOME/{TOKEN_FILE} as "
+        "initializationOptions.token")))
+    return None
+
+
+def serve_tcp(make_server: Callable[[], Any], host: str, port: int, home: Path,
+              announce: Callable[[str, int, Path], None]) -> None:
+    """Accept clients one at a time, each with a server of its own, until interrupted. The token
+    is written once the port is bound (a second server that cannot bind leaves the first's alone)."""
     busy = asyncio.Lock()
+    unauthenticated: list[asyncio.StreamWriter] = []  # oldest first
+    token = ""
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(unauthenticated) >= MAX_UNAUTHENTICATED:
+            # The oldest makes room: a flood of silent connections cannot keep the token holder out.
+            log.warning("fimble: %d TCP clients are proving who they are; the oldest was closed",
+                        len(unauthenticated))
+            unauthenticated.pop(0).close()
+        unauthenticated.append(writer)
+        try:
+            entry = await authenticate(reader, writer, token)
+        finally:
+            if writer in unauthenticated:
+                unauthenticated.remove(writer)
+        if entry is None:
+            await _close(writer)
+            return
         try:
             # A client that just left may still be tearing down: wait for it a moment.
             await asyncio.wait_for(busy.acquire(), HANDOVER_S)
         except TimeoutError:
-            # Answer its first request by id (so the client shows the reason), then close.
-            msg_id = await _first_id(reader)
+            msg_id = token_ok(entry.initialize, token)[1]
             _send(writer, wire.error_response(msg_id, AUTH_ERROR, "fimble serves one client at a time and "
                                                                   "another one is connected"))
             await _close(writer)
@@ -173,32 +239,17 @@ def serve_tcp(make_server: Callable[[], Any], host: str, port: int, token: str,
             protocol = server.protocol
             protocol.set_writer(writer)
             protocol.on_exit = writer.close  # `exit` ends this connection, not the process
-            authenticated = False
 
             def on_frame(body: bytes) -> bool:
-                nonlocal authenticated
-                if not authenticated:
-                    ok, msg_id = token_ok(body, token)
-                    if not ok:
-                        log.warning("fimble: a TCP client without the right token was refused")
-                        _send(writer, wire.error_response(msg_id, AUTH_ERROR, (
-                            "fimble: the first message must be `initialize` with the token of "
-                            f"$FIMBLE_HOME/{TOKEN_FILE} as initializationOptions.token")))
-                        return False
-                    authenticated = True
                 wire.dispatch(protocol, body)
                 return not writer.is_closing()
 
             async def read() -> bytes:
-                if authenticated:
-                    return await reader.read(READ_SIZE)
-                try:  # a connection that never says who it is must not hold the one slot
-                    return await asyncio.wait_for(reader.read(READ_SIZE), AUTH_WAIT_S)
-                except TimeoutError:
-                    return b""
+                return await reader.read(READ_SIZE)
 
             try:
-                await wire.read_loop(read, protocol, on_frame)
+                if on_frame(entry.initialize) and wire.handle_events(entry.after, protocol, on_frame):
+                    await wire.read_loop(read, protocol, on_frame, entry.frames)
             except (ConnectionError, OSError) as exc:
                 log.info("fimble: client connection ended: %s", exc)
             finally:
@@ -208,25 +259,19 @@ def serve_tcp(make_server: Callable[[], Any], host: str, port: int, token: str,
             busy.release()
 
     async def main() -> None:
-        listener = await asyncio.start_server(connection, host, port)
+        nonlocal token
+        try:
+            listener = await asyncio.start_server(connection, host, port)
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        token, token_path = write_token(home)
         bound = listener.sockets[0].getsockname()
-        announce(bound[0], bound[1])
+        announce(bound[0], bound[1], token_path)
         async with listener:
             await listener.serve_forever()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-
-
-async def _first_id(reader: asyncio.StreamReader, wait_s: float = 5.0) -> Any:
-    frames = wire.FrameReader(max_body=1 << 20)
-    with contextlib.suppress(asyncio.TimeoutError, OSError):
-        async with asyncio.timeout(wait_s):
-            while data := await reader.read(READ_SIZE):
-                for event in frames.feed(data):
-                    if isinstance(event, wire.Frame):
-                        return token_ok(event.body, "")[1]
-    return None
 
 
 def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
@@ -241,8 +286,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-def announce_on_stderr(token_path: Path) -> Callable[[str, int], None]:
-    def announce(host: str, port: int) -> None:
-        print(f"fimble: serving on {host}:{port}; a client sends the token in {token_path} as "
-              f"initializationOptions.token", file=sys.stderr, flush=True)
-    return announce
+def announce_on_stderr(host: str, port: int, token_path: Path) -> None:
+    print(f"fimble: serving on {host}:{port}; a client sends the token in {token_path} as "
+          f"initializationOptions.token", file=sys.stderr, flush=True)

@@ -30,6 +30,9 @@ INVALID_REQUEST = -32600
 _HEADER_LINE = re.compile(rb"([A-Za-z0-9][A-Za-z0-9_.-]*):[ \t]*([^\r\n]*)\r\n")
 # What the start of a header line looks like while the rest of it is still arriving.
 _HEADER_START = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.-]*(:[^\r\n]*)?\r?")
+# ... and how it goes on from where the last read left it: still in the name, or in the value.
+_HEADER_NAME_REST = re.compile(rb"[A-Za-z0-9_.-]*(:[^\r\n]*)?\r?")
+_HEADER_VALUE_REST = re.compile(rb"[^\r\n]*\r?")
 _CONTENT_LENGTH = re.compile(rb"content-length:", re.IGNORECASE)
 
 
@@ -53,6 +56,11 @@ class FrameReader:
         self._headers: dict[bytes, bytes] = {}
         self._body_length: int | None = None
         self._resyncing = False  # one error per run of garbage, not one per read
+        # How much of a header line still arriving is known good (no CRLF yet, the right
+        # characters), and whether its value has begun: a line sent a byte at a time is scanned
+        # once, not from its start on every read.
+        self._line_checked = 0
+        self._in_value = False
 
     def feed(self, data: bytes) -> list[Frame | FramingError]:
         self._buffer += data
@@ -80,16 +88,29 @@ class FrameReader:
             if self._headers:
                 self._end_of_headers(events)
             return True
-        end = buffer.find(b"\r\n", 0, MAX_HEADER_LINE + 2)
+        end = buffer.find(b"\r\n", max(self._line_checked - 1, 0), MAX_HEADER_LINE + 2)
         if end < 0:
-            if len(buffer) <= MAX_HEADER_LINE and _HEADER_START.fullmatch(buffer):
+            if len(buffer) <= MAX_HEADER_LINE and self._line_so_far_good(buffer):
                 return False  # a header line still arriving
             return self._skip_garbage(events, "a header line is too long or not terminated by CRLF")
+        self._line_checked, self._in_value = 0, False
         match = _HEADER_LINE.fullmatch(buffer, 0, end + 2)
         if match is None or len(self._headers) >= MAX_HEADERS:
             return self._skip_garbage(events, f"not a header: {bytes(buffer[:min(end, 60)])!r}")
         self._headers[match.group(1).lower()] = match.group(2).strip()
         del buffer[: end + 2]
+        return True
+
+    def _line_so_far_good(self, buffer: bytearray) -> bool:
+        """Does the buffer (no CRLF in it) look like the start of a header line? Checks only what
+        came since the last call."""
+        start = self._line_checked
+        pattern = _HEADER_START if start == 0 else _HEADER_VALUE_REST if self._in_value else _HEADER_NAME_REST
+        match = pattern.fullmatch(buffer, start)
+        if match is None:
+            return False
+        self._in_value = self._in_value or b":" in buffer[start:]
+        self._line_checked = len(buffer) - (1 if buffer.endswith(b"\r") else 0)
         return True
 
     def _end_of_headers(self, events: list[Frame | FramingError]) -> None:
@@ -99,8 +120,8 @@ class FrameReader:
             self._error(events, PARSE_ERROR, f"bad or missing Content-Length header: {raw[:40] if raw else raw!r}")
             return
         if len(raw) > 18 or int(raw) > self.max_body:
-            self._error(events, INVALID_REQUEST, f"a message of {raw[:40].decode()} bytes is over the "
-                                                 f"{self.max_body >> 20} MiB limit")
+            limit = f"{self.max_body >> 20} MiB" if self.max_body >= 1 << 20 else f"{self.max_body >> 10} KiB"
+            self._error(events, INVALID_REQUEST, f"a message of {raw[:40].decode()} bytes is over the {limit} limit")
             return
         length = int(raw)
         self._body_length = length
@@ -108,6 +129,7 @@ class FrameReader:
     def _skip_garbage(self, events: list[Frame | FramingError], why: str) -> bool:
         """Drop bytes up to the next `Content-Length:` header (keeping a tail that may start one)."""
         self._headers = {}
+        self._line_checked, self._in_value = 0, False
         self._error(events, PARSE_ERROR, why)
         found = _CONTENT_LENGTH.search(self._buffer, 1)
         if found is not None:
@@ -178,16 +200,25 @@ def dispatch(protocol: Any, body: bytes) -> None:
 
 
 async def read_loop(read: Callable[[], Awaitable[bytes]], protocol: Any,
-                    on_frame: Callable[[bytes], bool] | None = None) -> None:
-    """Read until the stream ends; each body goes to `on_frame` (False: stop) or to dispatch."""
-    reader = FrameReader()
+                    on_frame: Callable[[bytes], bool] | None = None, frames: FrameReader | None = None) -> None:
+    """Read until the stream ends; each body goes to `on_frame` (False: stop) or to dispatch.
+    `frames`: a reader that already holds the stream's start."""
+    reader = frames or FrameReader()
     while data := await read():
-        for event in reader.feed(data):
-            if isinstance(event, FramingError):
-                log.warning("fimble: unreadable input: %s", event.message)
-                protocol._send_data(error_response(None, event.code, event.message))
-            elif on_frame is not None:
-                if not on_frame(event.body):
-                    return
-            else:
-                dispatch(protocol, event.body)
+        if not handle_events(reader.feed(data), protocol, on_frame):
+            return
+
+
+def handle_events(events: list[Frame | FramingError], protocol: Any,
+                  on_frame: Callable[[bytes], bool] | None = None) -> bool:
+    """Answer framing errors, pass bodies on; False once `on_frame` says stop."""
+    for event in events:
+        if isinstance(event, FramingError):
+            log.warning("fimble: unreadable input: %s", event.message)
+            protocol._send_data(error_response(None, event.code, event.message))
+        elif on_frame is not None:
+            if not on_frame(event.body):
+                return False
+        else:
+            dispatch(protocol, event.body)
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -129,3 +130,78 @@ def test_a_planted_token_link_is_replaced_not_followed(tmp_path):
     (tmp_path / "serve.token").symlink_to(victim)
     token, path = write_token(tmp_path)
     assert victim.read_text() == "keep me" and not path.is_symlink() and path.read_text().strip() == token
+
+
+def test_a_trickling_client_never_holds_the_slot_and_gets_one_deadline(tcp_server):
+    """One byte every half second: the token holder is served meanwhile, and the trickler is closed
+    by one deadline from its accept (10 s), however often it sends (the wait was per read)."""
+    import threading
+
+    trickler = RawSocket(*tcp_server.address)
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for byte in b"Content-Length: 99999\r\n\r\n" + b"x" * 1000:
+            if stop.wait(0.5) or trickler.ended.is_set():
+                return
+            with contextlib.suppress(OSError):
+                trickler.send_bytes(bytes([byte]))
+
+    threading.Thread(target=trickle, daemon=True).start()
+    holder, answer = connect(tcp_server, tcp_server.token)
+    assert "result" in answer  # served while the trickler was still trickling
+    holder.close()
+    assert trickler.ended.wait(30)
+    assert not stop.is_set() and time.monotonic() - started < 25  # (a per-read wait would never end)
+    stop.set()
+    trickler.close()
+    assert tcp_server.poll() is None
+
+
+def test_a_big_body_before_the_token_is_refused_unread(tcp_server):
+    client = RawSocket(*tcp_server.address)
+    client.send_bytes(b"Content-Length: 25000000\r\n\r\n" + b"[" * 100_000)
+    answer = client.wait_for(lambda m: "error" in m, timeout=20)
+    assert answer["error"]["code"] == -32001 and "over the 64 KiB limit" in answer["error"]["message"]
+    assert client.ended.wait(10)
+    client.close()
+    holder, answer = connect(tcp_server, tcp_server.token)
+    assert "result" in answer
+    holder.close()
+
+
+def test_silent_connections_make_room_for_the_token_holder(tcp_server):
+    idle = [RawSocket(*tcp_server.address) for _ in range(12)]  # more than are kept waiting at once
+    try:
+        holder, answer = connect(tcp_server, tcp_server.token)
+        assert "result" in answer
+        holder.close()
+        assert sum(peer.ended.wait(0.5) for peer in idle[:4]) == 4  # the oldest were closed for room
+    finally:
+        for peer in idle:
+            peer.close()
+
+
+def test_a_token_that_is_not_unicode_is_a_wrong_token(tcp_server):
+    client = RawSocket(*tcp_server.address)
+    body = '{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"initializationOptions": ' \
+           '{"token": "\\udc80"}}}'
+    client.send(body)
+    answer = client.wait_for(lambda m: m.get("id") == 1, timeout=20)
+    assert answer["error"]["code"] == -32001
+    client.close()
+    assert tcp_server.poll() is None
+
+
+def test_a_second_server_on_a_taken_port_leaves_the_first_ones_token(tcp_server, tmp_path):
+    token_before = (tmp_path / "serve.token").read_text()
+    host, port = tcp_server.address
+    proc = subprocess.run([sys.executable, "-m", "lsp_server", "--tcp", f"{host}:{port}"], capture_output=True,
+                          text=True, env={**os.environ, "FIMBLE_HOME": str(tmp_path)}, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"cannot listen on {host}:{port}" in proc.stderr
+    assert (tmp_path / "serve.token").read_text() == token_before
+    holder, answer = connect(tcp_server, tcp_server.token)
+    assert "result" in answer
+    holder.close()
