@@ -158,6 +158,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(f"bad key\n{self.headers.get('Authorization')}\n".encode() + b"x" * 5000)
             return
+        if self.behaviour == "silent":  # accepts the request and never answers, not even headers
+            time.sleep(30)
+            return
         if self.behaviour == "endless line":
             self.send_response(200)
             self.end_headers()
@@ -230,6 +233,24 @@ def test_a_slow_server_is_cut_by_the_time_budget_keeping_what_came(model_path, f
     result = b.generate(GenerationRequest(prompt=PROMPT, max_tokens=50, time_budget_s=1.0))
     assert result.stats.stop_reason == "time_budget" and result.stats.generated_tokens < 50
     assert result.text.startswith("x0 x1 ")
+
+
+def test_a_server_that_never_answers_is_left_at_a_cancel_and_at_the_budget(model_path, fake_server, monkeypatch):
+    """No headers ever: a cancel ends the request at once (it held the one model worker for 120 s),
+    and with a time budget the wait ends after the budget and the prompt's allowance."""
+    from engine.backends import openai as openai_module
+
+    url, handler = fake_server
+    handler.behaviour = "silent"
+    b = backend(model_path, url)
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    result = b.generate(GenerationRequest(prompt=PROMPT, max_tokens=8, cancel=cancel))
+    assert (result.text, result.stats.stop_reason) == ("", "cancelled")
+    monkeypatch.setattr(openai_module, "PREFILL_ALLOWANCE_S", 0.5)
+    result = b.generate(GenerationRequest(prompt=PROMPT, max_tokens=8, time_budget_s=0.5))
+    assert (result.text, result.stats.stop_reason) == ("", "time_budget")
+    assert handler.requests == 2  # neither was retried: it was given up on, not refused
 
 
 def test_the_editor_keeps_working_when_the_server_is_down(model_path, tmp_path):

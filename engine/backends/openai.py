@@ -41,6 +41,10 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
 CONNECT_TIMEOUT_S = 5.0
 # With no time budget (explain, eval) a server silent for this long is taken as hung.
 READ_TIMEOUT_S = 120.0
+# With one, the budget counts from the first token (a server's evaluation of the prompt is not
+# the user's to wait for), but a server that has not begun to answer after the budget and this
+# much more is given up on, as one that never will.
+PREFILL_ALLOWANCE_S = 10.0
 # Attempts for a request that failed before any text arrived (connection refused, 502/503/429).
 ATTEMPTS = 3
 RETRY_STATUS = {429, 502, 503, 504}
@@ -146,24 +150,29 @@ class OpenAIBackend(Backend):
                 raise BackendError(f"{self.shown_url}/models lists no model; set openaiModel") from exc
         return self.served_model
 
-    def _open_stream(self, path: str, body: dict[str, Any], deadline: Deadline,
-                     request: GenerationRequest) -> tuple[socket.socket, http.client.HTTPResponse]:
-        """POST `body`, retrying what failed before anything was streamed; returns an open response."""
+    def _open_stream(self, path: str, body: dict[str, Any], watch: _Watch) -> tuple[socket.socket,
+                                                                                     http.client.HTTPResponse]:
+        """POST `body`, retrying what failed before anything was streamed; returns an open response.
+        `watch` shuts the socket on a cancel or a deadline, also while the server has sent nothing."""
         payload = json.dumps(body).encode()
         last = ""
         for attempt in range(ATTEMPTS):
-            if request.cancel.is_set() or deadline.expired():
+            if watch.fired():
                 raise _Closed
             conn = self._connection(CONNECT_TIMEOUT_S)
             try:
-                conn.request("POST", self._url.path + path, body=payload, headers=self._headers())
+                conn.connect()
                 # Kept: the connection hands its socket over to the response and forgets it.
                 sock = conn.sock
                 assert sock is not None
                 sock.settimeout(READ_TIMEOUT_S)
+                watch.watch(sock)
+                conn.request("POST", self._url.path + path, body=payload, headers=self._headers())
                 response = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
+                if watch.fired():
+                    raise _Closed from None
                 last = f"could not reach the OpenAI-compatible server at {self.shown_url}: {self.excerpt(str(exc))}"
             else:
                 if response.status == 200:
@@ -238,16 +247,20 @@ class OpenAIBackend(Backend):
         path, body = self._body(request)
         sink = TextSink(request, on_text)
         reason = StopReason.MAX_TOKENS
+        overall = Deadline(REQUEST_DEADLINE_S)
+        # Until the first token: the budget and an allowance for the prompt's evaluation.
+        waiting = Deadline(None if request.time_budget_s is None else request.time_budget_s + PREFILL_ALLOWANCE_S)
+        watch = _Watch(request, (deadline, overall, waiting))
         try:
-            sock, response = self._open_stream(path, body, deadline, request)
+            sock, response = self._open_stream(path, body, watch)
         except _Closed:
+            watch.stop()
             stats.stop_reason = StopReason.CANCELLED if request.cancel.is_set() else StopReason.TIME_BUDGET
             return GenerationResult("", stats)
+        except BaseException:
+            watch.stop()
+            raise
         stats.prefill_ms = (time.perf_counter() - started) * 1000
-        done = threading.Event()
-        overall = Deadline(REQUEST_DEADLINE_S)
-        watcher = threading.Thread(target=_close_when, args=(sock, request, (deadline, overall), done), daemon=True)
-        watcher.start()
         try:
             for event in self._events(response, path):
                 choice = (event.get("choices") or [{}])[0]
@@ -256,6 +269,7 @@ class OpenAIBackend(Backend):
                     if stats.first_token_ms is None:
                         stats.first_token_ms = (time.perf_counter() - started) * 1000
                         deadline.start()
+                        watch.deadlines = (deadline, overall)  # answering now: the decoding budget rules
                     # Counted here, not trusted to the server: one that ignores max_tokens is stopped.
                     stats.generated_tokens += max(1, self.tokenizer.count(piece))
                     if sink.add(piece):
@@ -270,20 +284,20 @@ class OpenAIBackend(Backend):
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if request.cancel.is_set():
                 reason = StopReason.CANCELLED
-            elif deadline.expired() or overall.expired():
+            elif watch.fired():
                 reason = StopReason.TIME_BUDGET
             else:
                 raise BackendError(f"the stream from {self.shown_url}{path} broke off: "
                                    f"{self.excerpt(str(exc))}") from exc
         finally:
-            done.set()
+            watch.stop()
             response.close()
             sock.close()
         if reason not in (StopReason.SEQUENCE, StopReason.EOS) and stats.generated_tokens < request.max_tokens:
             # A closed socket ends the stream like the server's own end does: say which it was.
             if request.cancel.is_set():
                 reason = StopReason.CANCELLED
-            elif deadline.expired() or overall.expired():
+            elif watch.fired():
                 reason = StopReason.TIME_BUDGET
         text = sink.finish()
         stats.decode_ms = (time.perf_counter() - started) * 1000 - stats.prefill_ms
@@ -291,14 +305,43 @@ class OpenAIBackend(Backend):
         return GenerationResult(text, stats)
 
 
-def _close_when(sock: socket.socket, request: GenerationRequest, deadlines: tuple[Deadline, ...],
-                done: threading.Event) -> None:
-    """Shut the socket when the request is cancelled or out of time: the reader wakes at once."""
-    while not done.wait(0.02):
-        if request.cancel.is_set() or any(d.expired() for d in deadlines):
+class _Watch:
+    """Shuts the request's socket once it is cancelled or a deadline passes — while connecting,
+    waiting for the server's first byte or streaming alike: a read blocked on it wakes at once."""
+
+    def __init__(self, request: GenerationRequest, deadlines: tuple[Deadline, ...]) -> None:
+        self.request = request
+        self.deadlines = deadlines
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._shut = False
+        threading.Thread(target=self._run, name="fimble-openai-watch", daemon=True).start()
+
+    def fired(self) -> bool:
+        return self.request.cancel.is_set() or any(d.expired() for d in self.deadlines)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            if self._shut:
+                self._shutdown()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
             with contextlib.suppress(OSError):  # already closed by the other side
-                sock.shutdown(socket.SHUT_RDWR)
-            return
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _run(self) -> None:
+        while not self._done.wait(0.02):
+            if self.fired():
+                with self._lock:
+                    self._shut = True
+                    self._shutdown()
+                return
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
