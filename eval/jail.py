@@ -27,8 +27,11 @@ or reads any file it can reach finds no marker to forge; one that dies or answer
 
 The command mode (a repository's own tests judging a filled hole) cannot keep the sample out of
 the test process: the filled code is imported by the tests it is judged by. Its exit status is
-still read here, by waitpid, never from anything the command prints; what the filled code could do
-to end its own test run early is screened before it gets here (eval/repo_tests.py). The copy is an
+still read here, by waitpid, never from anything the command prints, and it passes only if every
+Python process of the command that said it started (on fd 3, from the `sitecustomize` put first on
+its path) also said it ended as a program ends: a test runner replaced by `exec` or cut short by
+`_exit` fails though the status is 0. What the filled code could do to end its own test run early
+is also screened before it gets here (eval/repo_tests.py). The copy is an
 overlay on the folder, its layers outside the sample's view: what the run writes is gone when it
 ends, and the folder itself is never written; the copy is mounted read-only (the command writes
 under /tmp and HOME), so the code being judged cannot rewrite or remove its tests, and the folder's
@@ -389,10 +392,28 @@ def _inside(relative: str) -> str:
     return os.path.join(WORK, *parts)
 
 
-def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int) -> None:
+# Every Python process of a command says when it starts and when it ends as a program ends
+# (its exit handlers run), on fd 3 to the referee. One that started and never ended was ended by
+# exec, _exit, abort or a signal: the test runner never reached its end, whatever the exit status.
+REPORT_FOLDER = "/tmp/.fimble"
+SITECUSTOMIZE = r'''
+import atexit, os
+def _fimble_say(word):
+    try:
+        os.write(3, ("%s %d\n" % (word, os.getpid())).encode())
+    except OSError:
+        pass
+_fimble_say("started")
+atexit.register(_fimble_say, "ended")
+'''
+F_SETPIPE_SZ = 1031
+
+
+def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int, report: int) -> None:
     """In the child: PID 1 of the new namespace, runs the command over the tree's copy. Never returns."""
     try:
         output = fcntl.fcntl(output, fcntl.F_DUPFD, 100)
+        report = fcntl.fcntl(report, fcntl.F_DUPFD, 100)
         # The folder is opened before /tmp is covered (it may live there), then shown read-only
         # below a root-only folder, and overlaid: the run writes only into the private tmpfs.
         tree = os.open(job["tree"], os.O_PATH | os.O_DIRECTORY)
@@ -428,6 +449,9 @@ def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int)
         os.mkdir(ROOT + "/tmp/home", 0o700)
         if not args.rootless:
             os.chown(ROOT + "/tmp/home", args.uid, args.uid)
+        os.mkdir(ROOT + REPORT_FOLDER, 0o755)
+        with open(ROOT + REPORT_FOLDER + "/sitecustomize.py", "w", encoding="utf-8") as handle:
+            handle.write(SITECUSTOMIZE)
         enter_view()
         os.chdir(WORK)
         home = "/tmp/home"
@@ -435,10 +459,11 @@ def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int)
         os.dup2(null, 0)
         os.dup2(output, 1)
         os.dup2(output, 2)
-        os.closerange(3, 65536)
+        os.dup2(report, 3)
+        os.closerange(4, 65536)
         _drop_privileges(args)
         env = {"PATH": f"{os.path.dirname(args.python)}:{COMMAND_PATH}", "HOME": home, "TMPDIR": "/tmp",
-               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": REPORT_FOLDER}
         os.execve("/bin/sh", ["/bin/sh", "-c", job["command"]], env)
     except BaseException:
         # Into the output the referee keeps (fd 2 once it has been moved there), so that the
@@ -558,26 +583,56 @@ def command(args: argparse.Namespace) -> None:
     if entered is None:
         return
     job, output_read, output_write, tail, drain = entered
+    report_read, report_write = os.pipe()
+    with contextlib.suppress(OSError):  # room for many processes' lines: a full pipe would stall them
+        fcntl.fcntl(report_write, F_SETPIPE_SZ, 1 << 20)
     pid = os.fork()
     if pid == 0:
         os.close(verdict_fd)
         os.close(output_read)
-        _command_process(args, job, output_write)
+        os.close(report_read)
+        _command_process(args, job, output_write, report_write)
     os.close(output_write)
+    os.close(report_write)
     signal.signal(signal.SIGALRM, _out_of_time)
     signal.alarm(max(1, int(args.timeout)))
     passed, result = False, ""
     try:
         _, status = os.waitpid(pid, 0)
         drain.join(timeout=1)  # the last words, for the reason
-        passed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        result = "passed" if passed else f"failed: {_how_it_ended(status, tail)}"
+        exited_0 = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        unfinished = _unfinished(report_read)
+        passed = exited_0 and not unfinished
+        if passed:
+            result = "passed"
+        elif exited_0:
+            result = (f"failed: exit status 0, but {len(unfinished)} Python process(es) under test never reached "
+                      "their end (exec, _exit, abort or a signal ended them)")
+        else:
+            result = f"failed: {_how_it_ended(status, tail)}"
     except TimedOut:
         result = "timed out"
     finally:
         signal.alarm(0)
         _kill(pid)
     _verdict(verdict_fd, passed, result)
+
+
+def _unfinished(fd: int) -> list[int]:
+    """The pids that said `started` more often than `ended` on the report pipe (read to its end:
+    the command's namespace is gone, so no one holds it open for long)."""
+    balance: dict[int, int] = {}
+    data = bytearray()
+    os.set_blocking(fd, False)
+    with contextlib.suppress(OSError):
+        while len(data) < 16 << 20 and (chunk := os.read(fd, 65536)):
+            data += chunk
+    os.close(fd)
+    for line in bytes(data).split(b"\n"):
+        word, _, pid = line.partition(b" ")
+        if pid.isdigit() and word in (b"started", b"ended"):
+            balance[int(pid)] = balance.get(int(pid), 0) + (1 if word == b"started" else -1)
+    return sorted(pid for pid, count in balance.items() if count > 0)
 
 
 def _killed_by(status: int) -> str:

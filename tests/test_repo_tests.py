@@ -120,8 +120,11 @@ def test_judging_refuses_forgers_and_times_out_loops(repo, tmp_path):
     try:
         line = hole_at(SHAPES, "    area = width * height\n")
         forged = SHAPES.replace("    area = width * height\n", "    import os; os._exit(0)\n")
-        # Run as it is, the forger's exit status would pass the tests: the screen is what stops it.
-        assert judge.run({"src/shapes.py": forged}).passed
+        # Run as it is, the forger's exit status is 0: the screen stops it first, and the runner's
+        # missing end would fail it anyway.
+        assert judge.run({"src/shapes.py": forged}).result.startswith("failed: exit status 0, but 1 Python process")
+        # The exec family past the screen's words: the test runner is replaced by a program that exits 0.
+        execs = SHAPES.replace("    area = width * height\n", "    import os; os.execlp('true', 'true')\n")
         looping = SHAPES.replace("    area = width * height\n", "    while True: pass\n")
         right = SHAPES.replace("    area = width * height\n", "    area = height * width\n")
         samples = [(line, {"id": "a", "completion": "import os; os._exit(0)", "expected": "area = width * height"},
@@ -131,14 +134,18 @@ def test_judging_refuses_forgers_and_times_out_loops(repo, tmp_path):
                    (line, {"id": "c", "completion": "area = height * width", "expected": "area = width * height"},
                     SHAPES, right),
                    (line, {"id": "d", "completion": "area = width * height", "expected": "area = width * height"},
-                    SHAPES, SHAPES)]
+                    SHAPES, SHAPES),
+                   (line, {"id": "e", "completion": "import os; os.execlp('true', 'true')",
+                           "expected": "area = width * height"}, SHAPES, execs)]
         verdicts = judge_samples(judge, [(RepoHole(**{**s[0].row(), "id": s[1]["id"]}), *s[1:]) for s in samples],
                                  tmp_path / "results.jsonl")
     finally:
         judge.close()
     assert {k: (v["passed"], v["result"]) for k, v in verdicts.items()} == {
         "a": (False, "refused: names _exit"), "b": (False, "timed out"), "c": (True, "passed"),
-        "d": (True, "passed (the original code)")}
+        "d": (True, "passed (the original code)"),
+        "e": (False, "failed: exit status 0, but 1 Python process(es) under test never reached their end (exec, "
+                     "_exit, abort or a signal ended them)")}
 
 
 @needs_isolation
