@@ -218,6 +218,9 @@ def _sample_process(args: argparse.Namespace, program: str, fds: tuple[int, int,
     """In the child: PID 1 of the new namespace. Never returns."""
     try:
         # Out of the way first, so that moving them to 1-4 cannot overwrite one another.
+        # A session of its own: kill(0) or killpg from the sample (whose uid may be the referee's,
+        # rootless) must not reach the referee through the process group it was forked into.
+        os.setsid()
         requests, replies, output = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds)
         build_view(args.bind, args.hide)
         work = ROOT + WORK
@@ -412,6 +415,7 @@ F_SETPIPE_SZ = 1031
 def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int, report: int) -> None:
     """In the child: PID 1 of the new namespace, runs the command over the tree's copy. Never returns."""
     try:
+        os.setsid()  # (as the sample's process: its signals stay in its own group)
         output = fcntl.fcntl(output, fcntl.F_DUPFD, 100)
         report = fcntl.fcntl(report, fcntl.F_DUPFD, 100)
         # The folder is opened before /tmp is covered (it may live there), then shown read-only

@@ -69,7 +69,7 @@ def test_the_whole_standard_library_matches_llama_cpp(tok, llama):
             continue
         assert tok.encode(text) == llama(text), path
         checked += len(text)
-    assert checked > (20_000_000 if tok.is_native else 300_000)
+    assert checked > (5_000_000 if tok.is_native else 80_000)  # (Debian's stdlib, without its tests: 11 MB)
 
 
 @pytest.mark.parametrize("text", [MULTILINGUAL, *RUNS], ids=["multilingual", *(f"run{i}" for i in range(len(RUNS)))])
