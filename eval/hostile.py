@@ -157,6 +157,19 @@ LOCK_PLANT = (
 )
 
 
+def verdicts(sandbox: Sandbox, folder: Path) -> dict[str, str]:
+    """Each hostile and shadowing sample's result (`folder` standing for the home, the repository
+    and the victim's place; port 9 for the harness's socket), and what became of the victim."""
+    victim = folder / "victim"
+    victim.write_text("keep me")
+    samples = hostile_samples(folder, folder, victim, 9, "FIMBLE_HOSTILE_SECRET")
+    out = {name: sandbox.run(program, TESTS, ENTRY_POINT).result for name, program in samples.items()}
+    out.update({name: sandbox.run(program, BUILTIN_TESTS, ENTRY_POINT).result
+                for name, program in shadowing_samples().items()})
+    out["victim"] = victim.read_text()
+    return out
+
+
 def main() -> None:
     import subprocess
 

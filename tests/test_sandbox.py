@@ -25,6 +25,7 @@ from eval.hostile import (
     answer_key_sample,
     hostile_samples,
     shadowing_samples,
+    verdicts,
 )
 from eval.metrics import mean_pass_at_k, pass_at_k, percentile
 from eval.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, missing_isolation, rootless
@@ -241,21 +242,15 @@ UNPRIVILEGED_RUN = r"""
 import json, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from eval.hostile import ENTRY_POINT, GOOD, TESTS, BUILTIN_TESTS, hostile_samples, shadowing_samples
+from eval.hostile import ENTRY_POINT, GOOD, TESTS, verdicts
 from eval.sandbox import Sandbox, SandboxConfig, missing_isolation
 assert not missing_isolation(), missing_isolation()
 box = Sandbox(SandboxConfig(timeout_s=3))
 with tempfile.TemporaryDirectory() as tmp:
-    victim = Path(tmp) / "victim"
-    victim.write_text("keep me")
-    samples = hostile_samples(Path(tmp), Path(tmp), victim, 9, "FIMBLE_UNPRIVILEGED_SECRET")
-    out = {name: box.run(program, TESTS, ENTRY_POINT).result for name, program in samples.items()}
-    out.update({name: box.run(program, BUILTIN_TESTS, ENTRY_POINT).result
-                for name, program in shadowing_samples().items()})
-    out["good"] = box.run(GOOD, TESTS, ENTRY_POINT).result
-    out["uid"] = box.run("import os\ndef f():\n    return os.getuid()\n",
-                         "def check(c):\n    assert c() == 1000\n", "f").result
-    out["victim"] = victim.read_text()
+    out = verdicts(box, Path(tmp))
+out["good"] = box.run(GOOD, TESTS, ENTRY_POINT).result
+out["uid"] = box.run("import os\ndef f():\n    return os.getuid()\n",
+                     "def check(c):\n    assert c() == 1000\n", "f").result
 print(json.dumps(out))
 """
 
@@ -291,12 +286,8 @@ def test_an_unprivileged_user_gets_the_same_sandbox_and_verdicts(tmp_path):
     box = Sandbox(SandboxConfig(timeout_s=3))
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            victim = Path(tmp) / "victim"
-            victim.write_text("keep me")
-            samples = hostile_samples(Path(tmp), Path(tmp), victim, 9, "FIMBLE_UNPRIVILEGED_SECRET")
-            as_root = {name: box.run(program, TESTS, ENTRY_POINT).result for name, program in samples.items()}
-            as_root.update({name: box.run(program, BUILTIN_TESTS, ENTRY_POINT).result
-                            for name, program in shadowing_samples().items()})
+            as_root = verdicts(box, Path(tmp))
+            assert as_root.pop("victim") == "keep me"
     finally:
         box.close()
     paths = ("write to $HOME", "write into the repository", "delete by absolute path")
