@@ -77,3 +77,13 @@ def fake_service(fake_backend: FakeBackend, qwen_info: ModelInfo) -> CompletionS
     service = CompletionService(Settings(backend="fake"), backend=fake_backend, model_info=qwen_info)
     service.load()
     return service
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.sandbox` tests run generated code: where this machine cannot isolate it (the
+    probe names what is missing), they are skipped with that reason, never failed."""
+    if item.get_closest_marker("sandbox") is not None:
+        from eval.sandbox import missing_isolation
+
+        if missing := missing_isolation():
+            pytest.skip("the sandbox is missing here: " + "; ".join(missing))

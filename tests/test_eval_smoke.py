@@ -24,6 +24,7 @@ def args(tmp_path: Path, mode: str, **extra) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
+@pytest.mark.sandbox
 def test_complete_mode_scores_and_resumes(tmp_path, model_path):
     settings = Settings(model=str(model_path))
     summary = run(args(tmp_path, "complete"), settings)
@@ -39,6 +40,7 @@ def test_complete_mode_scores_and_resumes(tmp_path, model_path):
     assert len((out / "samples.jsonl").read_text().splitlines()) == 10
 
 
+@pytest.mark.sandbox
 def test_chat_mode_takes_code_from_the_fenced_reply(tmp_path, model_path):
     summary = run(args(tmp_path, "chat"), Settings(model=str(model_path)))
     assert summary["tasks"] == 10 and summary["pass@1"] >= 0.2
@@ -46,6 +48,7 @@ def test_chat_mode_takes_code_from_the_fenced_reply(tmp_path, model_path):
     assert "def has_close_elements" in first["completion"]
 
 
+@pytest.mark.sandbox
 @pytest.mark.skipif(not INFILLING.exists(), reason="needs ../shared/data/human-eval-infilling")
 def test_fim_pipeline_beats_raw_output(tmp_path, model_path):
     settings = Settings(model=str(model_path))
@@ -57,6 +60,7 @@ def test_fim_pipeline_beats_raw_output(tmp_path, model_path):
     assert "exact_match" in piped
 
 
+@pytest.mark.sandbox
 @pytest.mark.skipif(not INFILLING.exists(), reason="needs ../shared/data/human-eval-infilling")
 @pytest.mark.parametrize("cursor", ["after-indent", "mid-line"])
 def test_fim_where_people_type_is_healed_and_named_in_the_report(tmp_path, model_path, cursor):

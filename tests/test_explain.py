@@ -82,6 +82,7 @@ def test_every_humaneval_function_loses_its_docstring_and_keeps_its_body():
         assert problem["canonical_solution"].strip().split("\n")[-1].strip() in function
 
 
+@pytest.mark.sandbox
 @pytest.mark.model
 def test_eval_explain_runs_the_protocol_on_five_tasks_with_execution(model_path, tmp_path):
     out = tmp_path / "run"
