@@ -251,7 +251,8 @@ class PromptBuilder:
             local_budget, share, step = min(local_budget, short_budget), SHORT_PREFIX_SHARE, 1
         window = fit_window(prefix, suffix, count, local_budget, share, step)
         pinned = ""
-        if window.first_line > 0 and (rows := pinned_lines(tree, offset, window.first_line)):
+        if window.first_line > 0 and (rows := self._pinned_rows(tree, offset, window.first_line, local_budget,
+                                                                  short_budget is not None)):
             lines = split_lines(text)
             pinned = pinned_text(lines, rows, window.first_line)
             window = fit_window(prefix, suffix, count, max(local_budget - count(pinned), 0), share, step)
@@ -260,6 +261,18 @@ class PromptBuilder:
         context, snippets = self._document_context(settings, tree, offset, others, path, local_prefix + window.suffix)
         return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets, Anchor.key(settings),
                       short=short_budget is not None)
+
+    def _pinned_rows(self, tree: SyntaxTree, offset: int, first_line: int, budget: int, short: bool) -> list[int]:
+        """The lines kept above the window. A short window keeps, before the lines around the
+        cursor, the enclosing headers and the innermost docstring (what the code is for), not the
+        imports; the docstring only while it leaves the cursor's neighbourhood half the budget."""
+        if not short:
+            return pinned_lines(tree, offset, first_line)
+        rows = pinned_lines(tree, offset, first_line, imports=False, docstring=True)
+        lines = split_lines(tree.text)
+        if rows and self.count(pinned_text(lines, rows, first_line)) > budget // 2:
+            rows = pinned_lines(tree, offset, first_line, imports=False)
+        return rows
 
     def _document_context(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
                           path: str, window_text: str) -> tuple[tuple[Part, ...], list[Snippet]]:

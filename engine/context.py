@@ -102,14 +102,22 @@ def analyze_cursor(tree: SyntaxTree, offset: int, mode: str = "auto") -> CursorI
 HEADER_MAX_LINES = 12
 
 
-def pinned_lines(tree: SyntaxTree, offset: int, first_line: int) -> list[int]:
-    """Line numbers above `first_line` to keep: imports and enclosing definition headers."""
+# An enclosing definition's docstring (Python) is pinned in a short window up to this many lines.
+DOCSTRING_MAX_LINES = 12
+
+
+def pinned_lines(tree: SyntaxTree, offset: int, first_line: int, *, imports: bool = True,
+                 docstring: bool = False) -> list[int]:
+    """Line numbers above `first_line` to keep: imports and enclosing definition headers; with
+    `docstring`, the innermost definition's docstring too (a short window keeps what says what the
+    code at the cursor is for before the imports)."""
     if tree.tree is None or first_line <= 0:
         return []
     rows: set[int] = set()
-    for child in tree.tree.root_node.children:
-        if child.type in IMPORT_TYPES and child.start_point[0] < first_line:
-            rows.update(range(child.start_point[0], min(child.end_point[0], first_line - 1) + 1))
+    if imports:
+        for child in tree.tree.root_node.children:
+            if child.type in IMPORT_TYPES and child.start_point[0] < first_line:
+                rows.update(range(child.start_point[0], min(child.end_point[0], first_line - 1) + 1))
     byte = len(tree.text[:offset].encode("utf-8", errors="surrogatepass"))
     for node in ancestors(tree, byte)[:-1]:  # not the root: Python's is a `module` too
         if node.type in DEFINITION_TYPES and node.start_byte < byte <= node.end_byte:
@@ -122,7 +130,21 @@ def pinned_lines(tree: SyntaxTree, offset: int, first_line: int) -> list[int]:
                 # `if x:` then a blank indented line) ends up in it. Its first line is the header.
                 header_end = node.start_point[0]
             rows.update(r for r in range(node.start_point[0], header_end + 1) if r < first_line)
+            if docstring and body is not None and (string := _docstring(body)) is not None:
+                start, end = string.start_point[0], string.end_point[0]
+                if end - start < DOCSTRING_MAX_LINES and end < first_line:  # whole or not at all: half a
+                    rows.update(range(start, end + 1))                      # string opens one
+                docstring = False  # the innermost definition's docstring only
     return sorted(rows)
+
+
+def _docstring(body: Any) -> Any:
+    """A block's docstring node: its first statement when that is a bare string."""
+    first = body.named_children[0] if body.named_children else None
+    if first is not None and first.type == "expression_statement" and first.named_child_count == 1 \
+            and first.named_children[0].type == "string":
+        return first
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,7 +120,8 @@ class FrameReader:
             self._error(events, PARSE_ERROR, f"bad or missing Content-Length header: {raw[:40] if raw else raw!r}")
             return
         if len(raw) > 18 or int(raw) > self.max_body:
-            limit = f"{self.max_body >> 20} MiB" if self.max_body >= 1 << 20 else f"{self.max_body >> 10} KiB"
+            limit = (f"{self.max_body >> 20} MiB" if self.max_body >= 1 << 20 else
+                     f"{self.max_body >> 10} KiB" if self.max_body >= 1 << 10 else f"{self.max_body}-byte")
             self._error(events, INVALID_REQUEST, f"a message of {raw[:40].decode()} bytes is over the {limit} limit")
             return
         length = int(raw)

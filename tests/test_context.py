@@ -54,6 +54,18 @@ def test_pinned_lines_are_imports_and_enclosing_headers():
     assert pinned_lines(tree, offset, first_line=0) == []
 
 
+def test_a_short_window_pins_the_header_and_docstring_before_the_imports():
+    source = ('import os\nimport sys\n\n\ndef total(xs):\n    """Sum of the even numbers in xs.\n\n'
+              '    Odd ones are skipped.\n    """\n    out = 0\n    for x in xs:\n        if x % 2 == 0:\n'
+              '            out += x\n    return out\n')
+    tree = SyntaxTree(source, "python")
+    offset = source.index("out += x")
+    assert pinned_lines(tree, offset, first_line=11) == [0, 1, 4]
+    assert pinned_lines(tree, offset, first_line=11, imports=False, docstring=True) == [4, 5, 6, 7, 8]
+    # a docstring the window already holds in part is not pinned twice; a half string never
+    assert pinned_lines(tree, offset, first_line=7, imports=False, docstring=True) == [4]
+
+
 def test_a_module_docstring_is_never_pinned():
     """Python's root node is a `module`, the type Ruby's modules have: its first line (here the
     opening of the module docstring) used to be pinned, and the prompt then opened a string it

@@ -67,7 +67,7 @@ def test_bad_framing_is_one_error_and_the_next_message_is_read(bad):
 def test_a_body_over_the_limit_is_refused_before_it_is_buffered():
     reader = FrameReader(max_body=1000)
     events = reader.feed(b"Content-Length: 5000\r\n\r\n" + b"x" * 4 * MAX_HEADER_LINE)
-    assert events == [FramingError(-32600, "a message of 5000 bytes is over the 0 MiB limit")]
+    assert events == [FramingError(-32600, "a message of 5000 bytes is over the 1000-byte limit")]
     assert len(reader._buffer) < 16  # the body is skipped, not kept
 
 
