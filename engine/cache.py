@@ -76,10 +76,10 @@ class TypeThrough:
         if shown is None or suffix[:_CONTEXT_CHARS] != shown.suffix_head:
             return None
         for typed_len in range(1, len(shown.text)):
-            # Compare only the ends: the typed characters, and the old prefix just before them.
+            # Compare only the ends: the typed characters, and the old prefix just before them
+            # (in place: a copy of a 2 MB prefix per length tried was the cost of a keystroke).
             typed = shown.text[:typed_len]
-            before = prefix[: len(prefix) - typed_len]
-            if prefix.endswith(typed) and before.endswith(shown.prefix_tail):
+            if prefix.endswith(typed) and prefix.endswith(shown.prefix_tail, 0, len(prefix) - typed_len):
                 if count:
                     with self._lock:
                         self.hits += 1

@@ -76,6 +76,20 @@ class CompletionRequest:
     # pipeline gives with time — the whole window (a short anchor is replaced), the whole decode,
     # no time budget — which the editor is then offered in its place.
     refine: bool = False
+    # The cursor's code-point offset, when the caller has it (the language server converts the
+    # position once, with the document's LineIndex); line/character are then that offset's
+    # position, as the answer's range gives it.
+    offset: int | None = None
+
+    def cursor_offset(self) -> int:
+        if self.offset is not None:
+            return max(0, min(self.offset, len(self.text)))
+        return offset_at(self.text, self.line, self.character, self.encoding)
+
+    def cursor_position(self, offset: int) -> dict[str, int]:
+        if self.offset is not None:
+            return {"line": self.line, "character": self.character}
+        return position_at(self.text, offset, self.encoding).as_dict()
 
 
 @dataclass
@@ -224,18 +238,18 @@ class CompletionService:
         Safe from any thread (see the module docstring). `count=False` only asks (not a hit)."""
         if request.raw or not request.use_cache:
             return None
-        offset = offset_at(request.text, request.line, request.character, request.encoding)
+        offset = request.cursor_offset()
         rest = self.type_through.lookup(request.path, request.text[:offset], request.text[offset:], count=count)
         if rest is None or not rest.strip():
             return None
-        cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
+        cursor_pos = request.cursor_position(offset)
         return CompletionResult(rest, {"start": cursor_pos, "end": cursor_pos}, Outcome.CACHE, {"type_through": True})
 
     @staticmethod
     def _place(request: CompletionRequest) -> tuple[int, SyntaxTree]:
         """The cursor's offset in the text, and the text's tree (the caller's, or parsed now)."""
-        offset = offset_at(request.text, request.line, request.character, request.encoding)
-        return offset, request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+        tree = request.tree if request.tree is not None else SyntaxTree(request.text, request.language)
+        return request.cursor_offset(), tree
 
     # -- warming (the language server calls these on the model worker when it is idle) --------
 
@@ -280,7 +294,7 @@ class CompletionService:
             return hit
         settings = self.settings  # one object for the whole request (see the module docstring)
         offset, tree = self._place(request)
-        cursor_pos = position_at(request.text, offset, request.encoding).as_dict()
+        cursor_pos = request.cursor_position(offset)
         empty_range = {"start": cursor_pos, "end": cursor_pos}
         backend = self.load()
         cursor = analyze_cursor(tree, offset, settings.multiline)

@@ -29,6 +29,27 @@ def line_starts(text: str) -> list[int]:
     return [0, *(m.end() for m in _NEWLINE.finditer(text))]
 
 
+def _line_breaks(text: str, start: int, end: int) -> list[int]:
+    """Where each line that begins in text[start:end] after a break begins: what `_NEWLINE`'s
+    matches there end at, found with str.find (C) — a 2 M-character line with no break in it is
+    passed over at memchr speed, not a regex's."""
+    out: list[int] = []
+    newline, ret = text.find("\n", start, end), text.find("\r", start, end)
+    while newline >= 0 or ret >= 0:
+        if ret >= 0 and (newline < 0 or ret < newline):
+            if ret + 1 == newline:  # \r\n: one break
+                out.append(ret + 2)
+                newline = text.find("\n", ret + 2, end)
+                ret = text.find("\r", ret + 2, end)
+            else:
+                out.append(ret + 1)
+                ret = text.find("\r", ret + 1, end)
+        else:
+            out.append(newline + 1)
+            newline = text.find("\n", newline + 1, end)
+    return out
+
+
 class LineIndex:
     """Where each line of a changing text starts, kept current by edits in O(lines edited).
 
@@ -42,6 +63,11 @@ class LineIndex:
     def __init__(self, text: str) -> None:
         self._starts = line_starts(text)
         self._marks: list[tuple[int, int]] = []  # (first line, shift), sorted by line
+        # An all-ASCII text (most code) converts a position by adding: no line is read, however
+        # long; so does one with no character past U+FFFF for UTF-16 positions (one unit each).
+        # Kept by edits; once something else is typed, positions are counted (in C).
+        self.ascii = text.isascii()
+        self.narrow = self.ascii or max(text) <= "\uffff"
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -64,17 +90,37 @@ class LineIndex:
             end -= 1
         if end > start and text[end - 1] == "\r":
             end -= 1
-        if encoding == "utf-32":
+        if self._simple(encoding):
             return min(start + character, end)
-        offset, units = start, 0
-        while offset < end and units < character:
-            units += _units(text[offset], encoding)
-            offset += 1
-        return offset
+        return advance(text, start, end, character, encoding)
 
-    def edit(self, new_text: str, first_line: int, last_line: int, inserted: int, removed: int) -> None:
+    def _simple(self, encoding: str) -> bool:
+        """Are this text's `encoding` units its code points?"""
+        return encoding == "utf-32" or self.ascii or (encoding == "utf-16" and self.narrow)
+
+    def position(self, text: str, offset: int, encoding: str) -> Position:
+        """`position_at` for the text this index describes: the line by bisection, the character
+        by adding (ASCII) or counting that line's start (in C)."""
+        offset = max(0, min(offset, len(text)))
+        # (between \r and \n: still on the \r's line, as position_at has it)
+        head = offset - 1 if offset and text[offset - 1] == "\r" and text.startswith("\n", offset) else offset
+        low, high = 0, len(self._starts) - 1
+        while low < high:  # the last line starting at or before the offset
+            middle = (low + high + 1) // 2
+            if self.start(middle) <= head:
+                low = middle
+            else:
+                high = middle - 1
+        start = self.start(low)
+        return Position(low, offset - start if self._simple(encoding) else units_len(text[start:offset], encoding))
+
+    def edit(self, new_text: str, first_line: int, last_line: int, inserted: int, removed: int,
+             inserted_text: str | None = None) -> None:
         """`new_text` is the text after replacing `removed` code points, which began on `first_line`
-        and ended on `last_line`, with `inserted` code points."""
+        and ended on `last_line`, with `inserted` code points (`inserted_text`, when the caller has it)."""
+        if inserted_text is None or not inserted_text.isascii():
+            self.ascii = False
+            self.narrow = self.narrow and inserted_text is not None and max(inserted_text) <= "\uffff"
         count = len(self._starts)
         # Lines first_line - 1 … last_line + 1 are read again (a \r\n may have formed or split at
         # either end); every line below them only moved.
@@ -83,7 +129,7 @@ class LineIndex:
         region_start = self.start(top)
         delta = inserted - removed
         region_end = self.start(bottom) + delta if bottom < count else len(new_text)
-        fresh = [region_start, *(m.end() for m in _NEWLINE.finditer(new_text, region_start, region_end))]
+        fresh = [region_start, *_line_breaks(new_text, region_start, region_end)]
         if bottom < count and fresh[-1] == region_end:
             fresh.pop()  # the start of line `bottom`, which is kept below
         base = self._shift(top)
@@ -108,29 +154,42 @@ class LineIndex:
         self._marks = []
 
 
-def _units(char: str, encoding: str) -> int:
-    if encoding == "utf-32":
-        return 1
-    code = ord(char)
+_CODECS = {"utf-16": "utf-16-le", "utf-8": "utf-8"}
+
+
+def units_len(text: str, encoding: str) -> int:
+    """How many code units of `encoding` `text` is (a lone surrogate as surrogatepass writes it).
+    In C, not a loop over characters: a 2 M-character line is measured in milliseconds."""
+    if encoding == "utf-32" or text.isascii():
+        return len(text)
+    size = len(text.encode(_CODECS[encoding], "surrogatepass"))
+    return size // 2 if encoding == "utf-16" else size
+
+
+def advance(text: str, start: int, end: int, units: int, encoding: str) -> int:
+    """The offset `units` code units of `encoding` after `start`, at most `end`; a position inside
+    a character rounds up past it. Only the next `units` characters are looked at."""
+    stop = min(start + units, end)
+    if encoding == "utf-32" or text[start:stop].isascii():
+        return stop
+    encoded = text[start:stop].encode(_CODECS[encoding], "surrogatepass")
+    cut = min(units * (2 if encoding == "utf-16" else 1), len(encoded))
+    inside = False  # the position falls inside a character: it rounds up past it
     if encoding == "utf-16":
-        return 2 if code > 0xFFFF else 1
-    if code < 0x80:
-        return 1
-    if code < 0x800:
-        return 2
-    if 0xD800 <= code <= 0xDFFF:
-        return 3  # a lone surrogate, as surrogatepass would write it
-    return 3 if code < 0x10000 else 4
+        if cut < len(encoded) and 0xD8 <= encoded[cut - 1] <= 0xDB and 0xDC <= encoded[cut + 1] <= 0xDF:
+            cut, inside = cut - 2, True  # half a surrogate pair
+    else:
+        while cut < len(encoded) and encoded[cut] & 0xC0 == 0x80:
+            cut, inside = cut - 1, True  # inside a multi-byte sequence
+    return start + len(encoded[:cut].decode(_CODECS[encoding], "surrogatepass")) + inside
 
 
-def _line_end(text: str, starts: list[int], line: int) -> int:
-    """Offset of the end of `line`'s content (before its line break)."""
-    end = starts[line + 1] if line + 1 < len(starts) else len(text)
-    if end > starts[line] and text[end - 1] == "\n":
-        end -= 1
-    if end > starts[line] and text[end - 1] == "\r":
-        end -= 1
-    return end
+def _line_end(text: str, start: int) -> int:
+    """Where the line starting at `start` ends (before its \n, \r\n or lone \r): found in C."""
+    newline = text.find("\n", start)
+    end = len(text) if newline < 0 else newline
+    ret = text.find("\r", start, end)
+    return end if ret < 0 else ret
 
 
 def offset_at(text: str, line: int, character: int, encoding: str = "utf-16", *, strict: bool = False) -> int:
@@ -143,19 +202,18 @@ def offset_at(text: str, line: int, character: int, encoding: str = "utf-16", *,
         raise PositionError(f"unknown position encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
     if line < 0 or character < 0:
         raise PositionError(f"position {line}:{character} is negative")
-    starts = line_starts(text)
-    if line >= len(starts):
-        if strict:
-            raise PositionError(f"line {line} is past the end of the document ({len(starts)} lines)")
-        return len(text)
-    offset, end = starts[line], _line_end(text, starts, line)
-    if encoding == "utf-32":
-        return min(offset + character, end)
-    units = 0
-    while offset < end and units < character:
-        units += _units(text[offset], encoding)
-        offset += 1
-    return offset
+    start, seen = 0, 0
+    if line > 0:
+        for match in _NEWLINE.finditer(text):  # up to the line only, not the whole text
+            seen += 1
+            if seen == line:
+                start = match.end()
+                break
+        else:
+            if strict:
+                raise PositionError(f"line {line} is past the end of the document ({seen + 1} lines)")
+            return len(text)
+    return advance(text, start, _line_end(text, start), character, encoding)
 
 
 @dataclass(frozen=True)
@@ -170,19 +228,13 @@ class Position:
 def position_at(text: str, offset: int, encoding: str = "utf-16") -> Position:
     """The LSP position of a code-point offset."""
     offset = max(0, min(offset, len(text)))
-    starts = line_starts(text)
-    # bisect by hand keeps this dependency-free and obvious
-    lo, hi = 0, len(starts) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if starts[mid] <= offset:
-            lo = mid
-        else:
-            hi = mid - 1
-    start = starts[lo]
-    character = sum(_units(c, encoding) for c in text[start:offset])
-    return Position(lo, character)
+    # Breaks before the offset, counted in C: \n, \r\n and a lone \r each end a line (a \r
+    # right before the offset whose \n is at it ends nothing yet: the pair ends after the \n).
+    head = offset - 1 if offset and text[offset - 1] == "\r" and text.startswith("\n", offset) else offset
+    line = text.count("\n", 0, head) + text.count("\r", 0, head) - text.count("\r\n", 0, head)
+    start = max(text.rfind("\n", 0, head), text.rfind("\r", 0, head)) + 1
+    return Position(line, units_len(text[start:offset], encoding))
 
 
 def utf16_len(text: str) -> int:
-    return sum(_units(c, "utf-16") for c in text)
+    return units_len(text, "utf-16")

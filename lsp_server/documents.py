@@ -159,7 +159,8 @@ class DocumentStore:
             last = len(lines) - 1
             doc.last_edits.append((start, end, len(change.text)))
             doc.syntax.edit(start, end, change.text)
-            lines.edit(doc.text, min(start_pos.line, last), min(end_pos.line, last), len(change.text), end - start)
+            lines.edit(doc.text, min(start_pos.line, last), min(end_pos.line, last), len(change.text), end - start,
+                       change.text)
             doc.last_edit, doc.last_inserted = start + len(change.text), change.text
             line = start_pos.line
             if line in doc.recent_lines:

@@ -231,10 +231,12 @@ class FimbleServer(LanguageServer):
             return EMPTY
         doc.request_serial += 1
         serial = doc.request_serial
-        request = CompletionRequest(doc.text, pos.line, pos.character, self.encoding, doc.language_id, doc.path,
-                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri), interactive=True)
         assert doc.lines is not None
-        offset = doc.lines.offset(request.text, pos.line, pos.character, self.encoding)
+        offset = doc.lines.offset(doc.text, pos.line, pos.character, self.encoding)
+        at = doc.lines.position(doc.text, offset, self.encoding)  # (a character past the line's end is its end)
+        request = CompletionRequest(doc.text, at.line, at.character, self.encoding, doc.language_id, doc.path,
+                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri), interactive=True,
+                                    offset=offset)
         service = self.service
         if (hit := service.typed_through(request)) is not None:
             record(Outcome.CACHE, type_through=True)
@@ -276,10 +278,11 @@ class FimbleServer(LanguageServer):
                 or self.load_state != "ready"):
             return
         text = doc.text
-        line = text.count("\n", 0, doc.last_edit)
-        request = CompletionRequest(text, line, doc.last_edit - (text.rfind("\n", 0, doc.last_edit) + 1), "utf-32",
-                                    doc.language_id, doc.path, tree=doc.syntax.snapshot(),
-                                    others=self.documents.others(uri), interactive=True)
+        assert doc.lines is not None
+        at = doc.lines.position(text, doc.last_edit, "utf-32")
+        request = CompletionRequest(text, at.line, at.character, "utf-32", doc.language_id, doc.path,
+                                    tree=doc.syntax.snapshot(), others=self.documents.others(uri), interactive=True,
+                                    offset=doc.last_edit)
         accepted = len(doc.last_inserted) >= 2 and doc.last_shown.startswith(doc.last_inserted)
         service = self.service
         if not accepted and service.typed_through(request, count=False) is not None:
@@ -391,9 +394,10 @@ class FimbleServer(LanguageServer):
         if doc is None or doc.binary or doc.capped or not self.settings.warm:
             return
         text = doc.text
-        line = text.count("\n", 0, max(doc.last_edit, 0))
-        request = CompletionRequest(text, line, 0, "utf-32", doc.language_id, doc.path, tree=doc.syntax.snapshot(),
-                                    others=self.documents.others(uri))
+        assert doc.lines is not None
+        at = doc.lines.position(text, max(doc.last_edit, 0), "utf-32")  # (a lone \r ends a line, as everywhere)
+        request = CompletionRequest(text, at.line, 0, "utf-32", doc.language_id, doc.path, tree=doc.syntax.snapshot(),
+                                    others=self.documents.others(uri), offset=max(doc.last_edit, 0) - at.character)
         service = self.service
         if uri in self.warming:
             self.warming.remove(uri)
