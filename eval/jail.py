@@ -277,10 +277,9 @@ def own_user_namespace() -> None:
     _map_user(0, uid, 0, gid)
 
 
-def _carried_flags(path: str) -> int:
-    """The flags a read-only remount of a bind of `path` must keep (in a user namespace the source
-    mount's nosuid/nodev/noexec/atime flags are locked: leaving one out is refused)."""
-    flags = os.statvfs(path).f_flag
+def _carried_flags(flags: int) -> int:
+    """The flags a read-only remount of a bind must keep, from its source's statvfs flags (in a user
+    namespace the source mount's nosuid/nodev/noexec/atime flags are locked: leaving one out is refused)."""
     kept = 0
     for st, ms in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
                    (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME)):
@@ -289,12 +288,15 @@ def _carried_flags(path: str) -> int:
     return kept
 
 
-def _bind_read_only(source: str, target: str) -> None:
+def _bind_read_only(source: int, target: str) -> None:
+    """Bind the folder open as `source` (an O_PATH descriptor) at `target`, read-only."""
+    path = f"/proc/self/fd/{source}"
     try:
-        mount(source, target, None, MS_BIND)
+        mount(path, target, None, MS_BIND)
     except OSError:  # a folder with mounts below it, in a user namespace, binds only whole
-        mount(source, target, None, MS_BIND | MS_REC)
-    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | _carried_flags(source))
+        mount(path, target, None, MS_BIND | MS_REC)
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | _carried_flags(os.fstatvfs(source).f_flag)
+    mount(None, target, None, flags)
 
 
 def _tmpfs(target: str, options: bytes = TMPFS_OPTIONS) -> None:
@@ -318,6 +320,10 @@ def build_view(binds: list[str], hidden: list[str]) -> None:
     folder over each of `hidden` (site-packages: the harness's installs, the answer key among
     them), a few devices, a fresh /proc, and private tmpfs on /tmp, /var/tmp and /dev/shm. Nothing
     else of the host: no home, no venv, no data, no world-writable folder of the host's."""
+    # Opened before /tmp is covered: a venv or an interpreter may live there.
+    sources = {folder: os.open(folder, os.O_PATH | os.O_DIRECTORY)
+               for folder in [f"/{name}" for name in SYSTEM if os.path.isdir(f"/{name}")
+                              and not os.path.islink(f"/{name}")] + binds}
     _tmpfs(STAGE, b"size=64m,mode=700")
     os.mkdir(ROOT, 0o755)
     _tmpfs(ROOT, b"size=1m,mode=755")
@@ -325,29 +331,30 @@ def build_view(binds: list[str], hidden: list[str]) -> None:
         host, inside = f"/{name}", f"{ROOT}/{name}"
         if os.path.islink(host):
             os.symlink(os.readlink(host), inside)
-        elif os.path.isdir(host):
+        elif host in sources:
             os.mkdir(inside, 0o755)
-            _bind_read_only(host, inside)
-    for folder in binds:
+            _bind_read_only(sources[host], inside)
+    for name in ("proc", "tmp", "var", "var/tmp", "dev", "dev/shm"):
+        os.mkdir(f"{ROOT}/{name}", 0o755)
+    mount("proc", f"{ROOT}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for target in TMPFS:
+        _tmpfs(ROOT + target)
+    for folder in binds:  # (after the tmpfs: a folder under /tmp is shown on top of it)
         inside = ROOT + folder
         if not os.path.isdir(inside) or not os.listdir(inside):  # not already shown as part of /usr
             _folders(inside)
-            _bind_read_only(folder, inside)
+            _bind_read_only(sources[folder], inside)
+    for fd in sources.values():
+        os.close(fd)
     for folder in hidden:
         if os.path.isdir(ROOT + folder):
             mount("tmpfs", ROOT + folder, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, b"size=4k,mode=555")
-    os.mkdir(f"{ROOT}/dev", 0o755)
     for name in DEVICES:
         os.close(os.open(f"{ROOT}/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
         mount(f"/dev/{name}", f"{ROOT}/dev/{name}", None, MS_BIND)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{ROOT}/dev/{name}")
-    for name in ("proc", "tmp", "var", "var/tmp", "dev/shm"):
-        os.mkdir(f"{ROOT}/{name}", 0o755)
-    mount("proc", f"{ROOT}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for target in TMPFS:
-        _tmpfs(ROOT + target)
 
 
 def enter_view() -> None:
@@ -431,7 +438,7 @@ def _command_process(args: argparse.Namespace, job: dict[str, Any], output: int,
         with contextlib.suppress(OSError):  # rootless, an owner this namespace does not map stays ours
             os.chown(f"{LAYERS}/upper", top.st_uid, top.st_gid)
         os.chmod(f"{LAYERS}/upper", top.st_mode & 0o7777)
-        _bind_read_only(f"/proc/self/fd/{tree}", f"{LAYERS}/lower")
+        _bind_read_only(tree, f"{LAYERS}/lower")
         os.close(tree)
         work = ROOT + WORK
         os.mkdir(work, 0o755)

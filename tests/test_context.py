@@ -117,3 +117,37 @@ def test_snippets_respect_the_budget_and_keep_a_stable_order():
     assert [(s.path, s.start_line) for s in snippets] == [("m1.py", 0), ("m1.py", 1), ("m2.py", 0), ("m2.py", 1)]
     small = extra_snippets({"area"}, docs, "", budget=50, count=len)
     assert len(small) == 1
+
+
+def _definitions_by_asking_parents(tree, depth=2):
+    """The walk it replaced: every node, and each one's parents counted."""
+    from engine.context import _definition_name
+    from engine.syntax import DEFINITION_TYPES, iter_nodes
+
+    found = []
+    for node in iter_nodes(tree.tree.root_node):
+        around, parent = 0, node.parent
+        while parent is not None:
+            around += parent.type in DEFINITION_TYPES
+            parent = parent.parent
+        if node.type in DEFINITION_TYPES and around <= depth and (name := _definition_name(node)):
+            found.append((name, node.start_point[0], node.end_point[0]))
+    return found
+
+
+@pytest.mark.parametrize("language", ["python", "javascript", "ruby", "rust"])
+def test_definitions_walk_no_deeper_than_they_count_and_find_the_same(language):
+    from engine.context import definitions
+
+    sources = {
+        "python": "import os\n\nclass A:\n    def m(self):\n        def inner():\n            def deeper():\n"
+                  "                pass\n\n@dec\ndef top(x):\n    return x\n",
+        "javascript": "".join("  " * i + f"function f{i}() {{\n" for i in range(30))
+                      + "".join("  " * i + "}\n" for i in reversed(range(30)))
+                      + "const g = () => 1;\nclass C { m() {} }\n",
+        "ruby": "module M\n  class C\n    def m\n    end\n  end\nend\ndef top\nend\n",
+        "rust": "struct S {}\nimpl S {\n    fn m(&self) {\n        fn inner() {}\n    }\n}\nfn main() {}\n",
+    }
+    tree = SyntaxTree(sources[language], language)
+    assert definitions(tree) == _definitions_by_asking_parents(tree)
+    assert definitions(tree) is definitions(tree.snapshot())  # found once per text, not per request
