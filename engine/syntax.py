@@ -193,7 +193,10 @@ class SyntaxTree:
             old_end_byte = start_byte + len(self._bytes(old[start:end]))
             new_end_byte = start_byte + len(self._bytes(new_text))
             line_start = old.rfind("\n", 0, start) + 1
-            start_point = (row, len(self._bytes(old[line_start:start])))
+            # The column in bytes: by subtraction, not by encoding the line up to the cursor (on a
+            # 2 M-character line that was the cost of a keystroke).
+            column = start - line_start if old.isascii() else start_byte - self._byte_and_row(old, line_start)[0]
+            start_point = (row, column)
             self._tree.edit(
                 start_byte=start_byte,
                 old_end_byte=old_end_byte,

@@ -158,7 +158,8 @@ def _probe() -> tuple[tuple[str, ...], tuple[str, ...]]:
             outcome = _referee("command", {"command": "true", "tree": tree, "files": {}}, probe_uid,
                                COMMAND_CONFIG, *view_for_commands())
         if not outcome.passed:
-            for_commands.append(f"a throwaway copy of a repository (overlayfs): {outcome.result}")
+            for_commands.append(f"a command over a throwaway copy of a repository (overlayfs, the venv shown): "
+                                f"{outcome.result}")
     return tuple(missing), tuple(for_commands)
 
 
