@@ -251,9 +251,10 @@ class PromptBuilder:
             local_budget, share, step = min(local_budget, short_budget), SHORT_PREFIX_SHARE, 1
         window = fit_window(prefix, suffix, count, local_budget, share, step)
         pinned = ""
+        lines: list[str] = []
         if window.first_line > 0 and (rows := self._pinned_rows(tree, offset, window.first_line, local_budget,
-                                                                  short_budget is not None)):
-            lines = split_lines(text)
+                                                                  short_budget is not None, lines)):
+            lines = lines or split_lines(text)
             pinned = pinned_text(lines, rows, window.first_line)
             window = fit_window(prefix, suffix, count, max(local_budget - count(pinned), 0), share, step)
             pinned = pinned_text(lines, [r for r in rows if r < window.first_line], window.first_line)
@@ -262,14 +263,17 @@ class PromptBuilder:
         return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets, Anchor.key(settings),
                       short=short_budget is not None)
 
-    def _pinned_rows(self, tree: SyntaxTree, offset: int, first_line: int, budget: int, short: bool) -> list[int]:
+    def _pinned_rows(self, tree: SyntaxTree, offset: int, first_line: int, budget: int, short: bool,
+                     lines: list[str]) -> list[int]:
         """The lines kept above the window. A short window keeps, before the lines around the
         cursor, the enclosing headers and the innermost docstring (what the code is for), not the
-        imports; the docstring only while it leaves the cursor's neighbourhood half the budget."""
+        imports; the docstring only while it leaves the cursor's neighbourhood half the budget.
+        `lines`: filled with the document's lines when they were split here (the caller reuses them)."""
         if not short:
             return pinned_lines(tree, offset, first_line)
         rows = pinned_lines(tree, offset, first_line, imports=False, docstring=True)
-        lines = split_lines(tree.text)
+        if rows:
+            lines[:] = split_lines(tree.text)
         if rows and self.count(pinned_text(lines, rows, first_line)) > budget // 2:
             rows = pinned_lines(tree, offset, first_line, imports=False)
         return rows

@@ -107,6 +107,7 @@ def _site_folders(prefix: str) -> list[str]:
     return sorted(set(found))
 
 
+@cache
 def view_for_samples() -> tuple[str, list[str], list[str]]:
     """(interpreter, folders to show, folders to show empty) for `run`: the stdlib only."""
     python = sample_python()
@@ -114,6 +115,7 @@ def view_for_samples() -> tuple[str, list[str], list[str]]:
     return python, [prefix], _site_folders(prefix)
 
 
+@cache
 def view_for_commands() -> tuple[str, list[str], list[str]]:
     """(interpreter, folders to show, folders to show empty) for `command`: a repository's tests
     need the venv they were installed in (pytest, the package's dependencies, node)."""

@@ -157,6 +157,7 @@ def token_ok(body: bytes, token: str) -> tuple[bool, Any]:
 
 class Authenticated(NamedTuple):
     initialize: bytes  # the `initialize` request that carried the token
+    msg_id: Any  # its id, to answer it
     frames: wire.FrameReader  # the stream's reader, holding whatever came after it
     after: list[wire.Frame | wire.FramingError]  # messages that came in the same read, after it
 
@@ -178,17 +179,16 @@ async def authenticate(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
                     return None
                 received += len(data)
                 events = frames.feed(data)
-                for index, event in enumerate(events):
-                    if isinstance(event, wire.FramingError):
-                        why = f"the first message could not be read ({event.message})"
-                        break
-                    ok, msg_id = token_ok(event.body, token)
-                    if ok:
-                        frames.max_body = wire.MAX_BODY
-                        return Authenticated(event.body, frames, events[index + 1:])
+                if not events:
+                    continue  # the first message is still arriving
+                first = events[0]  # the only one that counts: it carries the token or it does not
+                if isinstance(first, wire.FramingError):
+                    why = f"the first message could not be read ({first.message})"
                     break
-                else:
-                    continue
+                ok, msg_id = token_ok(first.body, token)
+                if ok:
+                    frames.max_body = wire.MAX_BODY
+                    return Authenticated(first.body, msg_id, frames, events[1:])
                 break
             else:
                 why = f"the first message is over {PREAUTH_MAX_BYTES >> 10} KiB"
@@ -228,8 +228,7 @@ def serve_tcp(make_server: Callable[[], Any], host: str, port: int, home: Path,
             # A client that just left may still be tearing down: wait for it a moment.
             await asyncio.wait_for(busy.acquire(), HANDOVER_S)
         except TimeoutError:
-            msg_id = token_ok(entry.initialize, token)[1]
-            _send(writer, wire.error_response(msg_id, AUTH_ERROR, "fimble serves one client at a time and "
+            _send(writer, wire.error_response(entry.msg_id, AUTH_ERROR, "fimble serves one client at a time and "
                                                                   "another one is connected"))
             await _close(writer)
             return
