@@ -40,7 +40,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,13 +200,18 @@ def burst_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def places(args: argparse.Namespace, text: str) -> dict[str, Any]:
+async def places(args: argparse.Namespace, text: str,
+                 prepare: Callable[[LanguageClient], Awaitable[None]] | None = None) -> dict[str, Any]:
+    """`prepare`, if given, runs once the model is ready and before the file opens (another
+    benchmark loads the explaining model there)."""
     client = await start_server(args)
     uri = "file://" + str(args.file)
     while (state := plain(await client.protocol.send_request_async("fimble/status", {}))["state"]) != "ready":
         if state == "error":
             raise SystemExit("the server could not load the model: see its log")
         await asyncio.sleep(0.2)
+    if prepare is not None:
+        await prepare(client)
     opened = time.perf_counter()
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text)))

@@ -70,6 +70,10 @@ class Settings:
     docstring_prompt: str = _opt("instruct", "an empty body under a definition's header and docstring is asked for "
                                  "with the model's chat template (instruct: the function from its docstring) or "
                                  "like any other place (fim)", choices=DOCSTRING_PROMPTS)
+    explain_model: str = _opt("", "the model that explains code (fimble.explain, `fimble explain`): a known name, a "
+                              "GGUF file or a Hugging Face folder; empty: the largest known model assembled in "
+                              "$FIMBLE_HOME if it is larger than `model` (llama_cpp backend), else `model`. The "
+                              "language server loads it on the first explanation and keeps both loaded")
     warm: bool = _opt(True, "evaluate the prompt of the place just opened or edited while the server is idle, "
                       "so the first request there finds it ready")
     stats: bool = _opt(True, "count suggestions shown and accepted per language, and how much of the accepted text "

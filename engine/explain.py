@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from . import models
+from .config import Settings
 from .context import DEFINITION_TYPES, ancestors
 from .text import split_lines
 
@@ -31,6 +33,31 @@ SYSTEM = (
 TIME_BUDGET_S = 120.0
 PROMPT_TOKENS = 128  # the prompt's own words and chat template, with room to spare
 MIN_ANSWER_TOKENS = 512
+
+
+def explaining_model(settings: Settings) -> str:
+    """The model that explains: `explainModel`, else the largest known model this user has assembled
+    when it is larger than the completion model. Explanations are read and asked for rarely, so the
+    larger model's seconds are worth it there, while completions keep the small, fast one. Another
+    backend (a server, torch) explains with its own model: code goes only where the user pointed it."""
+    if settings.explain_model:
+        return settings.explain_model
+    if settings.backend != "llama_cpp":
+        return settings.model
+    installed = models.installed_known_models()
+    if installed and installed[0].size > models.model_size(settings.model):
+        return installed[0].name
+    return settings.model
+
+
+def explaining_settings(settings: Settings) -> Settings:
+    """The settings the explaining model runs with: the user's, on that model. A second model keeps
+    no saved prompt states (kvCacheMb 0): it explains one selection at a time and must not double
+    the server's memory for caches that only completions use."""
+    model = explaining_model(settings)
+    if model == settings.model:
+        return settings
+    return settings.replace(model=model, kv_cache_mb=0, warm=False)
 
 
 def fit(code: str, count: Callable[[str], int], budget: int) -> str:
@@ -147,4 +174,5 @@ def word_count(answer: str) -> int:
     return len(re.findall(r"[A-Za-z0-9_']+", answer))
 
 
-__all__: list[str] = ["SYSTEM", "clean", "messages", "target", "without_code_blocks", "word_count"]
+__all__: list[str] = ["SYSTEM", "clean", "explaining_model", "explaining_settings", "messages", "target",
+                      "without_code_blocks", "word_count"]

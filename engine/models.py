@@ -366,6 +366,24 @@ def resolve_model(spec: str | None, progress: Progress | None = None) -> ModelRe
     return ModelRef(path, "gguf", path.name)
 
 
+def installed_known_models() -> list[KnownModel]:
+    """Known models assembled and verified in this user's cache, largest first (the parts' packages
+    alone do not count: assembling 1 GB belongs to `fimble model assemble`, not to a first explain)."""
+    found = [model for model in KNOWN_MODELS.values() if is_verified(model, model_path(model))]
+    return sorted(found, key=lambda model: model.size, reverse=True)
+
+
+def model_size(spec: str) -> int:
+    """The bytes of a known name or a model file (0 for a folder or a path that is not there)."""
+    if spec in KNOWN_MODELS:
+        return KNOWN_MODELS[spec].size
+    try:
+        path = Path(spec).expanduser()
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
+
+
 def status() -> list[dict[str, object]]:
     """One row per known model: where it is and whether it is assembled and verified."""
     rows: list[dict[str, object]] = []

@@ -3,26 +3,34 @@
 For each HumanEval task:
 1. the function without its docstring (the prompt's declaration + the canonical solution) is
    explained through the editor's explain path: `engine.explain.target` picks the code for a
-   cursor on the `def` line, `CompletionService.explain_result` explains it (same prompt, backend,
-   options, and the same last pass that removes LaTeX);
-2. fenced code blocks are cut from the explanation (counted as `leaked_code`), and the model writes
-   the function again from its signature and the explanation alone, with REWRITE_INSTRUCTION;
-3. with --execute, the rewrite runs against the task's tests in the sandbox.
-pass@1 is the explanation's fidelity. Resumable: a rerun with the same --out skips what is done.
+   cursor on the `def` line, the explaining model (`explainModel`, as the editor's) explains it with
+   the same prompt and the same last pass that removes LaTeX;
+2. fenced code blocks are cut from the explanation (counted as `leaked_code`), and the *judge* (a
+   fixed model, greedy, whatever model explains) writes the function again from its signature and
+   the explanation alone, with REWRITE_INSTRUCTION;
+3. the judge also writes it from the task's own docstring with the same instruction: the ceiling,
+   what a reader with the author's description gets;
+4. with --execute, both rewrites run against the task's tests in the sandbox.
+fidelity = pass@1 from the explanation, ceiling = pass@1 from the docstring, ratio = fidelity /
+ceiling. A judge as weak as the explainer caps the figure at its own skill; the ratio says how much
+of what the judge can do the explanation carried. Resumable: a rerun with the same --out skips what
+is done; `--ceiling-from DIR` takes the ceiling of an earlier run with the same judge.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
+import re
 import statistics
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from engine import explain
+from engine import explain, models
 from engine.backends import GenerationRequest
 from engine.config import Settings
 from engine.errors import EngineError
@@ -34,22 +42,36 @@ from engine.text import split_lines
 from .data import load_problems, read_jsonl, write_jsonl
 from .generate import extract_code
 
-# The rewrite step's prompt (fixed, so runs compare): the signature and the explanation, nothing else.
+# The rewrite step's prompt (fixed, so runs compare): the signature and a description, nothing else.
 REWRITE_INSTRUCTION = ("Write the Python function `{signature}` that does exactly what this description says. "
-                       "Reply with only the function, in one ```python block.\n\nDescription:\n{explanation}")
+                       "Reply with only the function and the imports it needs, in one ```python block."
+                       "\n\nDescription:\n{explanation}")
+# Names the rewrite step: a ceiling is reused only under the same judge and the same instruction.
+REWRITE_ID = hashlib.sha256(REWRITE_INSTRUCTION.encode()).hexdigest()[:12]
 LATEX_LEFT = ("\\(", "\\[", "$$", "\\frac", "\\text{", "\\times")
+_CODE_SPAN = re.compile(r"`([^`\n]{6,})`")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="only the first N tasks, in file order")
     parser.add_argument("--out", required=True, help="folder for everything the run writes")
     parser.add_argument("--execute", action="store_true", help="run the rewrites' tests in the sandbox")
+    parser.add_argument("--judge", help="the model that rewrites each function (a known name or a path; default: "
+                                        "the largest known model assembled, else the explaining model)")
+    parser.add_argument("--ceiling-from", metavar="DIR", help="take the ceiling (rewrites from the docstrings) "
+                                                              "from an earlier run's folder with the same judge")
     parser.add_argument("--workers", type=int, default=2, help="samples executed in parallel")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per sample")
 
 
 def without_docstring(problem: dict[str, Any]) -> tuple[str, str, str]:
     """(the whole function without its docstring, the code above the function, its signature)."""
+    function, above, signature, _ = _parts(problem)
+    return function, above, signature
+
+
+def _parts(problem: dict[str, Any]) -> tuple[str, str, str, str]:
+    """`without_docstring`'s three, and the docstring itself (cleaned, as `help()` shows it)."""
     source = problem["prompt"] + problem["canonical_solution"]
     lines = split_lines(source)
     tree = ast.parse(source)
@@ -67,33 +89,74 @@ def without_docstring(problem: dict[str, Any]) -> tuple[str, str, str]:
     signature = " ".join(line.strip() for line in lines[function.lineno - 1 : header_end]).rstrip(":").strip()
     signature = signature.removeprefix("def ").strip()
     above = "\n".join(lines[: first - 1]).rstrip()
-    return "\n".join(kept).rstrip() + "\n", above, signature
+    return "\n".join(kept).rstrip() + "\n", above, signature, ast.get_docstring(function) or ""
 
 
-def explain_one(service: CompletionService, problem: dict[str, Any]) -> dict[str, Any]:
-    function, above, signature = without_docstring(problem)
-    document = (above + "\n\n\n" if above else "") + function
-    def_line = document.count("\n", 0, document.index(function))
-    code = explain.target(document, def_line, def_line, SyntaxTree(document, "python"))
-    result = service.explain_result(code, "python", cancel=threading.Event())
-    prose, leaked = explain.without_code_blocks(result.text)
-    info = service.info
-    messages = [{"role": "user", "content": REWRITE_INSTRUCTION.format(signature=signature, explanation=prose)}]
+def rewrite(judge: CompletionService, signature: str, description: str) -> str:
+    """The judge writes the function from its signature and a description alone (greedy)."""
+    info = judge.info
+    messages = [{"role": "user", "content": REWRITE_INSTRUCTION.format(signature=signature, explanation=description)}]
     prompt = chat_prompt(messages, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
                          add_bos=info.add_bos)
-    rewrite = service.generate(GenerationRequest.from_settings(prompt, service.settings, max_tokens=512,
-                                                               time_budget_s=None))
-    rewritten = extract_code(rewrite.text)
+    result = judge.generate(GenerationRequest.from_settings(prompt, judge.settings, max_tokens=512,
+                                                            time_budget_s=None))
+    return extract_code(result.text)
+
+
+def _program(above: str, code: str) -> str:
+    return (above + "\n\n\n" if above else "") + code + "\n"
+
+
+def explain_one(explainer: CompletionService, judge: CompletionService, problem: dict[str, Any]) -> dict[str, Any]:
+    function, above, signature, _ = _parts(problem)
+    document = _program(above, function.rstrip())
+    def_line = document.count("\n", 0, document.index(function.rstrip()))
+    code = explain.target(document, def_line, def_line, SyntaxTree(document, "python"))
+    result = explainer.explain_result(code, "python", cancel=threading.Event())
+    prose, leaked = explain.without_code_blocks(result.text)
+    rewritten = rewrite(judge, signature, prose)
     stats = result.stats
     decode_s = max(stats.decode_ms, 1e-9) / 1000
     return {
         "task_id": problem["task_id"], "sample": 0, "code": code, "explanation": result.text,
         "leaked_code": leaked, "words": explain.word_count(prose),
         "latex_left": any(mark in result.text for mark in LATEX_LEFT),
-        "rewrite": rewritten, "program": (above + "\n\n\n" if above else "") + rewritten + "\n",
+        "copied_from_prompt": copied_from_prompt(result.text, code),
+        "rewrite": rewritten, "program": _program(above, rewritten),
         "first_token_ms": stats.first_token_ms, "generated_tokens": stats.generated_tokens,
         "tokens_per_s": round(stats.generated_tokens / decode_s, 1), "stop_reason": stats.stop_reason,
     }
+
+
+def ceiling_one(judge: CompletionService, judge_name: str, problem: dict[str, Any]) -> dict[str, Any]:
+    """The judge's rewrite from the task's own docstring: what the best description gives."""
+    _, above, signature, docstring = _parts(problem)
+    rewritten = rewrite(judge, signature, docstring)
+    return {"task_id": problem["task_id"], "sample": 0, "judge": judge_name, "rewrite_id": REWRITE_ID,
+            "rewrite": rewritten, "program": _program(above, rewritten)}
+
+
+def copied_from_prompt(explanation: str, code: str) -> bool:
+    """A code span taken from the explain prompt's own words rather than from the code explained
+    (prompt A's example formula turned up in explanations of unrelated code)."""
+    return any(span in explain.SYSTEM and span not in code for span in _CODE_SPAN.findall(explanation))
+
+
+def default_judge(explaining: str) -> str:
+    installed = models.installed_known_models()
+    return installed[0].name if installed else explaining
+
+
+def judge_settings(settings: Settings, judge: str) -> Settings:
+    """The judge runs greedy on this machine, whatever backend explains: a known name or a GGUF file
+    with llama.cpp, a Hugging Face folder with torch."""
+    backend = "torch" if Path(judge).expanduser().is_dir() else "llama_cpp"
+    return Settings(model=judge, backend=backend, temperature=0.0, n_threads=settings.n_threads,
+                    n_ctx=settings.n_ctx, kv_cache_mb=0, warm=False)
+
+
+def _resumed(path: Path, keep: Any = lambda row: True) -> dict[str, dict[str, Any]]:
+    return {row["task_id"]: row for row in read_jsonl(path) if keep(row)} if path.exists() else {}
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -104,58 +167,105 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     problems = load_problems(None, args.limit)
     for problem in problems:
         check_problem(problem)
-    settings = settings.replace(temperature=0.0)
-    samples_path, results_path = out / "samples.jsonl", out / "results.jsonl"
-    done = {r["task_id"]: r for r in read_jsonl(samples_path)} if samples_path.exists() else {}
-    todo = [p for p in problems if p["task_id"] not in done]
-    service = CompletionService(settings)
+    if getattr(args, "model", None) and not settings.explain_model:
+        settings = settings.replace(explain_model=args.model)  # `--model` here names the explaining model
+    explaining = explain.explaining_settings(settings).replace(temperature=0.0)
+    judge_name = args.judge or default_judge(explaining.model)
+    same_judge = judge_name == explaining.model
+    same = lambda row: row.get("judge") == judge_name and row.get("rewrite_id") == REWRITE_ID  # noqa: E731
+    samples_path, ceiling_path = out / "samples.jsonl", out / "ceiling.jsonl"
+    done = _resumed(samples_path, lambda row: row.get("judge") == judge_name)
+    ceiling = _resumed(ceiling_path, same)
+    if args.ceiling_from:
+        earlier = _resumed(Path(args.ceiling_from) / "ceiling.jsonl", same)
+        taken = [earlier[p["task_id"]] for p in problems if p["task_id"] in earlier and p["task_id"] not in ceiling]
+        write_jsonl(ceiling_path, taken, append=True)
+        ceiling.update({row["task_id"]: row for row in taken})
+    todo = [p for p in problems if p["task_id"] not in done or p["task_id"] not in ceiling]
+    explainer = CompletionService(explaining)
+    judge = explainer if same_judge else CompletionService(judge_settings(settings, judge_name))
     started = time.perf_counter()
     if todo:
-        service.load()
-    bar = _progress(len(todo), "explaining")
+        explainer.load()
+        if not same_judge:
+            judge.load()
+    bar = _progress(len(todo), "explaining and rewriting", unit="task")
     for problem in todo:
-        row = explain_one(service, problem)
-        write_jsonl(samples_path, [row], append=True)
-        done[problem["task_id"]] = row
+        task = problem["task_id"]
+        if task not in done:
+            row = {**explain_one(explainer, judge, problem), "judge": judge_name}
+            write_jsonl(samples_path, [row], append=True)
+            done[task] = row
+        if task not in ceiling:
+            ceiling[task] = ceiling_one(judge, judge_name, problem)
+            write_jsonl(ceiling_path, [ceiling[task]], append=True)
         bar.update()
     bar.close()
     samples = [done[p["task_id"]] for p in problems]
-    results = None
+    ceilings = [ceiling[p["task_id"]] for p in problems]
+    results = ceiling_results = None
     if args.execute:
-        results = execute(samples, {p["task_id"]: p for p in problems}, results_path, args)
-    summary = summarize(samples, results, {"model": settings.model, "backend": settings.backend,
-                                           "wall_s": round(time.perf_counter() - started, 1)})
+        by_id = {p["task_id"]: p for p in problems}
+        results = execute(samples, by_id, out / "results.jsonl", args)
+        ceiling_results = execute(ceilings, by_id, out / "ceiling_results.jsonl", args)
+    summary = summarize(samples, results, ceiling_results, {
+        "model": explaining.model, "judge": judge_name, "backend": explaining.backend,
+        "wall_s": round(time.perf_counter() - started, 1)})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(summary))
+    (out / "report.md").write_text(markdown(summary, samples))
     plot(samples, out / "plot.png")
     return summary
 
 
+def _percentile(values: list[int], share: float) -> int | None:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else None
+
+
 def summarize(samples: list[dict[str, Any]], results: list[dict[str, Any]] | None,
-              meta: dict[str, Any]) -> dict[str, Any]:
-    words = sorted(s["words"] for s in samples)
+              ceiling_results: list[dict[str, Any]] | None, meta: dict[str, Any]) -> dict[str, Any]:
+    words = [s["words"] for s in samples]
     first = [s["first_token_ms"] for s in samples if s.get("first_token_ms") is not None]
+    count = max(len(samples), 1)
     summary: dict[str, Any] = {
         "tasks": len(samples),
         "words_median": statistics.median(words) if words else None,
-        "words_p95": words[min(len(words) - 1, int(len(words) * 0.95))] if words else None,
-        "leaked_code_share": round(sum(s["leaked_code"] > 0 for s in samples) / max(len(samples), 1), 4),
+        "words_p95": _percentile(words, 0.95),
+        "over_120_words": sum(w > 120 for w in words),
+        "leaked_code_share": round(sum(s["leaked_code"] > 0 for s in samples) / count, 4),
         "latex_left": sum(bool(s["latex_left"]) for s in samples),
+        "copied_from_prompt": sum(bool(s.get("copied_from_prompt")) for s in samples),
         "first_token_ms_median": round(statistics.median(first), 1) if first else None,
         "tokens_per_s_median": statistics.median(s["tokens_per_s"] for s in samples) if samples else None,
         **meta,
     }
     if results is not None:
-        summary["pass@1"] = round(sum(bool(r["passed"]) for r in results) / max(len(results), 1), 4)
-        summary["passed"] = sum(bool(r["passed"]) for r in results)
+        passed = {r["task_id"] for r in results if r["passed"]}
+        summary["fidelity"] = summary["pass@1"] = round(len(passed) / max(len(results), 1), 4)
+        summary["passed"] = len(passed)
+        if ceiling_results is not None:
+            by_docstring = {r["task_id"] for r in ceiling_results if r["passed"]}
+            summary["ceiling"] = round(len(by_docstring) / max(len(ceiling_results), 1), 4)
+            summary["ceiling_passed"] = len(by_docstring)
+            summary["ratio"] = round(len(passed) / len(by_docstring), 4) if by_docstring else None
+            order = [s["task_id"] for s in samples]
+            # The docstring was enough and the explanation was not: it lost what a reader needed.
+            summary["lost"] = [t for t in order if t in by_docstring and t not in passed]
+            summary["gained"] = [t for t in order if t in passed and t not in by_docstring]
     return summary
 
 
-def markdown(summary: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {key} | {value} |" for key, value in summary.items())
-    return ("# fimble eval explain\n\nExplain each HumanEval function (docstring removed), rewrite it from the "
-            "explanation alone, run its tests: pass@1 is the explanation's fidelity.\n\n"
-            f"| | |\n|---|---|\n{rows}\n")
+def markdown(summary: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> str:
+    rows = "\n".join(f"| {key} | {value} |" for key, value in summary.items() if key not in ("lost", "gained"))
+    text = ("# fimble eval explain\n\nExplain each HumanEval function (docstring removed); the judge rewrites it "
+            "from the explanation alone (fidelity) and from the task's docstring (ceiling); ratio = fidelity / "
+            f"ceiling.\n\n| | |\n|---|---|\n{rows}\n")
+    lost = summary.get("lost") or []
+    if lost and samples is not None:
+        by_id = {s["task_id"]: s for s in samples}
+        text += (f"\n## Lost: {len(lost)} tasks the docstring's rewrite passes and the explanation's does not\n\n"
+                 + "\n\n".join(f"### {task}\n\n{by_id[task]['explanation']}" for task in lost) + "\n")
+    return text
 
 
 def plot(samples: list[dict[str, Any]], path: Path) -> bool:

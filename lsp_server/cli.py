@@ -127,7 +127,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     # The editor's choice of code, from the same function: a line alone means its definition.
     language = language_for_path(args.file)
     code = explain.target(text, args.line, end, SyntaxTree(text, language))
-    service = CompletionService(settings_from_args(args))
+    settings = settings_from_args(args)
+    if args.model and not settings.explain_model:
+        settings = settings.replace(explain_model=args.model)  # `--model` here names the explaining model
+    service = CompletionService(explain.explaining_settings(settings))
     _load(service)
 
     streamed: list[str] = []

@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
-from engine import explain
 from engine.config import Settings, apply_options
 from engine.errors import EngineError
 from engine.models import fimble_home
@@ -34,17 +32,14 @@ from engine.service import CompletionRequest, CompletionResult, CompletionServic
 from . import transport
 from .acceptance import ACCEPTED_COMMAND, RETAIN_AFTER_S, STATS_FILE, Acceptance, Followed
 from .documents import MAX_PARSED_CHARS, DocumentStore, path_of
+from .explaining import EXPLAIN_COMMAND, Explainer, needs_reload
 from .protocol import FimbleProtocol
 from .worker import ModelWorker, Superseded
 
 log = logging.getLogger("fimble")
-EXPLAIN_COMMAND = "fimble.explain"
 STATUS_METHOD = "fimble/status"
 # Sent when the rest of an answer given early is decoded: the editor asks again and is given it.
 COMPLETION_READY = "fimble/completionReady"
-# Options whose change needs the model loaded again.
-_RELOAD_KEYS = ("model", "backend", "n_ctx", "n_threads", "openai_base_url", "openai_api_key", "openai_model",
-                "torch_compile", "kv_cache_mb")
 EMPTY = types.InlineCompletionList(items=[])
 # Documents warmed up at once (the most recently opened); see FimbleServer.warm_document.
 WARM_DOCUMENTS = 3
@@ -76,6 +71,7 @@ class FimbleServer(LanguageServer):
         self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
         self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
         self.protocol.whole_params_commands[EXPLAIN_COMMAND] = self.explain
+        self.explainer = Explainer()  # the explaining model, when it is a second one
         self.acceptance: Acceptance | None = None  # counts of suggestions shown and accepted (`stats`)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -121,7 +117,7 @@ class FimbleServer(LanguageServer):
         new, warnings = apply_options(self.settings, options)
         for warning in warnings:
             self.warn(warning)
-        reload = any(getattr(new, k) != getattr(self.settings, k) for k in _RELOAD_KEYS)
+        reload = needs_reload(self.settings, new)
         self.settings = new
         if new.stats and self.acceptance is None:
             self.acceptance = Acceptance(fimble_home() / STATS_FILE, self._text_of)
@@ -138,6 +134,7 @@ class FimbleServer(LanguageServer):
             self.start_loading()
         else:
             self.service.settings = new
+        self.explainer.settings_changed(self)
 
     def end_session(self) -> None:
         """The client left: stop the model worker and free the model (TCP serves the next client anew)."""
@@ -145,6 +142,8 @@ class FimbleServer(LanguageServer):
             self.acceptance.save()
         self.worker.stop()
         self.service.close()
+        if self.explainer.service is not None:
+            self.explainer.service.close()
         self.shutdown()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -467,55 +466,10 @@ class FimbleServer(LanguageServer):
         if self.acceptance is not None:
             self.acceptance.check(followed, self._text_of(followed.uri), "30s")
 
-    # -- explain ---------------------------------------------------------------------------------
+    # -- explain (lsp_server/explaining.py) ----------------------------------------------------------
 
     async def explain(self, params: types.ExecuteCommandParams) -> str:
-        args = params.arguments or []
-        first = args[0] if args else None
-        if not isinstance(first, dict) or "uri" not in first or not isinstance(first.get("range"), dict):
-            raise JsonRpcInvalidParams(f'{EXPLAIN_COMMAND} takes [{{"uri": ..., "range": ...}}], got {args!r}')
-        doc = self.documents.get(first["uri"])
-        if doc is None:
-            raise JsonRpcInvalidParams(f"document {first['uri']} is not open")
-        try:
-            start_line = int(first["range"]["start"]["line"])
-            end_line = int(first["range"]["end"]["line"])
-        except (KeyError, TypeError, ValueError):
-            raise JsonRpcInvalidParams(f"bad range {first['range']!r}") from None
-        text, syntax = doc.text, doc.syntax.snapshot()
-        token = params.work_done_token
-        loop = asyncio.get_running_loop()
-        if token is not None:
-            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="fimble: explain"))
-        streamed: list[str] = []
-
-        def on_text(piece: str) -> None:
-            streamed.append(piece)
-            if token is not None:
-                text = explain.clean("".join(streamed))  # as the final answer will read
-                loop.call_soon_threadsafe(self.work_done_progress.report, token,
-                                          types.WorkDoneProgressReport(message=text))
-
-        service, language = self.service, doc.language_id
-        def run(cancel: Any) -> str:
-            # Choosing the code walks the tree (a deeply nested file takes a while): on the worker.
-            code = explain.target(text, start_line, end_line, syntax)
-            return service.explain(code, language, on_text, cancel)
-
-        future = self.worker.submit(f"explain:{first['uri']}", run)
-        try:
-            answer: str = await future
-        except asyncio.CancelledError:
-            self.worker.cancel(future)
-            raise
-        except EngineError as exc:
-            raise JsonRpcInvalidParams(f"explain failed: {self.describe_error(exc)}") from exc
-        except Superseded as exc:
-            raise JsonRpcInvalidParams(f"explain failed: {exc}") from exc
-        finally:
-            if token is not None:
-                self.work_done_progress.end(token, types.WorkDoneProgressEnd())
-        return answer
+        return await self.explainer.run(self, params)
 
     def status(self, uri: str | None = None, history: int = 20) -> dict[str, Any]:
         service = self.service
@@ -533,6 +487,7 @@ class FimbleServer(LanguageServer):
             "backend": self.settings.backend,
             "state": self.load_state,
             "loadMs": round(service.load_ms, 1) if service.load_ms else None,
+            "explain": self.explainer.status(self),
             "positionEncoding": self.encoding,
             "documents": len(self.documents),
             "documentChars": self.documents.total_chars,

@@ -11,7 +11,9 @@ import sys
 import pytest
 
 from engine import explain
+from engine.config import Settings
 from engine.syntax import SyntaxTree
+from eval import explain as explain_eval
 from eval.data import load_problems
 from eval.explain import without_docstring
 from lsp_server import cli
@@ -82,22 +84,79 @@ def test_every_humaneval_function_loses_its_docstring_and_keeps_its_body():
         assert problem["canonical_solution"].strip().split("\n")[-1].strip() in function
 
 
+def _eval_explain(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lsp_server.cli", "eval", "explain", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
 @pytest.mark.sandbox
 @pytest.mark.model
 def test_eval_explain_runs_the_protocol_on_five_tasks_with_execution(model_path, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "lsp_server.cli", "eval", "explain", "--limit", "5", "--execute",
-                           "--out", str(out), "--model", str(model_path)], capture_output=True, text=True,
-                          timeout=900)
+    proc = _eval_explain("--limit", "5", "--execute", "--out", str(out), "--model", str(model_path),
+                         "--judge", str(model_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    ceiling = [json.loads(line) for line in (out / "ceiling_results.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["task_id"] for s in samples] == [f"HumanEval/{i}" for i in range(5)]
     assert all('"""' not in s["code"] and s["explanation"] and s["rewrite"] for s in samples)
     assert len(results) == 5 and summary["passed"] == sum(r["passed"] for r in results)
-    assert summary["pass@1"] >= 0.4 and summary["latex_left"] == 0  # 3 of 5 passed when this was written
+    assert summary["fidelity"] >= 0.4 and summary["latex_left"] == 0  # 3 of 5 passed when this was written
+    # The ceiling: the same judge from the tasks' own docstrings, and the ratio of the two.
+    assert summary["judge"] == str(model_path) and len(ceiling) == 5
+    assert summary["ceiling_passed"] == sum(r["passed"] for r in ceiling) > 0
+    assert summary["ratio"] == round(summary["passed"] / summary["ceiling_passed"], 4)
+    by_docstring = {r["task_id"] for r in ceiling if r["passed"]}
+    assert summary["lost"] == [r["task_id"] for r in results if r["task_id"] in by_docstring and not r["passed"]]
     assert (out / "report.md").read_text().startswith("# fimble eval explain") and (out / "plot.png").exists()
-    again = subprocess.run([sys.executable, "-m", "lsp_server.cli", "eval", "explain", "--limit", "5", "--out",
-                            str(out), "--model", str(model_path)], capture_output=True, text=True, timeout=300)
+    again = _eval_explain("--limit", "5", "--out", str(out), "--model", str(model_path), "--judge", str(model_path),
+                          timeout=300)
     assert again.returncode == 0 and len((out / "samples.jsonl").read_text().splitlines()) == 5  # resumed
+    # Another explainer under the same judge takes the ceiling from the earlier run, not anew: a row
+    # marked there arrives as it is.
+    rows = [json.loads(line) for line in (out / "ceiling.jsonl").read_text().splitlines()]
+    rows[0]["rewrite"] = "# taken from the earlier run"
+    (out / "ceiling.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    other = tmp_path / "other"
+    taken = _eval_explain("--limit", "1", "--out", str(other), "--model", str(model_path), "--judge",
+                          str(model_path), "--ceiling-from", str(out), timeout=300)
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert json.loads((other / "ceiling.jsonl").read_text())["rewrite"] == "# taken from the earlier run"
+
+
+def test_the_report_lists_the_tasks_the_explanation_lost():
+    samples = [{"task_id": f"T/{i}", "words": 50, "leaked_code": 0, "latex_left": False, "first_token_ms": 100.0,
+                "tokens_per_s": 20.0, "explanation": f"explains {i}"} for i in range(4)]
+    results = [{"task_id": f"T/{i}", "passed": passed} for i, passed in enumerate([True, False, False, True])]
+    ceiling = [{"task_id": f"T/{i}", "passed": passed} for i, passed in enumerate([True, True, False, False])]
+    summary = explain_eval.summarize(samples, results, ceiling, {"judge": "j"})
+    assert (summary["fidelity"], summary["ceiling"], summary["ratio"]) == (0.5, 0.5, 1.0)
+    assert summary["lost"] == ["T/1"] and summary["gained"] == ["T/3"]
+    report = explain_eval.markdown(summary, samples)
+    assert "## Lost: 1 tasks" in report and "### T/1\n\nexplains 1" in report and "### T/0" not in report
+
+
+def test_a_code_span_from_the_prompt_not_in_the_code_is_a_copy():
+    span = "exact rule or formula"  # words of the explain prompt, not code
+    assert explain.SYSTEM.count(span) == 1
+    assert explain_eval.copied_from_prompt(f"It applies the `{span}` here.", "def f(): pass")
+    assert not explain_eval.copied_from_prompt("It returns `a + b`.", "def f(a, b): return a + b")
+
+
+def test_the_explaining_model_is_the_largest_assembled_when_larger(monkeypatch):
+    from engine import models
+
+    big, small = models.KNOWN_MODELS["qwen2.5-coder-1.5b"], models.KNOWN_MODELS["qwen2.5-coder-0.5b"]
+    monkeypatch.setattr(models, "installed_known_models", lambda: [big, small])
+    assert explain.explaining_model(Settings()) == "qwen2.5-coder-1.5b"
+    second = explain.explaining_settings(Settings(temperature=0.3))
+    assert (second.model, second.kv_cache_mb, second.warm, second.temperature) == ("qwen2.5-coder-1.5b", 0, False, 0.3)
+    assert explain.explaining_model(Settings(model="qwen2.5-coder-1.5b")) == "qwen2.5-coder-1.5b"
+    assert explain.explaining_settings(Settings(model="qwen2.5-coder-1.5b")) == Settings(model="qwen2.5-coder-1.5b")
+    assert explain.explaining_model(Settings(explain_model="/m/other.gguf")) == "/m/other.gguf"
+    # A server the user pointed at explains with its own model: code goes nowhere else.
+    assert explain.explaining_model(Settings(backend="openai")) == "qwen2.5-coder-0.5b"
+    monkeypatch.setattr(models, "installed_known_models", lambda: [small])
+    assert explain.explaining_model(Settings()) == "qwen2.5-coder-0.5b"
