@@ -19,7 +19,8 @@ SCORES = (
     ("holes", ("holes",)), ("tasks", ("tasks",)),
     ("exact match", ("exact_match",)), ("edit similarity", ("edit_similarity",)), ("parses", ("parses",)),
     ("shown", ("shown",)), ("passes tests", ("passes_tests",)), ("pass@1", ("pass@1",)),
-    ("fidelity", ("fidelity",)),
+    ("fidelity", ("fidelity",)), ("ceiling", ("ceiling",)), ("fidelity / ceiling", ("ratio",)),
+    ("judge", ("judge",)), ("tasks lost (docstring passes)", ("lost",)),
     ("first token p50 ms", ("first_token_ms", "p50")), ("first token p95 ms", ("first_token_ms", "p95")),
     ("total p50 ms", ("total_ms", "p50")), ("total p95 ms", ("total_ms", "p95")),
     ("prompt tokens evaluated p50", ("prompt_tokens_evaluated_p50",)),
@@ -61,6 +62,15 @@ def differing_settings(summaries: list[dict[str, Any]]) -> list[tuple[str, list[
     return rows
 
 
+def _cell(value: Any) -> str:
+    """A table cell: a list of tasks as its count and their numbers (`HumanEval/12` → `12`)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return f"{len(value)}: " + ", ".join(str(item).rsplit("/", 1)[-1] for item in value) if value else "0"
+    return str(value)
+
+
 def table(folders: list[str]) -> str:
     summaries = load(folders)
     header = "| | " + " | ".join(f"`{f}`" for f in folders) + " |"
@@ -70,5 +80,5 @@ def table(folders: list[str]) -> str:
     for label, path in SCORES:
         values = [_get(s, path) for s in summaries]
         if any(v is not None for v in values):
-            lines.append(f"| {label} | " + " | ".join("" if v is None else str(v) for v in values) + " |")
+            lines.append(f"| {label} | " + " | ".join(_cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
-import json
 import re
 import statistics
 import threading
@@ -39,6 +38,7 @@ from engine.service import CompletionService
 from engine.syntax import SyntaxTree
 from engine.text import split_lines
 
+from . import report
 from .data import load_problems, read_jsonl, write_jsonl
 from .generate import extract_code
 
@@ -211,9 +211,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     summary = summarize(samples, results, ceiling_results, {
         "model": explaining.model, "judge": judge_name, "backend": explaining.backend,
         "wall_s": round(time.perf_counter() - started, 1)})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(summary, samples))
-    plot(samples, out / "plot.png")
+    report.write_files(out, summary, markdown(summary, samples), panels(samples))
     return summary
 
 
@@ -256,10 +254,9 @@ def summarize(samples: list[dict[str, Any]], results: list[dict[str, Any]] | Non
 
 
 def markdown(summary: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> str:
-    rows = "\n".join(f"| {key} | {value} |" for key, value in summary.items() if key not in ("lost", "gained"))
     text = ("# fimble eval explain\n\nExplain each HumanEval function (docstring removed); the judge rewrites it "
             "from the explanation alone (fidelity) and from the task's docstring (ceiling); ratio = fidelity / "
-            f"ceiling.\n\n| | |\n|---|---|\n{rows}\n")
+            "ceiling.\n\n" + report.table([(k, v) for k, v in summary.items() if k not in ("lost", "gained")]))
     lost = summary.get("lost") or []
     if lost and samples is not None:
         by_id = {s["task_id"]: s for s in samples}
@@ -268,24 +265,9 @@ def markdown(summary: dict[str, Any], samples: list[dict[str, Any]] | None = Non
     return text
 
 
-def plot(samples: list[dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.hist([s["words"] for s in samples], bins=20)
-    axis.axvline(120, color="red", linestyle="--", label="120 words")
-    axis.set_xlabel("explanation length (words)")
-    axis.set_ylabel("tasks")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return True
+def panels(samples: list[dict[str, Any]]) -> list[report.Panel]:
+    return [report.Panel("explanations", "explanation length (words)", "tasks", bins=20,
+                         series={"": [s["words"] for s in samples]}, mark=(120, "120 words"))]
 
 
 def check_problem(problem: dict[str, Any]) -> None:

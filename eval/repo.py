@@ -29,6 +29,7 @@ from engine.service import CompletionRequest, CompletionService
 from engine.syntax import SUPPORTED_LANGUAGES, SyntaxTree, canonical_language, error_count, get_language, parse
 from engine.text import position_at
 
+from . import report
 from .data import read_jsonl, write_jsonl
 from .harness import _progress
 from .holes import CURSOR_MODES
@@ -207,27 +208,12 @@ def markdown(summary: dict[str, Any]) -> str:
     return head + "\n".join(lines) + f"\n\nwall time {summary.get('wall_s')} s\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Edit similarity by kind, and the latency distribution; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+def panels(rows: list[dict[str, Any]]) -> list[report.Panel]:
+    """Edit similarity by kind, and the latency distribution."""
     kinds = sorted({r["kind"] for r in rows})
-    left.hist([[r["edit_similarity"] for r in rows if r["kind"] == k] for k in kinds], bins=10, range=(0, 1),
-              label=kinds)
-    left.set(xlabel="edit similarity", ylabel="holes", title="edit similarity by kind")
-    left.legend()
-    right.hist([r["total_ms"] for r in rows], bins=30)
-    right.set(xlabel="completion time (ms)", ylabel="holes", title="latency")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return True
+    return [report.Panel("edit similarity by kind", "edit similarity", "holes", bins=10, value_range=(0, 1),
+                         series={k: [r["edit_similarity"] for r in rows if r["kind"] == k] for k in kinds}),
+            report.Panel("latency", "completion time (ms)", "holes", series={"": [r["total_ms"] for r in rows]})]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -301,7 +287,5 @@ def _run(args: argparse.Namespace, settings: Settings, root: Path, out: Path, ki
         meta["tests"] = tests_summary(tests, coverage_path, tests_started)
     meta["wall_s"] = round(time.perf_counter() - started, 1)
     summary = summarize(rows, meta)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(summary))
-    plot(rows, out / "plot.png")
+    report.write_files(out, summary, markdown(summary), panels(rows))
     return summary

@@ -1,9 +1,16 @@
-"""Summaries: pass@k, latency percentiles, a markdown table and a PNG plot."""
+"""What every eval suite writes: summary.json, report.md and plot.png, from one place.
+
+The suites (`eval humaneval`, `eval repo`, `eval explain`, and benchmarks/bench_holes_lsp.py)
+each compute their own scores; the files, the Markdown table and the plot's panels are drawn here.
+`summarize`/`markdown` below are the humaneval suite's (pass@k and latency).
+"""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +65,26 @@ def markdown(summary: dict[str, Any]) -> str:
     for key in ("generation_s", "execution_s", "wall_s"):
         if key in summary:
             rows.append((key, f"{summary[key]:.1f}"))
-    lines = ["| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
-    return "\n".join(lines) + "\n"
+    return table(rows)
 
 
-def plot(summary: dict[str, Any], samples: list[dict[str, Any]], path: Path) -> bool:
-    """pass@k and the time-to-first-token distribution; False when matplotlib is missing."""
+@dataclass(frozen=True)
+class Panel:
+    """One panel of plot.png: histograms of `series` (label → values), or a line through `line`."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    series: dict[str, list[float]] = field(default_factory=dict)
+    line: tuple[Sequence[float], Sequence[float]] | None = None
+    bins: int = 30
+    value_range: tuple[float, float] | None = None
+    ylim: tuple[float, float] | None = None
+    mark: tuple[float, str] | None = None  # a dashed vertical line and its label
+
+
+def plot(path: Path, panels: Sequence[Panel]) -> bool:
+    """The panels side by side in one PNG; False when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -71,20 +92,48 @@ def plot(summary: dict[str, Any], samples: list[dict[str, Any]], path: Path) -> 
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    ks = sorted(int(k.split("@")[1]) for k in summary if k.startswith("pass@"))
-    left.plot(ks, [summary[f"pass@{k}"] for k in ks], marker="o")
-    left.set(xlabel="k", ylabel="pass@k", title=f"pass@k — {summary.get('mode')}", ylim=(0, 1))
-    ttft = [s["first_token_ms"] for s in samples if s.get("first_token_ms") is not None]
-    right.hist(ttft, bins=30)
-    right.set(xlabel="time to first token (ms)", ylabel="samples", title="latency")
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, panel in zip(axes[0], panels, strict=True):
+        if panel.line is not None:
+            axis.plot(*panel.line, marker="o")
+        elif panel.series:
+            labels = list(panel.series)
+            axis.hist([panel.series[label] for label in labels], bins=panel.bins, range=panel.value_range,
+                      label=labels if len(labels) > 1 else None)
+        if panel.mark is not None:
+            axis.axvline(panel.mark[0], color="red", linestyle="--", label=panel.mark[1])
+        if panel.mark is not None or len(panel.series) > 1:
+            axis.legend()
+        axis.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
+        if panel.ylim is not None:
+            axis.set_ylim(*panel.ylim)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
 
 
-def write(out: Path, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+def table(rows: Sequence[tuple[str, Any]], header: tuple[str, str] = ("metric", "value")) -> str:
+    """A two-column Markdown table."""
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def write_files(out: Path, summary: dict[str, Any], report_md: str, panels: Sequence[Panel]) -> None:
+    """summary.json, report.md and plot.png under `out`."""
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(summary))
-    plot(summary, samples, out / "plot.png")
+    (out / "report.md").write_text(report_md)
+    plot(out / "plot.png", panels)
+
+
+def panels(summary: dict[str, Any], samples: list[dict[str, Any]]) -> list[Panel]:
+    """The humaneval suite's: pass@k, and the time-to-first-token distribution."""
+    ks = sorted(int(k.split("@")[1]) for k in summary if k.startswith("pass@"))
+    ttft = [s["first_token_ms"] for s in samples if s.get("first_token_ms") is not None]
+    return [Panel(f"pass@k — {summary.get('mode')}", "k", "pass@k", line=(ks, [summary[f"pass@{k}"] for k in ks]),
+                  ylim=(0, 1)),
+            Panel("latency", "time to first token (ms)", "samples", series={"": ttft})]
+
+
+def write(out: Path, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+    write_files(out, summary, markdown(summary), panels(summary, samples))

@@ -160,3 +160,19 @@ def test_the_explaining_model_is_the_largest_assembled_when_larger(monkeypatch):
     assert explain.explaining_model(Settings(backend="openai")) == "qwen2.5-coder-0.5b"
     monkeypatch.setattr(models, "installed_known_models", lambda: [small])
     assert explain.explaining_model(Settings()) == "qwen2.5-coder-0.5b"
+
+
+def test_compare_shows_fidelity_ceiling_ratio_and_the_lost_tasks(tmp_path):
+    from eval.compare import table
+
+    for name, model, fidelity, lost in (("small", "qwen2.5-coder-0.5b", 0.5, ["HumanEval/3", "HumanEval/12"]),
+                                        ("large", "qwen2.5-coder-1.5b", 0.6, [])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({
+            "tasks": 164, "model": model, "judge": "qwen2.5-coder-1.5b", "fidelity": fidelity, "ceiling": 0.7,
+            "ratio": round(fidelity / 0.7, 4), "lost": lost}))
+    rows = table([str(tmp_path / "small"), str(tmp_path / "large")]).splitlines()
+    assert "| model | qwen2.5-coder-0.5b | qwen2.5-coder-1.5b |" in rows
+    assert "| fidelity / ceiling | 0.7143 | 0.8571 |" in rows
+    assert "| judge | qwen2.5-coder-1.5b | qwen2.5-coder-1.5b |" in rows
+    assert "| tasks lost (docstring passes) | 2: 3, 12 | 0 |" in rows
