@@ -153,12 +153,32 @@ def _plain_math(tex: str) -> str:
     return " ".join(text.replace("{", "").replace("}", "").split())
 
 
-def clean(answer: str) -> str:
-    """The explanation as shown and scored: LaTeX math turned into code spans, outside code blocks."""
+def clean(answer: str, code: str = "") -> str:
+    """The explanation as shown and scored: LaTeX math turned into code spans, outside code blocks;
+    a code block of one short line (a formula) becomes a code span in the sentence, and a block
+    that repeats the code explained (`code`) is dropped: the reader has the code beside it."""
     parts = re.split(r"(```.*?(?:```|$))", answer, flags=re.S)
     for i in range(0, len(parts), 2):  # even parts are outside fenced blocks
         parts[i] = _MATH.sub(lambda m: f"`{_plain_math(next(g for g in m.groups() if g is not None))}`", parts[i])
-    return "".join(parts).strip()
+    for i in range(1, len(parts), 2):
+        parts[i] = _block(parts[i], code)
+    return re.sub(r"\n{3,}", "\n\n", "".join(parts)).strip()
+
+
+FORMULA_CHARS = 100  # a one-line block no longer than this is a formula, not a program
+REPEATED_SHARE = 0.6  # a block whose lines are mostly lines of the code explained repeats it
+
+
+def _block(block: str, code: str) -> str:
+    if not block.endswith("```") or block.count("```") < 2:
+        return block  # still streaming: decided once the block is closed
+    lines = [line.strip() for line in block.split("\n")[1:-1] if line.strip()]
+    if len(lines) == 1 and len(lines[0]) <= FORMULA_CHARS and "`" not in lines[0]:
+        return f"`{lines[0]}`"
+    theirs = {line.strip() for line in code.split("\n") if line.strip()}
+    if lines and theirs and sum(line in theirs for line in lines) >= REPEATED_SHARE * len(lines):
+        return ""
+    return block
 
 
 _FENCED = re.compile(r"```.*?(?:```|$)", re.S)

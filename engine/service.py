@@ -484,7 +484,7 @@ class CompletionService:
                                                   time_budget_s=explain.TIME_BUDGET_S,
                                                   cancel=cancel or threading.Event())
         result = backend.generate(request, on_text)
-        return GenerationResult(explain.clean(result.text), result.stats)
+        return GenerationResult(explain.clean(result.text, code), result.stats)
 
 
 def _judges(heal: Heal, site: Site, before: str = "") -> dict[str, Callable[[str], bool]]:

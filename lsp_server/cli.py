@@ -139,7 +139,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     def write(piece: str) -> None:
         nonlocal printed
         streamed.append(piece)
-        cleaned = explain.clean("".join(streamed))  # the text the editor shows (no LaTeX)
+        cleaned = explain.clean("".join(streamed), code)  # the text the editor shows (no LaTeX)
         done = cleaned.rfind("\n") + 1
         if done > printed:
             sys.stdout.write(cleaned[printed:done])

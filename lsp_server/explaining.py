@@ -116,9 +116,11 @@ class Explainer:
             if token is not None:
                 loop.call_soon_threadsafe(progress.report, token, types.WorkDoneProgressReport(message=message))
 
+        chosen = [""]  # the code explained, once the worker has chosen it
+
         def on_text(piece: str) -> None:
             streamed.append(piece)
-            report(explain.clean("".join(streamed)))  # as the final answer will read
+            report(explain.clean("".join(streamed), chosen[0]))  # as the final answer will read
 
         service = self.service_for(server)
         model = service.settings.model
@@ -133,7 +135,7 @@ class Explainer:
                     raise
                 log.info("explaining model ready: %s (%.0f ms)", model, service.load_ms or 0)
             # Choosing the code walks the tree (a deeply nested file takes a while): on the worker.
-            code = explain.target(text, start_line, end_line, syntax)
+            chosen[0] = code = explain.target(text, start_line, end_line, syntax)
             return service.explain(code, language, on_text, cancel)
 
         future = server.worker.submit(f"explain:{first['uri']}", run)

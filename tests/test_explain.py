@@ -37,10 +37,22 @@ x = 1
 
 def test_latex_math_becomes_code_spans_and_code_blocks_are_left_alone():
     answer = ("The area is \\( \\text{Area} = 3.14159 \\times r^2 \\), $x \\leq y$ and $$\\frac{a}{b}$$, for $5.\n"
-              "```python\nprice = \"$5 and $6\"\n```\n\\[ \\sqrt{n} \\]")
+              "```python\nprice = \"$5 and $6\"\ntotal = 2\n```\n\\[ \\sqrt{n} \\]")
     assert explain.clean(answer) == ("The area is `Area = 3.14159 * r**2`, `x <= y` and `(a) / (b)`, for $5.\n"
-                                     "```python\nprice = \"$5 and $6\"\n```\n`sqrt(n)`")
+                                     "```python\nprice = \"$5 and $6\"\ntotal = 2\n```\n`sqrt(n)`")
     assert explain.clean("It costs $5 and $6 each.") == "It costs $5 and $6 each."
+
+
+def test_a_formula_block_becomes_a_code_span_and_a_block_repeating_the_code_is_dropped():
+    code = "def area(r):\n    if r < 0:\n        return 0\n    return 3.14 * r * r"
+    answer = ("It returns the area.\n\nThe formula used is:\n```python\n3.14 * r * r\n```\n\nThe code:\n"
+              "```python\ndef area(r):\n    if r < 0:\n        return 0\n    return 3.14 * r * r\n```\n\n"
+              "For example:\n```python\nprint(area(2))\nprint(area(-1))\n```")
+    assert explain.clean(answer, code) == (
+        "It returns the area.\n\nThe formula used is:\n`3.14 * r * r`\n\nThe code:\n\n"
+        "For example:\n```python\nprint(area(2))\nprint(area(-1))\n```")
+    streaming = "The formula used is:\n```python\n3.14 * r"
+    assert explain.clean(streaming, code) == streaming  # an open block is decided once it closes
 
 
 def test_code_blocks_are_cut_and_counted():
