@@ -19,6 +19,7 @@ from typing import Any
 from pygls.uris import to_fs_path
 
 from engine.context import OpenDocument
+from engine.session import DocumentSession
 from engine.syntax import SyntaxTree
 from engine.text import LineIndex
 
@@ -38,17 +39,15 @@ class Document:
     syntax: SyntaxTree
     binary: bool = False
     recent_lines: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_EDITS))
-    request_serial: int = 0  # bumped by every completion request: a newer one supersedes
-    last_edit: int = -1  # offset just after the last edit's inserted text: where the user is
-    last_inserted: str = ""  # the text the last edit inserted
-    last_shown: str = ""  # the last suggestion shown in this document
-    early_at: int = -1  # where it was shown, when it was an answer given early (its whole comes next)
     lines: LineIndex | None = None
     capped: bool = False  # over MAX_PARSED_CHARS: text only
     # The last didChange's edits as (start, end, inserted length) in offsets, in order (acceptance.py).
     last_edits: list[tuple[int, int, int]] = field(default_factory=list)
 
+    session: DocumentSession = field(init=False)  # what is kept between keystrokes (engine/session.py)
+
     def __post_init__(self) -> None:
+        self.session = DocumentSession(self.uri)
         if self.lines is None:
             self.lines = LineIndex(self.text)
         self.capped = len(self.text) > MAX_PARSED_CHARS
@@ -161,7 +160,7 @@ class DocumentStore:
             doc.syntax.edit(start, end, change.text)
             lines.edit(doc.text, min(start_pos.line, last), min(end_pos.line, last), len(change.text), end - start,
                        change.text)
-            doc.last_edit, doc.last_inserted = start + len(change.text), change.text
+            doc.session.edited(start + len(change.text), change.text)
             line = start_pos.line
             if line in doc.recent_lines:
                 doc.recent_lines.remove(line)

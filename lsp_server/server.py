@@ -28,6 +28,7 @@ from engine.errors import EngineError
 from engine.models import fimble_home
 from engine.reasons import Outcome, StopReason, is_filtered
 from engine.service import CompletionRequest, CompletionResult, CompletionService
+from engine.session import IdleJob, JobKind, WarmOrder, idle_keys, job_key
 
 from . import transport
 from .acceptance import ACCEPTED_COMMAND, RETAIN_AFTER_S, STATS_FILE, Acceptance, Followed
@@ -41,14 +42,6 @@ STATUS_METHOD = "fimble/status"
 # Sent when the rest of an answer given early is decoded: the editor asks again and is given it.
 COMPLETION_READY = "fimble/completionReady"
 EMPTY = types.InlineCompletionList(items=[])
-# Documents warmed up at once (the most recently opened); see FimbleServer.warm_document.
-WARM_DOCUMENTS = 3
-# A document's warm-up (a minute of CPU for a long file) starts or resumes only after this long
-# without requests or edits: between keystrokes it would only be preempted again.
-DOCUMENT_WARM_QUIET_S = 1.0
-# A short window is widened once the user has paused this long (between keystrokes it would only
-# be preempted, and each preemption saves and restores the place's cells).
-WIDEN_QUIET_S = 0.25
 
 
 class FimbleServer(LanguageServer):
@@ -68,7 +61,7 @@ class FimbleServer(LanguageServer):
         self.warmed: dict[str, int] = {}  # idle work done: places, documents, precomputed, widened, finished
         # What became of each answer given before the pipeline was done (FimbleServer.follow_up).
         self.follow_ups: dict[str, int] = {}
-        self.warming: deque[str] = deque()  # documents whose warm-up is wanted, newest last
+        self.warming = WarmOrder()  # the documents whose warm-up is wanted
         self.remote = False  # set by the TCP transport: errors then say less (EngineError.public)
         self.protocol.whole_params_commands[EXPLAIN_COMMAND] = self.explain
         self.explainer = Explainer()  # the explaining model, when it is a second one
@@ -228,8 +221,8 @@ class FimbleServer(LanguageServer):
         if pos.line >= doc.line_count or pos.line < 0 or pos.character < 0:
             record(Outcome.EMPTY, why="position out of range")
             return EMPTY
-        doc.request_serial += 1
-        serial = doc.request_serial
+        session = doc.session
+        serial = session.new_request()
         assert doc.lines is not None
         offset = doc.lines.offset(doc.text, pos.line, pos.character, self.encoding)
         at = doc.lines.position(doc.text, offset, self.encoding)  # (a character past the line's end is its end)
@@ -242,7 +235,7 @@ class FimbleServer(LanguageServer):
             # The rest of a suggestion shown already: acceptable, not shown anew.
             return self._as_list(hit, self._shown(uri, doc.language_id, hit.text, offset, new=False))
         await asyncio.sleep(self.settings.debounce_ms / 1000)
-        if doc.request_serial != serial:
+        if session.superseded(serial):
             record(Outcome.CANCELLED, why="superseded while debouncing")
             return EMPTY
         future = self.worker.submit(uri, lambda cancel: service.complete(replace(request, cancel=cancel)))
@@ -260,65 +253,48 @@ class FimbleServer(LanguageServer):
         follow_up = self.follow_up(uri, request, offset, result, doc.version)
         record(outcome, reason=result.reason, timings=result.timings, followUp=follow_up)
         # The whole of an answer given early, asked for again: still the suggestion shown (counted once).
-        grown = doc.early_at == offset and bool(doc.last_shown) and result.text.startswith(doc.last_shown)
-        if result.text:
-            doc.last_shown = result.text
-        doc.early_at = offset if result.reason in (StopReason.EARLY, StopReason.TIME_BUDGET) else -1
-        return self._as_list(result, self._shown(uri, doc.language_id, result.text, offset, new=not grown))
+        new = session.answered(offset, result.text, early=result.reason in (StopReason.EARLY, StopReason.TIME_BUDGET))
+        return self._as_list(result, self._shown(uri, doc.language_id, result.text, offset, new=new))
 
-    # -- warming (engine/backends/kv_reuse.py): model work done before it is asked for ---------------
+    # -- idle work (engine/session.py decides it, the model worker runs it) ----------------------------
+
+    def run_idle(self, job: IdleJob, run: Callable[[Any], Any],
+                 done: Callable[[asyncio.Future[Any]], None] | None = None) -> None:
+        future = self.worker.submit_idle(job.key, run, resume=job.resume, quiet_s=job.quiet_s)
+        future.add_done_callback(done or self._count_warm(job.counted_as))
 
     def warm_place(self, uri: str) -> None:
-        """After an edit, evaluate the prompt for the place edited while the worker is idle, so
-        the request the next keystroke brings finds it ready. When the edit inserted the
-        suggestion shown last (the user accepted it), compute the next suggestion outright."""
+        """After an edit, the work the session asks for while the worker is idle: the place's
+        prompt evaluated (or, after an accepted suggestion, the next suggestion computed), and
+        where the place has a short window, the whole window after a pause."""
         doc = self.documents.get(uri)
-        if (doc is None or doc.binary or doc.capped or not self.settings.warm or doc.last_edit < 0
-                or self.load_state != "ready"):
+        if doc is None or doc.binary or doc.capped or doc.session.last_edit < 0 or self.load_state != "ready":
             return
-        text = doc.text
+        session, text, service = doc.session, doc.text, self.service
         assert doc.lines is not None
-        at = doc.lines.position(text, doc.last_edit, "utf-32")
+        at = doc.lines.position(text, session.last_edit, "utf-32")
         request = CompletionRequest(text, at.line, at.character, "utf-32", doc.language_id, doc.path,
                                     tree=doc.syntax.snapshot(), others=self.documents.others(uri), interactive=True,
-                                    offset=doc.last_edit)
-        accepted = len(doc.last_inserted) >= 2 and doc.last_shown.startswith(doc.last_inserted)
-        service = self.service
-        if not accepted and service.typed_through(request, count=False) is not None:
-            # Typed into the suggestion shown: the next request is answered from it, and the model
-            # goes on with what it was doing (the rest of an answer given early, often).
-            return
+                                    offset=session.last_edit)
+        typed_through = (self.settings.warm and not session.accepted
+                         and service.typed_through(request, count=False) is not None)
+        for job in session.jobs_after_edit(self.settings.warm, typed_through):
+            self.run_idle(job, self._place_work(job.kind, service, request))
 
+    @staticmethod
+    def _place_work(kind: JobKind, service: CompletionService, request: CompletionRequest) -> Callable[[Any], bool]:
         def run(cancel: Any) -> bool:
+            asked = replace(request, cancel=cancel)
             with contextlib.suppress(EngineError):
-                if accepted:  # nobody waits: the answer the pipeline gives with time
-                    service.refine(replace(request, cancel=cancel))
+                if kind == JobKind.WIDEN:
+                    return service.widen(asked) is not None and not cancel.is_set()
+                if kind == JobKind.PRECOMPUTE:  # nobody waits: the answer the pipeline gives with time
+                    service.refine(asked)
                 else:
-                    service.warm(replace(request, cancel=cancel))
-            return not cancel.is_set()
-
-        # After a pause, the whole window where this place has a short one. Submitted first: a new
-        # idle job preempts a running one, and the place's warm-up must not be the one preempted.
-        self.widen(uri, request)
-        self.worker.submit_idle(f"warm:{uri}", run).add_done_callback(
-            self._count_warm("precomputed" if accepted else "places"))
-
-    def widen(self, uri: str, request: CompletionRequest) -> None:
-        """Where a place has a short window (a new place: CompletionRequest.interactive), its
-        whole window is evaluated once the user pauses (nothing happens where it is whole
-        already); requests preempt it, and it resumes after them. Between keystrokes it would
-        make each model answer wait for a chunk of it to end (~0.2 s): measured, and not done."""
-        if not self.settings.warm:
-            return
-        service = self.service
-
-        def run(cancel: Any) -> bool:
-            with contextlib.suppress(EngineError):
-                return service.widen(replace(request, cancel=cancel)) is not None and not cancel.is_set()
+                    service.warm(asked)
+                return not cancel.is_set()
             return False
-
-        self.worker.submit_idle(f"widen:{uri}", run, resume=True, quiet_s=WIDEN_QUIET_S).add_done_callback(
-            self._count_warm("widened"))
+        return run
 
     def follow_up(self, uri: str, request: CompletionRequest, offset: int, answered: CompletionResult,
                   version: int) -> str | None:
@@ -329,17 +305,12 @@ class FimbleServer(LanguageServer):
         differs from what was shown and the user has not moved on, tell the editor
         (COMPLETION_READY): the request it sends then is answered from the caches with it. Every
         path is counted in status (`followUps`). Returns the follow-up's kind, or None."""
-        self.worker.drop_idle(f"follow:{uri}")  # a new answer for the document: the old follow-up is moot
-        service, path, shown = self.service, path_of(uri), answered.text
-        if answered.reason in (Outcome.CACHE, Outcome.CANCELLED):
+        self.worker.drop_idle(job_key(JobKind.FINISH, uri))  # a new answer: the old follow-up is moot
+        doc, service, path, shown = self.documents.get(uri), self.service, path_of(uri), answered.text
+        job = doc.session.follow_up(answered.reason, service.unfinished(path),
+                                    answered.timings.get("window") == "short") if doc is not None else None
+        if job is None:
             return None
-        if service.unfinished(path):
-            kind = "finish"
-        elif answered.timings.get("window") == "short":
-            kind = "refine"
-        else:
-            return None
-
         asked = request.text
 
         def still_at(answer: str) -> bool:
@@ -357,7 +328,7 @@ class FimbleServer(LanguageServer):
             if not still_at(shown):
                 return None
             with contextlib.suppress(EngineError):
-                if kind == "finish":
+                if job.kind == JobKind.FINISH:
                     return service.finish(path, cancel)
                 result = service.refine(replace(request, cancel=cancel))
                 return None if result.reason == Outcome.CANCELLED else result
@@ -376,48 +347,41 @@ class FimbleServer(LanguageServer):
             else:
                 path_taken = "grown" if result.text.startswith(shown) and shown else "replaced"
                 self.protocol.notify(COMPLETION_READY, {"uri": uri})
-            self.follow_ups[f"{kind}:{path_taken}"] = self.follow_ups.get(f"{kind}:{path_taken}", 0) + 1
+            key = f"{job.kind}:{path_taken}"
+            self.follow_ups[key] = self.follow_ups.get(key, 0) + 1
             if path_taken != "moved on":
-                done_kind = "finished" if kind == "finish" else "refined"
-                self.warmed[done_kind] = self.warmed.get(done_kind, 0) + 1
+                self.warmed[job.counted_as] = self.warmed.get(job.counted_as, 0) + 1
 
-        # A finish goes on at once (the KV cache holds its prompt and lines); a refine evaluates a
-        # whole window, which between keystrokes would only be preempted: it waits for a pause.
-        self.worker.submit_idle(f"follow:{uri}", run, resume=True,
-                                quiet_s=0.0 if kind == "finish" else WIDEN_QUIET_S).add_done_callback(done)
-        return kind
+        self.run_idle(job, run, done)
+        return str(job.kind)
 
     def warm_document(self, uri: str) -> None:
         """After an open, evaluate the document itself once while idle (CompletionService.warm_document)."""
         doc = self.documents.get(uri)
-        if doc is None or doc.binary or doc.capped or not self.settings.warm:
+        job = doc.session.document_job(self.settings.warm) if doc is not None else None
+        if doc is None or job is None or doc.binary or doc.capped:
             return
-        text = doc.text
+        text, last_edit = doc.text, max(doc.session.last_edit, 0)
         assert doc.lines is not None
-        at = doc.lines.position(text, max(doc.last_edit, 0), "utf-32")  # (a lone \r ends a line, as everywhere)
+        at = doc.lines.position(text, last_edit, "utf-32")  # (a lone \r ends a line, as everywhere)
         request = CompletionRequest(text, at.line, 0, "utf-32", doc.language_id, doc.path, tree=doc.syntax.snapshot(),
-                                    others=self.documents.others(uri), offset=max(doc.last_edit, 0) - at.character)
+                                    others=self.documents.others(uri), offset=last_edit - at.character)
         service = self.service
-        if uri in self.warming:
-            self.warming.remove(uri)
-        self.warming.append(uri)
-        while len(self.warming) > WARM_DOCUMENTS:  # only the last few opened: CPU time is the user's
-            self.worker.drop_idle(f"document:{self.warming.popleft()}")
+        for dropped in self.warming.opened(uri):
+            self.worker.drop_idle(job_key(JobKind.DOCUMENT, dropped))
 
         def run(cancel: Any) -> bool:
             with contextlib.suppress(EngineError):
                 service.warm_document(replace(request, cancel=cancel))
             return not cancel.is_set()
 
-        self.worker.submit_idle(f"document:{uri}", run, resume=True, quiet_s=DOCUMENT_WARM_QUIET_S).add_done_callback(
-            self._count_warm("documents"))
+        self.run_idle(job, run)
 
     def forget_document(self, uri: str) -> None:
         """Drop what was kept for a document (warm-ups, anchors, typed-through suggestions)."""
-        for key in (f"document:{uri}", f"warm:{uri}", f"widen:{uri}", f"follow:{uri}"):
+        for key in idle_keys(uri):
             self.worker.drop_idle(key)
-        if uri in self.warming:
-            self.warming.remove(uri)
+        self.warming.forget(uri)
         service, path = self.service, path_of(uri)
         # The service is the worker's: it forgets there, after whatever is running for the document.
         done = self.worker.submit(f"forget:{uri}", lambda cancel: service.forget(path), supersede=False)

@@ -1,0 +1,94 @@
+"""The between-keystrokes policy (engine/session.py) on its own: no pygls, no model."""
+
+from __future__ import annotations
+
+from engine.reasons import Outcome
+from engine.session import (
+    DOCUMENT_WARM_QUIET_S,
+    WIDEN_QUIET_S,
+    DocumentSession,
+    IdleJob,
+    JobKind,
+    WarmOrder,
+    idle_keys,
+)
+
+URI = "file:///a.py"
+
+
+def test_a_newer_request_supersedes_the_older():
+    session = DocumentSession(URI)
+    first = session.new_request()
+    assert not session.superseded(first)
+    second = session.new_request()
+    assert session.superseded(first) and not session.superseded(second)
+
+
+def test_an_edit_asks_for_the_whole_window_after_a_pause_then_the_place():
+    session = DocumentSession(URI)
+    assert session.jobs_after_edit(warm=True, typed_through=False) == []  # no edit yet
+    session.edited(10, "x")
+    assert session.jobs_after_edit(warm=True, typed_through=False) == [
+        IdleJob(JobKind.WIDEN, f"widen:{URI}", WIDEN_QUIET_S, resume=True),
+        IdleJob(JobKind.WARM_PLACE, f"warm:{URI}")]
+    assert session.jobs_after_edit(warm=False, typed_through=False) == []
+    # Typed into the suggestion shown: the next request is answered from it; the model goes on.
+    assert session.jobs_after_edit(warm=True, typed_through=True) == []
+
+
+def test_accepting_the_suggestion_asks_for_the_next_one_outright():
+    session = DocumentSession(URI)
+    assert session.answered(5, "return total\n", early=False)
+    session.edited(18, "return total\n")  # the editor inserted the suggestion
+    assert session.accepted
+    jobs = session.jobs_after_edit(warm=True, typed_through=True)
+    assert [job.kind for job in jobs] == [JobKind.WIDEN, JobKind.PRECOMPUTE]
+    assert jobs[1].key == f"warm:{URI}" and jobs[1].counted_as == "precomputed"
+    session.edited(6, "r")  # one character: typing, not accepting
+    assert not session.accepted
+
+
+def test_the_grown_whole_of_an_early_answer_is_not_a_new_suggestion():
+    session = DocumentSession(URI)
+    assert session.answered(5, "for x in xs:\n", early=True)
+    assert session.early_at == 5
+    assert not session.answered(5, "for x in xs:\n    total += x\n", early=False)  # the rest arrived
+    assert session.early_at == -1 and session.last_shown == "for x in xs:\n    total += x\n"
+    assert session.answered(5, "while True:\n", early=False)  # elsewhere or different: new
+    session.answered(9, "", early=False)  # nothing shown: the last suggestion stays the last shown
+    assert session.last_shown == "while True:\n"
+
+
+def test_an_answer_given_early_or_from_a_short_window_asks_for_its_follow_up():
+    session = DocumentSession(URI)
+    assert session.follow_up(Outcome.SHOWN, unfinished=True, short_window=True) == IdleJob(
+        JobKind.FINISH, f"follow:{URI}", 0.0, resume=True)
+    refine = session.follow_up(Outcome.SHOWN, unfinished=False, short_window=True)
+    assert refine == IdleJob(JobKind.REFINE, f"follow:{URI}", WIDEN_QUIET_S, resume=True)
+    assert refine is not None and refine.counted_as == "refined"
+    assert session.follow_up(Outcome.SHOWN, unfinished=False, short_window=False) is None
+    assert session.follow_up(Outcome.CACHE, unfinished=True, short_window=True) is None
+    assert session.follow_up(Outcome.CANCELLED, unfinished=True, short_window=True) is None
+
+
+def test_a_document_just_opened_is_warmed_after_a_longer_pause_and_only_the_last_few():
+    session = DocumentSession(URI)
+    assert session.document_job(warm=True) == IdleJob(JobKind.DOCUMENT, f"document:{URI}", DOCUMENT_WARM_QUIET_S,
+                                                       resume=True)
+    assert session.document_job(warm=False) is None
+    order = WarmOrder(keep=2)
+    assert order.opened("a") == [] and order.opened("b") == []
+    assert order.opened("a") == []  # reopened: newest again
+    assert order.opened("c") == ["b"] and "b" not in order and "a" in order
+    order.forget("a")
+    assert order.opened("d") == []
+
+
+def test_closing_a_document_drops_every_kind_of_idle_job():
+    keys = idle_keys(URI)
+    assert set(keys) == {f"warm:{URI}", f"widen:{URI}", f"follow:{URI}", f"document:{URI}"}
+    session = DocumentSession(URI)
+    session.edited(3, "abc")
+    made = [*session.jobs_after_edit(True, False), session.follow_up(Outcome.SHOWN, True, False),
+            session.document_job(True)]
+    assert {job.key for job in made if job is not None} <= set(keys)
