@@ -130,7 +130,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.model and not settings.explain_model:
         settings = settings.replace(explain_model=args.model)  # `--model` here names the explaining model
-    service = CompletionService(explain.explaining_settings(settings))
+    explaining = explain.explaining_settings(settings)
+    if explaining.model != settings.model:
+        print(f"fimble: explaining with {explaining.model} (explainModel; the largest model assembled)"
+              if not settings.explain_model else f"fimble: explaining with {explaining.model} (explainModel)",
+              file=sys.stderr)
+    service = CompletionService(explaining)
     _load(service)
 
     streamed: list[str] = []

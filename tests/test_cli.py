@@ -36,6 +36,16 @@ def test_explain_streams_markdown_that_names_the_function(model_path):
     run = fimble("explain", str(EXAMPLE), "--line", "11", "--set", "maxTokens=120")
     assert run.returncode == 0, run.stderr
     assert "is_prime" in run.stdout or "prime" in run.stdout.lower()
+    assert "explaining with" not in run.stderr  # only the 0.5B is assembled here: it explains
+
+
+@pytest.mark.model
+def test_explain_says_which_model_explains_when_it_is_not_the_completion_model(model_path, tmp_path):
+    other = tmp_path / "explainer.gguf"
+    other.symlink_to(model_path)
+    run = fimble("explain", str(EXAMPLE), "--line", "11", "--set", f"explainModel={other}", "--set", "maxTokens=60")
+    assert run.returncode == 0, run.stderr
+    assert f"fimble: explaining with {other} (explainModel)" in run.stderr and run.stdout.strip()
 
 
 def test_position_past_the_end_is_a_clear_error():
