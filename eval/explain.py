@@ -176,26 +176,38 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     samples_path, ceiling_path = out / "samples.jsonl", out / "ceiling.jsonl"
     done = _resumed(samples_path, lambda row: row.get("judge") == judge_name)
     ceiling = _resumed(ceiling_path, same)
-    if args.ceiling_from:
+
+    def take_earlier() -> None:
+        """The ceiling rows an earlier run has (read again before each one this run would write:
+        that run may still be going)."""
+        if not args.ceiling_from:
+            return
         earlier = _resumed(Path(args.ceiling_from) / "ceiling.jsonl", same)
         taken = [earlier[p["task_id"]] for p in problems if p["task_id"] in earlier and p["task_id"] not in ceiling]
         write_jsonl(ceiling_path, taken, append=True)
         ceiling.update({row["task_id"]: row for row in taken})
-    todo = [p for p in problems if p["task_id"] not in done or p["task_id"] not in ceiling]
+
+    take_earlier()
+    explaining_todo = [p for p in problems if p["task_id"] not in done]
     explainer = CompletionService(explaining)
     judge = explainer if same_judge else CompletionService(judge_settings(settings, judge_name))
     started = time.perf_counter()
-    if todo:
+    if explaining_todo:
         explainer.load()
-        if not same_judge:
-            judge.load()
-    bar = _progress(len(todo), "explaining and rewriting", unit="task")
-    for problem in todo:
+    bar = _progress(len(explaining_todo), "explaining and rewriting", unit="task")
+    for problem in explaining_todo:
+        row = {**explain_one(explainer, judge, problem), "judge": judge_name}
+        write_jsonl(samples_path, [row], append=True)
+        done[problem["task_id"]] = row
+        bar.update()
+    bar.close()
+    # The ceiling last: the judge's rewrites from the docstrings, where no earlier run has them.
+    take_earlier()
+    ceiling_todo = [p for p in problems if p["task_id"] not in ceiling]
+    bar = _progress(len(ceiling_todo), "the ceiling: rewriting from docstrings", unit="task")
+    for problem in ceiling_todo:
+        take_earlier()
         task = problem["task_id"]
-        if task not in done:
-            row = {**explain_one(explainer, judge, problem), "judge": judge_name}
-            write_jsonl(samples_path, [row], append=True)
-            done[task] = row
         if task not in ceiling:
             ceiling[task] = ceiling_one(judge, judge_name, problem)
             write_jsonl(ceiling_path, [ceiling[task]], append=True)

@@ -151,7 +151,7 @@ def test_the_report_lists_the_tasks_the_explanation_lost():
 
 
 def test_a_code_span_from_the_prompt_not_in_the_code_is_a_copy():
-    span = "exact rule or formula"  # words of the explain prompt, not code
+    span = "single backticks"  # words of the explain prompt, not code
     assert explain.SYSTEM.count(span) == 1
     assert explain_eval.copied_from_prompt(f"It applies the `{span}` here.", "def f(): pass")
     assert not explain_eval.copied_from_prompt("It returns `a + b`.", "def f(a, b): return a + b")
