@@ -43,7 +43,7 @@ class LRUCache:
 
 
 @dataclass(frozen=True)
-class Shown:
+class ShownSuggestion:
     prefix_tail: str
     suffix_head: str
     text: str
@@ -53,14 +53,14 @@ class TypeThrough:
     """The last suggestion shown per document, and whether the user is typing it."""
 
     def __init__(self) -> None:
-        self._shown: dict[str, Shown] = {}
+        self._shown: dict[str, ShownSuggestion] = {}
         self._lock = threading.Lock()
         self.hits = 0
 
     def remember(self, key: str, prefix: str, suffix: str, text: str) -> None:
         with self._lock:
             if text:
-                self._shown[key] = Shown(prefix[-_CONTEXT_CHARS:], suffix[:_CONTEXT_CHARS], text)
+                self._shown[key] = ShownSuggestion(prefix[-_CONTEXT_CHARS:], suffix[:_CONTEXT_CHARS], text)
             else:
                 self._shown.pop(key, None)
 

@@ -34,7 +34,7 @@ class Site:
 
 
 @dataclass
-class Outcome:
+class Postprocessed:
     text: str
     fired: list[str] = field(default_factory=list)
     emptied_by: str | None = None
@@ -455,8 +455,8 @@ RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
-def postprocess(text: str, site: Site, rules: tuple[tuple[str, Rule], ...] = RULES) -> Outcome:
-    outcome = Outcome(text)
+def postprocess(text: str, site: Site, rules: tuple[tuple[str, Rule], ...] = RULES) -> Postprocessed:
+    outcome = Postprocessed(text)
     for name, rule in rules:
         if not outcome.text.strip():
             break

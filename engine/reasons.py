@@ -14,7 +14,7 @@ class StopReason(StrEnum):
     MAX_TOKENS = "max_tokens"
     TIME_BUDGET = "time_budget"
     # The first lines are usable and the editor is waiting: they are answered now, and the rest
-    # is decoded after (GenerationRequest.answer_after_s, CompletionService.finish).
+    # is decoded after (GenerationRequest.answer_after_s, CompletionService.rest_of_answer).
     EARLY = "early"
     CANCELLED = "cancelled"
     PREFILLED = "prefilled"  # a warm-up: the prompt was evaluated, nothing generated

@@ -70,7 +70,7 @@ class CompletionRequest:
     # - a new place the cache does not hold starts from a window cut to what evaluates in
     #   settings.new_place_ms, widened when idle (`widen`);
     # - a long answer is answered early, its first usable lines after settings.first_answer_ms of
-    #   decoding, and the rest is decoded when idle (`finish`); so is one the time budget cut.
+    #   decoding, and the rest is decoded when idle (`rest_of_answer`); so is one the time budget cut.
     interactive: bool = False
     # Idle work after an interactive answer from a short window (`refine`): the answer the
     # pipeline gives with time — the whole window (a short anchor is replaced), the whole decode,
@@ -105,7 +105,7 @@ class CompletionResult:
 
 @dataclass
 class Unfinished:
-    """An answer given early (StopReason.EARLY): what its rest is decoded from (`finish`)."""
+    """An answer given early (StopReason.EARLY): what its rest is decoded from (`rest_of_answer`)."""
 
     prompt: Prompt  # the request's prompt with the backend's text so far after it
     raw: str  # the backend's text so far
@@ -352,7 +352,7 @@ class CompletionService:
             text, reason = "", reason if is_filtered(reason) else Outcome.EMPTY
         if stop in (StopReason.EARLY, StopReason.TIME_BUDGET) and request.interactive and cached_ok \
                 and window != "short":
-            # Its rest is decoded when idle (`finish`). (A short window's answer is not finished:
+            # Its rest is decoded when idle (`rest_of_answer`). (A short window's answer is not finished:
             # the whole window's answer takes its place, `refine`.) A masked heal is text the
             # prompt stops short of and the backend's text lacks.
             self._unfinished[request.path] = Unfinished(
@@ -397,7 +397,7 @@ class CompletionService:
         """Whether the document's last answer was given early and its rest is still to decode."""
         return path in self._unfinished
 
-    def finish(self, path: str, cancel: threading.Event) -> CompletionResult | None:
+    def rest_of_answer(self, path: str, cancel: threading.Event) -> CompletionResult | None:
         """Decode the rest of the document's answer given early, from its prompt and the text it
         had (the KV cache holds both: only the last token or two is evaluated again), and make the
         whole answer what the caches give at that place. None when there is nothing to finish,

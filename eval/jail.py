@@ -174,7 +174,7 @@ class SampleFailed(Exception):
         self.kind = kind
 
 
-class Sample:
+class SampleProcess:
     """The sample's functions, called over the pipe from the tests."""
 
     def __init__(self, requests: int, replies: int, pid: int) -> None:
@@ -555,7 +555,7 @@ def run(args: argparse.Namespace) -> None:
         os.close(fd)
     signal.signal(signal.SIGALRM, _out_of_time)
     signal.alarm(max(1, int(args.timeout)))
-    sample = Sample(requests_write, replies_read, pid)
+    sample = SampleProcess(requests_write, replies_read, pid)
     passed, result = False, ""
     try:
         ready = sample.read()

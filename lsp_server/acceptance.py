@@ -61,7 +61,7 @@ def _camel(name: str) -> str:
 
 
 @dataclass
-class Shown:
+class Offered:
     uri: str
     language: str
     text: str
@@ -111,7 +111,7 @@ class Acceptance:
         self.text_of = text_of  # a document's text now, by URI (None: not open)
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{time.monotonic_ns() % 1_000_000:x}"
-        self._shown: OrderedDict[str, Shown] = OrderedDict()
+        self._shown: OrderedDict[str, Offered] = OrderedDict()
         self._followed: list[Followed] = []
         self._saved: dict[str, Counts] = self._read() if path else {}  # the file, when last read
         self._unsaved: dict[str, Counts] = {}
@@ -126,7 +126,7 @@ class Acceptance:
         """A suggestion shown at `offset`; its id for the item's command. Counted unless not `new`
         (the rest of a suggestion the user is typing through: still the one shown before)."""
         item_id = f"{self._prefix}-{next(self._ids)}"
-        self._shown[item_id] = Shown(uri, language, text, offset)
+        self._shown[item_id] = Offered(uri, language, text, offset)
         while len(self._shown) > SHOWN_KEPT:
             self._shown.popitem(last=False)
         if new:

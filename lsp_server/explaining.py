@@ -57,7 +57,6 @@ class Explainer:
             return self.service
         self.drop(server)
         self.service = CompletionService(wanted)
-        self.failed = False
         return self.service
 
     def settings_changed(self, server: FimbleServer) -> None:
@@ -70,7 +69,7 @@ class Explainer:
 
     def drop(self, server: FimbleServer) -> None:
         """Free the second model (on the worker: it may be explaining right now)."""
-        old, self.service = self.service, None
+        old, self.service, self.failed = self.service, None, False
         if old is not None:
             server.worker.submit("load", lambda cancel: old.close(), supersede=False)
 

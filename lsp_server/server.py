@@ -300,7 +300,7 @@ class FimbleServer(LanguageServer):
                   version: int) -> str | None:
         """After an answer the editor was given before the pipeline was done with the place — from a
         short window, early, or cut by the time budget — compute what the pipeline gives with time,
-        while idle and first among idle jobs: the rest of the answer (`CompletionService.finish`;
+        while idle and first among idle jobs: the rest of the answer (`CompletionService.rest_of_answer`;
         the KV cache holds its prompt and lines) or the whole window's answer (`refine`). When it
         differs from what was shown and the user has not moved on, tell the editor
         (COMPLETION_READY): the request it sends then is answered from the caches with it. Every
@@ -329,7 +329,7 @@ class FimbleServer(LanguageServer):
                 return None
             with contextlib.suppress(EngineError):
                 if job.kind == JobKind.FINISH:
-                    return service.finish(path, cancel)
+                    return service.rest_of_answer(path, cancel)
                 result = service.refine(replace(request, cancel=cancel))
                 return None if result.reason == Outcome.CANCELLED else result
             return None

@@ -1,6 +1,6 @@
 """An editor waiting for a long answer is given its first usable lines after `firstAnswerMs` of
 decoding, and the rest is decoded afterwards from the same prompt plus those lines
-(CompletionService.finish): the whole is then what the caches give at that place. The fake
+(CompletionService.rest_of_answer): the whole is then what the caches give at that place. The fake
 backend decodes a character every 10 ms here; tests/test_lsp_warm.py runs the same path with
 the real model over a real LSP client."""
 
@@ -42,7 +42,7 @@ def test_a_long_answer_comes_early_and_its_rest_is_decoded_after(service, fake_b
     assert service.unfinished(PATH)
 
     fake_backend.queue(BODY[len(early.text) + 1 :])  # what the model writes after the text it had
-    whole = service.finish(PATH, threading.Event())
+    whole = service.rest_of_answer(PATH, threading.Event())
     assert whole is not None and whole.text == BODY and whole.reason == StopReason.EOS
     assert not service.unfinished(PATH)
     rest = fake_backend.requests[-1]
@@ -63,7 +63,7 @@ def test_the_whole_answer_equals_what_waiting_for_it_gives(service, fake_backend
     fake_backend.queue(BODY)
     early = service.complete(at())
     fake_backend.queue(BODY[len(early.text) + 1 :])
-    whole = service.finish(PATH, threading.Event())
+    whole = service.rest_of_answer(PATH, threading.Event())
     waited = CompletionService(Settings(backend="fake", first_answer_ms=50), backend=type(fake_backend)(),
                                model_info=qwen_info)
     waited.load()
@@ -78,13 +78,13 @@ def test_a_finish_cut_short_goes_on_from_where_it_stopped(service, fake_backend)
     threading.Timer(0.04, cancel.set).start()
     rest = BODY[len(early.text) + 1 :]
     fake_backend.queue(rest)
-    assert service.finish(PATH, cancel) is None
+    assert service.rest_of_answer(PATH, cancel) is None
     decoded = fake_backend.requests[-1].prompt.render()
     assert service.unfinished(PATH)
 
     fake_backend.queue(rest[2:])  # the fake decoded at least two characters in 40 ms
     kept = fake_backend.requests[-1]
-    whole = service.finish(PATH, threading.Event())
+    whole = service.rest_of_answer(PATH, threading.Event())
     assert fake_backend.requests[-1] is not kept
     assert fake_backend.requests[-1].prompt.render().startswith(decoded)
     assert len(fake_backend.requests[-1].prompt.render()) > len(decoded)
@@ -96,7 +96,7 @@ def test_a_whole_judged_unusable_leaves_the_early_answer_in_place(service, fake_
     early = service.complete(at())
     fake_backend.queue(BODY[len(early.text) + 1 :])
     monkeypatch.setattr(service, "_postprocess", lambda *args: ("", "filtered:syntax"))  # the whole, emptied
-    whole = service.finish(PATH, threading.Event())
+    whole = service.rest_of_answer(PATH, threading.Event())
     assert whole is not None and whole.text == early.text and whole.reason == StopReason.EARLY
     typed = SOURCE.replace("    \n\n\n", "    for\n\n\n", 1)  # still typed through what is shown
     assert service.typed_through(at(typed, column=COLUMN + 3)).text == early.text[3:]
@@ -113,7 +113,7 @@ def test_no_early_answer_for_a_line_the_cli_or_a_new_request(service, fake_backe
     assert service.complete(at()).reason == StopReason.EARLY
     service.complete(at(mid, row=1, column=len("    result = sum")))  # from the cache, this one
     assert not service.unfinished(PATH)
-    assert service.finish(PATH, threading.Event()) is None
+    assert service.rest_of_answer(PATH, threading.Event()) is None
     # Not interactive (the CLI, the eval harness): the whole answer.
     fake_backend.queue(BODY)
     other = SOURCE.replace("result = 0", "result = 1")
@@ -196,7 +196,7 @@ def test_a_whole_that_differs_from_the_early_answer_takes_its_place(service, fak
     early = service.complete(at())
     fake_backend.queue(BODY[len(early.text) + 1 :])
     monkeypatch.setattr(service, "_postprocess", lambda *args: ("return sum(items)", "eos"))
-    whole = service.finish(PATH, threading.Event())
+    whole = service.rest_of_answer(PATH, threading.Event())
     assert whole is not None and whole.text == "return sum(items)"
     asked = len(fake_backend.requests)
     assert service.complete(at()).text == "return sum(items)" and len(fake_backend.requests) == asked
@@ -211,6 +211,6 @@ def test_an_answer_cut_by_the_time_budget_is_finished_too(fake_backend, qwen_inf
     cut = service.complete(at())  # a fragment of the first line, dropped: nothing shown yet
     assert cut.timings["stop_reason"] == StopReason.TIME_BUDGET and service.unfinished(PATH)
     fake_backend.queue(BODY[cut.timings["generated_tokens"] :])  # (one character is one token here)
-    whole = service.finish(PATH, threading.Event())
+    whole = service.rest_of_answer(PATH, threading.Event())
     assert whole is not None and fake_backend.requests[-1].time_budget_s is None
     assert whole.text == BODY

@@ -254,7 +254,7 @@ class TextSink:
     """Where a backend's decoded text goes: through a StopMatcher to `on_text`, and collected.
 
     Every backend's token loop is then: `reason = sink.add(piece) or sink.after_token(...)`, stop
-    when a reason comes back, and `sink.finish()` for the text.
+    when a reason comes back, and `sink.end()` for the text.
     """
 
     def __init__(self, request: GenerationRequest, on_text: TextCallback | None) -> None:
@@ -294,7 +294,7 @@ class TextSink:
             return StopReason.EARLY
         return ""
 
-    def finish(self, tail: str = "") -> str:
+    def end(self, tail: str = "") -> str:
         """Release what was held back (unless a stop sequence ended the text); the whole text."""
         if not self.matcher.stopped:
             self._emit(self.matcher.feed(tail) + self.matcher.flush())

@@ -99,6 +99,6 @@ class FakeBackend(Backend):
             if stop:
                 reason = stop
                 break
-        text = sink.finish()
+        text = sink.end()
         stats.stop_reason = reason
         return GenerationResult(text, stats)

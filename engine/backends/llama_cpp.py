@@ -393,7 +393,7 @@ class LlamaCppBackend(Backend):
             if reason or len(tokens) >= llm.n_ctx():
                 stats.stop_reason = reason or StopReason.MAX_TOKENS
                 stats.decode_ms = (time.perf_counter() - decode_start) * 1000
-                return GenerationResult(sink.finish(decoder.decode(b"", final=True)), stats)
+                return GenerationResult(sink.end(decoder.decode(b"", final=True)), stats)
             room = llm.n_ctx() - len(tokens)
         most = min(request.max_tokens, room)
 
@@ -421,7 +421,7 @@ class LlamaCppBackend(Backend):
             reason = self._decode_with_lookup(tokens, request.draft_tokens, emit, stats)
         elif not reason:
             reason = self._decode_plain(tokens, request, emit)
-        text = sink.finish(decoder.decode(b"", final=True))
+        text = sink.end(decoder.decode(b"", final=True))
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         stats.stop_reason = reason or StopReason.MAX_TOKENS
         return GenerationResult(text, stats)

@@ -299,7 +299,7 @@ class OpenAIBackend(Backend):
                 reason = StopReason.CANCELLED
             elif watch.fired():
                 reason = StopReason.TIME_BUDGET
-        text = sink.finish()
+        text = sink.end()
         stats.decode_ms = (time.perf_counter() - started) * 1000 - stats.prefill_ms
         stats.stop_reason = reason
         return GenerationResult(text, stats)

@@ -424,7 +424,7 @@ class TorchBackend(Backend):
             self.cached = self.cached[: start + 1 + accepted]  # the rest of the draft is forgotten
             if reason:
                 break
-        text = sink.finish()
+        text = sink.end()
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         stats.stop_reason = reason
         return GenerationResult(text, stats)
