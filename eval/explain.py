@@ -49,7 +49,7 @@ REWRITE_INSTRUCTION = ("Write the Python function `{signature}` that does exactl
 # Names the rewrite step: a ceiling is reused only under the same judge and the same instruction.
 REWRITE_ID = hashlib.sha256(REWRITE_INSTRUCTION.encode()).hexdigest()[:12]
 LATEX_LEFT = ("\\(", "\\[", "$$", "\\frac", "\\text{", "\\times")
-_CODE_SPAN = re.compile(r"`([^`\n]{6,})`")
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")  # left to right, so the text between two spans is not one
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +139,8 @@ def ceiling_one(judge: CompletionService, judge_name: str, problem: dict[str, An
 def copied_from_prompt(explanation: str, code: str) -> bool:
     """A code span taken from the explain prompt's own words rather than from the code explained
     (prompt A's example formula turned up in explanations of unrelated code)."""
-    return any(span in explain.SYSTEM and span not in code for span in _CODE_SPAN.findall(explanation))
+    return any(len(span) >= 6 and span in explain.SYSTEM and span not in code
+               for span in _CODE_SPAN.findall(explanation))
 
 
 def default_judge(explaining: str) -> str:
@@ -244,7 +245,7 @@ def summarize(samples: list[dict[str, Any]], results: list[dict[str, Any]] | Non
         "over_120_words": sum(w > 120 for w in words),
         "leaked_code_share": round(sum(s["leaked_code"] > 0 for s in samples) / count, 4),
         "latex_left": sum(bool(s["latex_left"]) for s in samples),
-        "copied_from_prompt": sum(bool(s.get("copied_from_prompt")) for s in samples),
+        "copied_from_prompt": sum(copied_from_prompt(s["explanation"], s["code"]) for s in samples),
         "first_token_ms_median": round(statistics.median(first), 1) if first else None,
         "tokens_per_s_median": statistics.median(s["tokens_per_s"] for s in samples) if samples else None,
         **meta,

@@ -140,7 +140,7 @@ def test_eval_explain_runs_the_protocol_on_five_tasks_with_execution(model_path,
 
 def test_the_report_lists_the_tasks_the_explanation_lost():
     samples = [{"task_id": f"T/{i}", "words": 50, "leaked_code": 0, "latex_left": False, "first_token_ms": 100.0,
-                "tokens_per_s": 20.0, "explanation": f"explains {i}"} for i in range(4)]
+                "tokens_per_s": 20.0, "explanation": f"explains {i}", "code": "pass"} for i in range(4)]
     results = [{"task_id": f"T/{i}", "passed": passed} for i, passed in enumerate([True, False, False, True])]
     ceiling = [{"task_id": f"T/{i}", "passed": passed} for i, passed in enumerate([True, True, False, False])]
     summary = explain_eval.summarize(samples, results, ceiling, {"judge": "j"})
@@ -155,6 +155,8 @@ def test_a_code_span_from_the_prompt_not_in_the_code_is_a_copy():
     assert explain.SYSTEM.count(span) == 1
     assert explain_eval.copied_from_prompt(f"It applies the `{span}` here.", "def f(): pass")
     assert not explain_eval.copied_from_prompt("It returns `a + b`.", "def f(a, b): return a + b")
+    # The words between two spans are not a span (", and " is in the prompt too).
+    assert not explain_eval.copied_from_prompt("It takes `a`, and `b`.", "def f(a, b): pass")
 
 
 def test_the_explaining_model_is_the_largest_assembled_when_larger(monkeypatch):
