@@ -143,8 +143,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     # What bench_typing's server start and places scenario read.
-    args.debounce, args.file, args.seed, args.typed, args.cps, args.pause = (
-        None, Path(sysconfig.get_paths()["stdlib"]) / "calendar.py", 0, 4, 8.0, 0.8)
+    args.debounce, args.file, args.seed, args.typed, args.cps, args.pause, args.settle = (
+        None, Path(sysconfig.get_paths()["stdlib"]) / "calendar.py", 0, 4, 8.0, 0.8, 0.0)
     result: dict[str, Any] = {"explain": asyncio.run(explain_run(args))}
     if args.places:
         settings, _ = apply_options(Settings(), {k: json.loads(v) if v[:1] in "0123456789tf[{" else v
