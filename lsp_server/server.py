@@ -1,8 +1,11 @@
-"""The language server: thin pygls handlers over FimbleServer's state.
+"""The language server: pygls handlers over FimbleServer's state.
 
-Handlers are short: they translate LSP to engine calls and back. Model work goes to the one
-model worker (lsp_server/worker.py); the event loop only awaits it, so didChange and every other
-document keep flowing while a completion generates.
+Handlers translate LSP to engine calls and back. What is kept between keystrokes for a document,
+and which idle work follows an edit or an answer, is decided by its DocumentSession
+(engine/session.py); this module only runs the jobs. `fimble.explain` and the explaining model
+live in lsp_server/explaining.py. Model work goes to the one model worker (lsp_server/worker.py);
+the event loop only awaits it, so didChange and every other document keep flowing while a
+completion generates.
 """
 
 from __future__ import annotations
