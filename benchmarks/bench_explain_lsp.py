@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_typing import places, plain, start_server  # the benchmark beside this one
 
 from engine import explain
-from engine.config import Settings, apply_options
+from engine.config import Settings, apply_options, parse_set_arguments
 from eval.data import load_problems
 from eval.explain import without_docstring
 from eval.metrics import percentile
@@ -147,8 +147,7 @@ def main() -> None:
         None, Path(sysconfig.get_paths()["stdlib"]) / "calendar.py", 0, 4, 8.0, 0.8, 0.0)
     result: dict[str, Any] = {"explain": asyncio.run(explain_run(args))}
     if args.places:
-        settings, _ = apply_options(Settings(), {k: json.loads(v) if v[:1] in "0123456789tf[{" else v
-                                                 for k, _, v in (s.partition("=") for s in args.set)})
+        settings, _ = apply_options(Settings(), parse_set_arguments(args.set))
         own = argparse.Namespace(**{**vars(args), "set": [*args.set, f"explainModel={settings.model}"]})
         text = args.file.read_text()
         result["completions_one_model"] = summary(asyncio.run(places(own, text)))

@@ -45,9 +45,18 @@ class Explainer:
         self.service: CompletionService | None = None
         self.last_model: str | None = None  # the model that gave the last explanation
         self.failed = False  # the second model's last load failed (status says so)
+        self._model_for: tuple[Settings, str] | None = None  # (settings, the model they explain with)
+
+    def explaining_model(self, server: FimbleServer) -> str:
+        """`engine.explain.explaining_model`, worked out once per settings: it reads the model
+        cache's stamps, and status is asked for often. An explanation works it out anew."""
+        if self._model_for is None or self._model_for[0] is not server.settings:
+            self._model_for = (server.settings, explain.explaining_model(server.settings))
+        return self._model_for[1]
 
     def service_for(self, server: FimbleServer) -> CompletionService:
         """The service that explains under the server's settings now (made, not loaded, here)."""
+        self._model_for = None  # a model assembled since the last look counts now
         wanted = explain.explaining_settings(server.settings)
         if wanted.model == server.settings.model and wanted.backend == server.settings.backend:
             self.drop(server)  # the completion model explains: no second model kept
@@ -74,7 +83,7 @@ class Explainer:
             server.worker.submit("load", lambda cancel: old.close(), supersede=False)
 
     def status(self, server: FimbleServer) -> dict[str, Any]:
-        model = explain.explaining_model(server.settings)
+        model = self.explaining_model(server)
         second = self.service
         if model == server.settings.model:
             state = server.load_state  # the completion model explains
