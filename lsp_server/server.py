@@ -271,16 +271,16 @@ class FimbleServer(LanguageServer):
         prompt evaluated (or, after an accepted suggestion, the next suggestion computed), and
         where the place has a short window, the whole window after a pause."""
         doc = self.documents.get(uri)
-        if doc is None or doc.binary or doc.capped or doc.session.last_edit < 0 or self.load_state != "ready":
-            return
+        if (doc is None or doc.binary or doc.capped or not self.settings.warm or doc.session.last_edit < 0
+                or self.load_state != "ready"):
+            return  # (before the request is built: it snapshots the other documents, on every keystroke)
         session, text, service = doc.session, doc.text, self.service
         assert doc.lines is not None
         at = doc.lines.position(text, session.last_edit, "utf-32")
         request = CompletionRequest(text, at.line, at.character, "utf-32", doc.language_id, doc.path,
                                     tree=doc.syntax.snapshot(), others=self.documents.others(uri), interactive=True,
                                     offset=session.last_edit)
-        typed_through = (self.settings.warm and not session.accepted
-                         and service.typed_through(request, count=False) is not None)
+        typed_through = not session.accepted and service.typed_through(request, count=False) is not None
         for job in session.jobs_after_edit(self.settings.warm, typed_through):
             self.run_idle(job, self._place_work(job.kind, service, request))
 
