@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.backends import llama_reach as reach
 from engine.backends.cpu_load import usable_cores
 from engine.backends.llama_cpp import _model_params, amx_compiled_in
 from engine.models import resolve_model
@@ -32,10 +33,7 @@ AFTER = "\n\n\nprint(hypotenuse(3, 4))\n"
 
 
 def clear(llm: Any) -> None:
-    import llama_cpp
-
-    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm._ctx.ctx), 0, -1, -1)
-    llm.n_tokens = 0
+    reach.forget_from(llm, 0)
 
 
 def prefill_rate(llm: Any, tokens: list[int], chunk: int) -> float:
@@ -58,13 +56,12 @@ def decode_rate(llm: Any, tokens: list[int]) -> float:
 def first_token_logits(llm: Any) -> list[tuple[str, float]]:
     """The best four first tokens after Enter in hypotenuse (indentation cut, as the engine does;
     the engine's prompt adds the file's path, so its logits differ a little)."""
-    import llama_cpp
     import numpy as np
 
     prompt = f"<|fim_prefix|>{HYPOTENUSE}<|fim_suffix|>{AFTER}<|fim_middle|>"
     clear(llm)
     llm.eval(llm.tokenize(prompt.encode(), add_bos=False, special=True))
-    row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
+    row = reach.logits_row(llm)
     best = np.argsort(-row)[:4]
     return [(llm.detokenize([int(i)]).decode(errors="replace"), round(float(row[i]), 2)) for i in best]
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.backends import llama_reach as reach
 from engine.config import Settings
 from engine.service import CompletionRequest, CompletionService
 from engine.syntax import SyntaxTree
@@ -62,12 +63,9 @@ def run(service: CompletionService, name: str, text: str, offset: int) -> dict[s
     """One completion from an empty KV cache: what the cache held before must not make the two
     runs differ (moved cells are an approximation, engine/backends/kv_reuse.py; and where cells
     sit in the cache changes the order llama.cpp sums attention in)."""
-    import llama_cpp
-
     backend = service.load()
     # Clear the cache, cells and placement: where cells sit changes how llama.cpp sums attention.
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(backend.llm._ctx.ctx), True)  # type: ignore[attr-defined]
-    backend.llm.n_tokens = 0  # type: ignore[attr-defined]
+    reach.clear(backend.llm)  # type: ignore[attr-defined]
     backend.states = type(backend.states)(0)  # type: ignore[attr-defined]
     line = text.count("\n", 0, offset)
     character = offset - (text.rfind("\n", 0, offset) + 1)
@@ -92,7 +90,6 @@ def copy_share(service: CompletionService, context: str, output: str) -> float:
 def batch_costs(service: CompletionService, rounds: int = 25) -> dict[int, dict[str, float]]:
     """By n: the median ms of one call evaluating n tokens (logits for each) at the same place,
     and the largest shift of any of its logits against the same tokens evaluated one at a time."""
-    import llama_cpp
     import numpy as np
 
     backend = service.load()
@@ -101,18 +98,15 @@ def batch_costs(service: CompletionService, rounds: int = 25) -> dict[int, dict[
     tokens = llm.tokenize(text.encode())[:912]
     llm.reset()
     llm.eval(tokens[:900])
-    memory = llama_cpp.llama_get_memory(llm._ctx.ctx)  # type: ignore[attr-defined]
     sizes = (1, 2, 3, 4, 5, 6, 8, 12)
 
     def evaluate(start: int, batch: list[int]) -> tuple[float, list[Any]]:
         """Forget the cells from `start` on, evaluate `batch` there: (ms, its rows of logits)."""
-        llama_cpp.llama_memory_seq_rm(memory, 0, start, -1)  # type: ignore[attr-defined]
-        llm._batch.set_batch(batch, n_past=start, logits_all=True)
+        reach.forget_from(llm, start)
         started = time.perf_counter()
-        llm._ctx.decode(llm._batch)
+        reach.evaluate_rows(llm, batch)
         ms = (time.perf_counter() - started) * 1000
-        rows = [np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(llm.n_vocab(),)).copy()
-                for i in range(len(batch))]
+        rows = [reach.logits_row(llm, i).copy() for i in range(len(batch))]
         return ms, rows
 
     single = []
@@ -124,8 +118,7 @@ def batch_costs(service: CompletionService, rounds: int = 25) -> dict[int, dict[
     for _ in range(rounds):
         for n in sizes:
             times[n].append(evaluate(900, tokens[900 : 900 + n])[0])
-    llama_cpp.llama_memory_seq_rm(memory, 0, 900, -1)  # type: ignore[attr-defined]
-    llm.n_tokens = 900
+    reach.forget_from(llm, 900)
     return {n: {"ms": statistics.median(times[n]), "logit_shift": shift[n]} for n in sizes}
 
 

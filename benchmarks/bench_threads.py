@@ -20,6 +20,7 @@ from typing import Any
 
 from bench_typing import busy
 
+from engine.backends import llama_reach as reach
 from engine.backends.cpu_load import LoadGauge, threads_for, usable_cores
 from engine.models import resolve_model
 
@@ -28,11 +29,8 @@ POSITION = 900
 
 def per_token_ms(llm: Any, tokens: list[int], threads: int, count: int) -> float:
     """ms a token for `count` one-token calls from POSITION on, with `threads` threads."""
-    import llama_cpp
-
-    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
-    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm._ctx.ctx), 0, POSITION, -1)
-    llm.n_tokens = POSITION
+    reach.set_threads(llm, threads)
+    reach.forget_from(llm, POSITION)
     started = time.perf_counter()
     for token in tokens[POSITION : POSITION + count]:
         llm.eval([token])
@@ -40,13 +38,10 @@ def per_token_ms(llm: Any, tokens: list[int], threads: int, count: int) -> float
 
 
 def last_logits(llm: Any, tokens: list[int], threads: int) -> Any:
-    import llama_cpp
-    import numpy as np
-
-    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
+    reach.set_threads(llm, threads)
     llm.reset()
     llm.eval(tokens[:300])
-    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
+    return reach.logits_row(llm).copy()
 
 
 def main() -> None:

@@ -390,9 +390,9 @@ def stats_of(latencies: list[float]) -> dict[str, float]:
 
 def cold_baseline(answered: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     """The same requests, each cold, through a plain Llama with the naive FIM prompt."""
-    import llama_cpp
     from llama_cpp import Llama
 
+    from engine.backends import llama_reach as reach
     from engine.models import resolve_model
 
     llm = Llama(str(resolve_model(None).path), n_ctx=4096, verbose=False)
@@ -407,15 +407,14 @@ def cold_baseline(answered: list[dict[str, Any]], budget: int) -> dict[str, Any]
         started = time.perf_counter()
         out = []
         for token in llm.generate(tokens, temp=0.0, reset=True):
-            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+            if reach.is_eog(llm, token):
                 break
             piece = llm.detokenize([token]).decode("utf-8", "replace")
             out.append(piece)
             if "\n" in piece or len(out) >= 64:
                 break
         latencies.append((time.perf_counter() - started) * 1000)
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-        llm.n_tokens = 0
+        reach.forget_from(llm, 0)
     return {"requests": len(latencies), "p50_ms": round(percentile(latencies, 50), 1),
             "p95_ms": round(percentile(latencies, 95), 1)}
 

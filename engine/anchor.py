@@ -38,8 +38,6 @@ ANCHOR_MAX_LINES = 12
 ANCHOR_MAX_CHARS = 1200
 # On a line longer than this before the cursor, the prompt's middle starts this far back.
 LONG_LINE_MIDDLE_CHARS = 512
-# Documents whose repository context is kept (the oldest is dropped first).
-CONTEXTS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -88,6 +86,12 @@ class Anchor:
         return text.startswith(self.suffix, offset) and hash(text[: self.offset]) == self.head_hash
 
 
+# Prompt tokens per second assumed until the backend has measured its own (two CPU cores).
+ASSUMED_PREFILL_RATE = 150.0
+# A short window keeps at least this many tokens: a few lines either side of the cursor.
+MIN_QUICK_TOKENS = 64
+
+
 @dataclass(frozen=True)
 class QuickWindow:
     """A new place should answer soon: when the whole window's prompt would evaluate more than
@@ -97,6 +101,16 @@ class QuickWindow:
 
     tokens: int
     new_tokens: Callable[[Prompt], int | None]
+
+    @classmethod
+    def for_speed(cls, settings: Settings, prefill_rate: float | None,
+                  new_tokens: Callable[[Prompt], int | None]) -> QuickWindow | None:
+        """The window budget a new place starts from: what the backend evaluates in
+        settings.new_place_ms at the speed it measured (None: the whole window always)."""
+        if settings.new_place_ms <= 0:
+            return None
+        tokens = max(MIN_QUICK_TOKENS, int((prefill_rate or ASSUMED_PREFILL_RATE) * settings.new_place_ms / 1000))
+        return cls(tokens, new_tokens) if tokens < settings.context_tokens else None
 
 
 @dataclass(frozen=True)
@@ -149,62 +163,64 @@ def split_for_healing(middle: str, healer: TokenHealer | None) -> tuple[str, Hea
     return middle, Heal()
 
 
+@dataclass
+class PromptMemory:
+    """What is kept for one document between its prompts: the anchor of the last place asked
+    about, and the repository context chosen for the document. The language server keeps one in
+    each document's session (engine/session.py): closing the document drops it with the session."""
+
+    anchor: Anchor | None = None
+    context: tuple[object, tuple[Part, ...], list[Snippet]] | None = None  # (its key, parts, snippets)
+
+    @property
+    def kept(self) -> bool:
+        return self.anchor is not None or self.context is not None
+
+    @property
+    def short(self) -> bool:
+        """Whether the anchor kept is a short window."""
+        return self.anchor is not None and self.anchor.short
+
+
 class PromptBuilder:
-    """Prompts for places in documents, with the anchor and the repository context kept per
-    document. Runs where the service runs (the model worker)."""
+    """Prompts for places in documents, from the anchor and the repository context each
+    document's PromptMemory keeps. Runs where the service runs (the model worker)."""
 
     def __init__(self, info: ModelInfo, count: TokenCounter) -> None:
         self.info = info
         self.count = count
-        self._anchors: dict[str, Anchor] = {}
-        self._contexts: dict[str, tuple[object, tuple[Part, ...], list[Snippet]]] = {}
-
-    def documents_kept(self) -> int:
-        """Documents something is kept for (an anchor or a repository context)."""
-        return len(self._anchors.keys() | self._contexts.keys())
-
-    def forget(self, path: str) -> None:
-        self._anchors.pop(path, None)
-        self._contexts.pop(path, None)
 
     def completion(self, settings: Settings, tree: SyntaxTree, offset: int, cursor: CursorInfo,
-                   others: Sequence[OpenDocument] = (), path: str = "", *, reuse: bool = False,
+                   others: Sequence[OpenDocument] = (), path: str = "", *, memory: PromptMemory, reuse: bool = False,
                    healer: TokenHealer | None = None, healing: bool = True,
                    quick: QuickWindow | None = None, whole: bool = False) -> Built:
-        """The prompt for a cursor. With `reuse`, the anchor of the last request for `path` is
-        kept when it still fits; with `healing`, the prompt ends at the last token boundary the
-        model would have produced before the cursor, and the generation reproduces the rest;
-        with `quick`, a new anchor is cut short where the whole window would take long; with
-        `whole`, a short anchor kept for `path` is not reused."""
-        anchor = self._anchors.get(path) if reuse else None
+        """The prompt for a cursor. With `reuse`, the anchor `memory` keeps is kept when it still
+        fits; with `healing`, the prompt ends at the last token boundary the model would have
+        produced before the cursor, and the generation reproduces the rest; with `quick`, a new
+        anchor is cut short where the whole window would take long; with `whole`, a short anchor
+        kept is not reused."""
+        anchor = memory.anchor if reuse else None
         if anchor is None or not anchor.fits(tree.text, offset, settings) or (whole and anchor.short):
-            anchor = self._new_anchor(settings, tree, offset, others, path)
+            anchor = self._new_anchor(settings, tree, offset, others, path, memory)
             if quick is not None and self.info.fim is not None:
                 cost = quick.new_tokens(self._prompt(anchor, ""))
                 if cost is not None and cost > quick.tokens:
-                    short = self._new_anchor(settings, tree, offset, others, path, short_budget=quick.tokens)
+                    short = self._new_anchor(settings, tree, offset, others, path, memory, short_budget=quick.tokens)
                     anchor = replace(short, judged=(anchor.prefix, anchor.suffix))
-            self._anchors[path] = anchor
+            memory.anchor = anchor
         return self._built(anchor, tree, offset, cursor, healer, healing)
 
     def widened(self, settings: Settings, tree: SyntaxTree, offset: int, cursor: CursorInfo,
-                others: Sequence[OpenDocument], path: str, healer: TokenHealer | None) -> tuple[Anchor, Built] | None:
-        """The whole window for the place, when the anchor kept for `path` is a short one that
-        still fits (else None). Not kept yet: `adopt` it once its prompt is evaluated, so that a
-        request in between still finds the short prompt it was answered from."""
-        current = self._anchors.get(path)
+                others: Sequence[OpenDocument], path: str, memory: PromptMemory,
+                healer: TokenHealer | None) -> tuple[Anchor, Built] | None:
+        """The whole window for the place, when the anchor kept is a short one that still fits
+        (else None). Not kept yet: `memory.anchor` becomes it once its prompt is evaluated, so
+        that a request in between still finds the short prompt it was answered from."""
+        current = memory.anchor
         if current is None or not current.short or not current.fits(tree.text, offset, settings):
             return None
-        anchor = self._new_anchor(settings, tree, offset, others, path)
+        anchor = self._new_anchor(settings, tree, offset, others, path, memory)
         return anchor, self._built(anchor, tree, offset, cursor, healer, True)
-
-    def adopt(self, path: str, anchor: Anchor) -> None:
-        self._anchors[path] = anchor
-
-    def short(self, path: str) -> bool:
-        """Whether the anchor kept for `path` is a short window."""
-        anchor = self._anchors.get(path)
-        return anchor is not None and anchor.short
 
     def _prompt(self, anchor: Anchor, middle: str) -> Prompt:
         fim = self.info.fim
@@ -222,7 +238,7 @@ class PromptBuilder:
         return Built(self._prompt(anchor, kept), site, anchor.snippets if self.info.fim else [], heal)
 
     def document(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
-                 path: str) -> Prompt:
+                 path: str, memory: PromptMemory) -> Prompt:
         """The document itself the way prompts begin — its context, the FIM prefix token, then
         its text from the top (the region around the cursor when it is longer than the context
         window): a request at any place in it then takes its window from there (kv_reuse.py)."""
@@ -231,12 +247,12 @@ class PromptBuilder:
         if fim is None:
             parts: tuple[Part, ...] = (Text(region),)
         else:
-            context, _ = self._document_context(settings, tree, offset, others, path, region)
+            context, _ = self._document_context(settings, tree, offset, others, path, memory, region)
             parts = (*context, Special(fim.prefix), Text(region))
         return Prompt(parts, "warm", self.info.add_bos)
 
     def _new_anchor(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
-                    path: str, short_budget: int | None = None) -> Anchor:
+                    path: str, memory: PromptMemory, short_budget: int | None = None) -> Anchor:
         text, count, fim = tree.text, self.count, self.info.fim
         start = text.rfind("\n", 0, offset) + 1  # the start of the cursor's line
         # On a very long line the middle begins a little before the cursor; the window keeps
@@ -259,7 +275,8 @@ class PromptBuilder:
             window = fit_window(prefix, suffix, count, max(local_budget - count(pinned), 0), share, step)
             pinned = pinned_text(lines, [r for r in rows if r < window.first_line], window.first_line)
         local_prefix = pinned + window.prefix
-        context, snippets = self._document_context(settings, tree, offset, others, path, local_prefix + window.suffix)
+        context, snippets = self._document_context(settings, tree, offset, others, path, memory,
+                                                   local_prefix + window.suffix)
         return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets, Anchor.key(settings),
                       short=short_budget is not None)
 
@@ -279,7 +296,7 @@ class PromptBuilder:
         return rows
 
     def _document_context(self, settings: Settings, tree: SyntaxTree, offset: int, others: Sequence[OpenDocument],
-                          path: str, window_text: str) -> tuple[tuple[Part, ...], list[Snippet]]:
+                          path: str, memory: PromptMemory, window_text: str) -> tuple[tuple[Part, ...], list[Snippet]]:
         """The other documents' snippets for `path`, in the model's repository format.
 
         They open the prompt, so they stay the same for a document while the other documents do
@@ -290,15 +307,13 @@ class PromptBuilder:
         if not (fim and fim.file_sep and fim.repo_name and others):
             return (), []
         key = (Anchor.key(settings), tuple((d.path, hash(d.tree.text), d.recent_lines) for d in others))
-        cached = self._contexts.get(path)
+        cached = memory.context
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         snippets = extra_snippets(names_near(tree.text, offset), others, window_text, settings.context_tokens // 4,
                                   self.count)
         context = tuple(repo_context(fim, snippets, path))
-        if len(self._contexts) >= CONTEXTS_KEPT:
-            self._contexts.pop(next(iter(self._contexts)))
-        self._contexts[path] = (key, context, snippets)
+        memory.context = (key, context, snippets)
         return context, snippets
 
     def _document_region(self, text: str, offset: int, budget: int) -> str:

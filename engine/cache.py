@@ -44,44 +44,30 @@ class LRUCache:
 
 @dataclass(frozen=True)
 class ShownSuggestion:
+    """A suggestion shown at a place, with the text around the place that identifies it. Frozen:
+    a document's session swaps in a new one whole, so the event loop reads it while the model
+    worker replaces it."""
+
     prefix_tail: str
     suffix_head: str
     text: str
 
-
-class TypeThrough:
-    """The last suggestion shown per document, and whether the user is typing it."""
-
-    def __init__(self) -> None:
-        self._shown: dict[str, ShownSuggestion] = {}
-        self._lock = threading.Lock()
-        self.hits = 0
-
-    def remember(self, key: str, prefix: str, suffix: str, text: str) -> None:
-        with self._lock:
-            if text:
-                self._shown[key] = ShownSuggestion(prefix[-_CONTEXT_CHARS:], suffix[:_CONTEXT_CHARS], text)
-            else:
-                self._shown.pop(key, None)
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._shown.pop(key, None)
-
-    def lookup(self, key: str, prefix: str, suffix: str, *, count: bool = True) -> str | None:
-        """The rest of the shown suggestion if the user typed a (non-empty) start of it (a hit,
-        counted unless not `count`)."""
-        with self._lock:
-            shown = self._shown.get(key)
-        if shown is None or suffix[:_CONTEXT_CHARS] != shown.suffix_head:
+    @classmethod
+    def at(cls, text: str, offset: int, suggestion: str) -> ShownSuggestion | None:
+        """`suggestion` shown at `offset` of `text` (None for an empty one: nothing to type through)."""
+        if not suggestion:
             return None
-        for typed_len in range(1, len(shown.text)):
-            # Compare only the ends: the typed characters, and the old prefix just before them
-            # (in place: a copy of a 2 MB prefix per length tried was the cost of a keystroke).
-            typed = shown.text[:typed_len]
-            if prefix.endswith(typed) and prefix.endswith(shown.prefix_tail, 0, len(prefix) - typed_len):
-                if count:
-                    with self._lock:
-                        self.hits += 1
-                return shown.text[typed_len:]
+        return cls(text[max(0, offset - _CONTEXT_CHARS):offset], text[offset:offset + _CONTEXT_CHARS], suggestion)
+
+    def rest(self, text: str, offset: int) -> str | None:
+        """The rest of the suggestion if the text before `offset` is the old text plus a
+        (non-empty) start of it and the text after is unchanged. Compared in place, O(the
+        suggestion and its context): a copy of a 2 MB prefix per check was the cost of a keystroke."""
+        if len(self.suffix_head) != min(len(text) - offset, _CONTEXT_CHARS) \
+                or not text.startswith(self.suffix_head, offset):
+            return None
+        for typed_len in range(1, len(self.text)):
+            typed = self.text[:typed_len]
+            if text.endswith(typed, 0, offset) and text.endswith(self.prefix_tail, 0, offset - typed_len):
+                return self.text[typed_len:]
         return None

@@ -7,12 +7,17 @@ explain` explain the same code the same way, and the eval scores the text the ed
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from . import models
+from .backends import Backend, GenerationRequest, GenerationResult
 from .config import Settings
 from .context import DEFINITION_TYPES, ancestors
+from .errors import EngineError
+from .models import ModelInfo
+from .prompt import chat_prompt
 from .text import split_lines
 
 # The prompt asks for what a reader (and the eval's rewrite from the explanation alone) needs:
@@ -63,6 +68,22 @@ def explaining_settings(settings: Settings) -> Settings:
     if model == settings.model:
         return settings
     return settings.replace(model=model, kv_cache_mb=0, warm=False)
+
+
+def generate(backend: Backend, info: ModelInfo, settings: Settings, code: str, language: str = "plaintext",
+             on_text: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> GenerationResult:
+    """Explain `code` in Markdown through the model's chat template, streaming to `on_text`; the
+    answer is cleaned (`clean`) and comes with the generation's stats."""
+    if not code.strip():
+        raise EngineError("there is no code to explain in that range")
+    max_tokens = max(settings.max_tokens, MIN_ANSWER_TOKENS)
+    code = fit(code, backend.count_tokens, settings.n_ctx - max_tokens - PROMPT_TOKENS)
+    prompt = chat_prompt(messages(code, language), info.chat_template, bos_token=info.bos_token,
+                         eos_token=info.eos_token, add_bos=info.add_bos)
+    request = GenerationRequest.from_settings(prompt, settings, max_tokens=max_tokens, time_budget_s=TIME_BUDGET_S,
+                                              cancel=cancel or threading.Event())
+    result = backend.generate(request, on_text)
+    return GenerationResult(clean(result.text, code), result.stats)
 
 
 def fit(code: str, count: Callable[[str], int], budget: int) -> str:

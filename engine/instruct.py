@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .context import ancestors, line_at
+from .anchor import Built, Heal
+from .context import CursorInfo, ancestors, line_at
 from .models import ModelInfo
+from .postprocess import Site
 from .prompt import Prompt, Text, chat_prompt
 from .syntax import SyntaxTree
 
@@ -131,3 +133,25 @@ def _indent(line: str) -> int:
 
 def _offset_of(text: str, byte: int) -> int:
     return len(text.encode("utf-8", errors="surrogatepass")[:byte].decode("utf-8", errors="surrogatepass"))
+
+
+# An answer at the docstring moment is judged against this many lines below the cursor.
+SITE_LINES_BELOW = 60
+
+
+
+def instruct_built(moment: DocstringMoment, tree: SyntaxTree, offset: int, cursor: CursorInfo,
+                   info: ModelInfo) -> Built:
+    """The docstring moment's prompt, built: the answer is judged like a
+    fill-in-the-middle answer at the cursor, against the definition's top-level statement
+    above and the lines below (SITE_LINES_BELOW)."""
+    text = tree.text
+    before, _ = line_at(text, offset)
+    top = moment.statement_start
+    below = text.find("\n", offset)
+    for _ in range(SITE_LINES_BELOW):
+        if below < 0:
+            break
+        below = text.find("\n", below + 1)
+    site = Site(text[top:offset], text[offset:] if below < 0 else text[offset:below + 1], cursor, tree.spec)
+    return Built(instruct_prompt(moment, info), site, [], Heal(before, masked=False))

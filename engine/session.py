@@ -8,17 +8,22 @@ as data (IdleJob: its kind, the worker's key, how long a pause it waits for, whe
 after being preempted) for the server to hand to the model worker. No pygls and no model here:
 the whole policy is unit-tested on its own (tests/test_session.py).
 
-A new between-keystrokes behaviour is a new field, method or job kind here, and the one place in
-the server that runs a job of that kind.
+Everything kept for the document lives here — the suggestion shown (type-through), an answer's
+unfinished rest, the prompt's anchor and repository context — and goes with the session when
+the document closes. A new between-keystrokes behaviour is a new field, method or job kind here,
+and the one place in lsp_server/idle.py that runs a job of that kind.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .anchor import PromptMemory
+from .cache import ShownSuggestion
 from .reasons import Outcome
+from .request import Unfinished
 
 # A short window is widened, and a short window's answer refined, once the user has paused this
 # long: between keystrokes the work would only be preempted, and each preemption saves and
@@ -81,6 +86,14 @@ class DocumentSession:
     last_inserted: str = ""  # the text the last edit inserted
     last_shown: str = ""  # the last suggestion shown in this document
     early_at: int = -1  # where it was shown, when it was an answer given early (its whole comes next)
+    # The place's answer and the text around it, for type-through: a whole object swapped in (the
+    # model worker replaces it after idle work while the event loop reads it).
+    suggestion: ShownSuggestion | None = None
+    # The last answer given early, whose rest is still to decode (`CompletionService.rest_of_answer`).
+    unfinished: Unfinished | None = None
+    # The anchor of the last place asked about and the repository context (engine/anchor.py):
+    # written by the model worker, dropped with the session when the document closes.
+    prompts: PromptMemory = field(default_factory=PromptMemory)
 
     # -- what the editor sent ----------------------------------------------------------------------
 
@@ -108,6 +121,19 @@ class DocumentSession:
             self.last_shown = text
         self.early_at = offset if early else -1
         return not grown
+
+    # -- type-through --------------------------------------------------------------------------------
+
+    def remember(self, text: str, offset: int, answer: str) -> None:
+        """`answer` is the place's answer at `offset` of `text` (an empty one forgets)."""
+        self.suggestion = ShownSuggestion.at(text, offset, answer)
+
+    def typed_through(self, text: str, offset: int) -> str | None:
+        """The rest of the place's answer, when the user is typing it; no model needed. O(the
+        answer and its context), whatever the document's size."""
+        suggestion = self.suggestion  # (read once: the worker may swap it)
+        rest = suggestion.rest(text, offset) if suggestion is not None else None
+        return rest if rest is not None and rest.strip() else None
 
     # -- the idle work it asks for ---------------------------------------------------------------
 

@@ -112,6 +112,30 @@ def parse(spec: LanguageSpec, text: str) -> Any:
     return spec.parser().parse(text.encode("utf-8", errors="surrogatepass"))
 
 
+# Bytes handed to tree-sitter per read while it parses (see parse_yielding).
+READ_CHUNK = 1 << 16
+
+
+def parse_yielding(parser: Any, data: bytes, old: Any = None) -> Any:
+    """`parser.parse(data, old)`, letting other threads run while it parses. tree-sitter's parse
+    of bytes holds the GIL throughout (18-120 ms for a 2 MB document on the model worker), and
+    the language server's event loop waited for it whenever it gave the GIL up. Given a read
+    callback and a progress callback, the parse calls back into Python every chunk and every
+    hundred parser operations, and the interpreter hands the GIL over there when another thread
+    has waited a switch interval. The tree is the same."""
+    def read(byte: int, point: Any) -> bytes:
+        # bytes, not a memoryview: Node.text reads a callable-parsed tree through this too, as bytes
+        return data[byte : byte + READ_CHUNK]
+
+    if old is None:
+        return parser.parse(read, progress_callback=_go_on)
+    return parser.parse(read, old, progress_callback=_go_on)
+
+
+def _go_on(byte: int, has_error: bool) -> bool:
+    return False  # (True would cancel the parse)
+
+
 def iter_nodes(node: Any) -> Iterator[Any]:
     """Every node under `node`, depth first, without recursion (deep trees stay safe)."""
     cursor = node.walk()
@@ -173,7 +197,7 @@ class SyntaxTree:
         if self._parser is None:
             self._parser = self.spec.parser()
         text, old = self.text, self._tree
-        tree = self._parser.parse(self._bytes(text), old) if old is not None else self._parser.parse(self._bytes(text))
+        tree = parse_yielding(self._parser, self._bytes(text), old)
         self._tree, self._stale = tree, False
         origin = self._origin
         if origin is not None:

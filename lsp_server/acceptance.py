@@ -12,6 +12,7 @@ a lock so that several servers (two editors) can share it. The option `stats: fa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import itertools
@@ -152,6 +153,17 @@ class Acceptance:
         del self._followed[:-PENDING_KEPT]
         self.save(force=True)
         return followed
+
+    def command(self, args: list[Any]) -> None:
+        """`fimble.accepted` [id] (VS Code) or [id, accepted length] (Neovim's partial accepts):
+        counted, and what is still there RETAIN_AFTER_S later (on the running event loop)."""
+        if not args or not isinstance(args[0], str):
+            return
+        length = args[1] if len(args) > 1 and isinstance(args[1], int) and not isinstance(args[1], bool) else None
+        followed = self.accepted(args[0], length)
+        if followed is not None:
+            asyncio.get_running_loop().call_later(
+                RETAIN_AFTER_S, lambda: self.check(followed, self.text_of(followed.uri), "30s"))
 
     def edited(self, uri: str, edits: list[tuple[int, int, int]]) -> None:
         """Follow the accepted texts of `uri` through edits (start, end, inserted length), in order."""

@@ -172,9 +172,10 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .server import create_server
+    from .transport import serve
 
-    return serve(tcp=args.tcp, allow_remote=args.allow_remote)
+    return serve(create_server, tcp=args.tcp, allow_remote=args.allow_remote)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

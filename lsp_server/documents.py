@@ -13,12 +13,14 @@ MAX_TOTAL_CHARS — the one whose open or edit would pass it is not tracked, and
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pygls.uris import to_fs_path
 
 from engine.context import OpenDocument
+from engine.request import CompletionRequest
 from engine.session import DocumentSession
 from engine.syntax import SyntaxTree
 from engine.text import LineIndex
@@ -52,7 +54,6 @@ class Document:
             self.lines = LineIndex(self.text)
         self.capped = len(self.text) > MAX_PARSED_CHARS
 
-
     @property
     def text(self) -> str:
         return self.syntax.text
@@ -66,6 +67,15 @@ class Document:
     @property
     def path(self) -> str:
         return path_of(self.uri)
+
+    def request_at(self, offset: int, encoding: str, others: Sequence[OpenDocument], **options: Any,
+                   ) -> CompletionRequest:
+        """A completion request at `offset`, its position in `encoding` worked out once, here."""
+        assert self.lines is not None
+        at = self.lines.position(self.text, offset, encoding)
+        return CompletionRequest(self.text, at.line, at.character, encoding, self.language_id, self.path,
+                                 tree=self.syntax.snapshot(), others=others, offset=offset,
+                                 memory=self.session.prompts, **options)
 
     def as_context(self) -> OpenDocument:
         # A snapshot: the worker parses and reads it while the event loop edits the document.
@@ -101,6 +111,10 @@ class DocumentStore:
 
     def get(self, uri: str) -> Document | None:
         return self._docs.get(uri)
+
+    def prompts_kept(self) -> int:
+        """Documents whose session keeps a prompt anchor or a repository context (fimble/status)."""
+        return sum(doc.session.prompts.kept for doc in self._docs.values())
 
     def others(self, uri: str, limit: int = 8) -> list[OpenDocument]:
         """Other parsed documents, most recently opened or edited last."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from engine import models
 from engine.errors import EngineError
 
 from . import wire
@@ -288,3 +289,29 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 def announce_on_stderr(host: str, port: int, token_path: Path) -> None:
     print(f"fimble: serving on {host}:{port}; a client sends the token in {token_path} as "
           f"initializationOptions.token", file=sys.stderr, flush=True)
+
+
+SWITCH_INTERVAL_S = 0.001
+
+
+def serve(create_server: Callable[[], Any], tcp: str | None = None, allow_remote: bool = False) -> int:
+    """`fimble serve`: the language server over stdio, or over TCP with a token."""
+    logging.basicConfig(level=logging.INFO, format="fimble %(levelname)s %(message)s")
+    logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message it sends at INFO
+    # The event loop waits at most this long for the GIL when the model worker runs Python (prompt
+    # building, a parse: engine.syntax.parse_yielding) before asking for it: 5 ms by default,
+    # which was the loop's whole budget per keystroke (llama.cpp itself runs without the GIL).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if tcp:
+        host, port = parse_address(tcp, allow_remote)
+        serve_tcp(create_server, host, port, models.fimble_home(), announce_on_stderr)
+        return 0
+    server = create_server()
+    # The protocol gets its own copy of stdout, and fd 1 becomes stderr. Native code writes to fd 1
+    # (llama.cpp's logs), and llama-cpp-python silences it by pointing fd 1 at /dev/null while a
+    # model loads: a response written then would be lost, and a stray print would corrupt the stream.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    run_stdio(server, sys.stdin.buffer, protocol_out)
+    return 0

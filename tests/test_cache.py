@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-
-from engine.cache import LRUCache, TypeThrough
+from engine.cache import LRUCache, ShownSuggestion
 
 
 def test_the_lru_keeps_the_most_recently_used_and_counts_hits_and_misses():
@@ -21,63 +19,31 @@ def test_the_lru_keeps_the_most_recently_used_and_counts_hits_and_misses():
 
 
 def test_type_through_answers_the_rest_while_the_user_types_the_suggestion():
-    shown = TypeThrough()
-    shown.remember("m.py", "x = ", "\nprint(x)\n", "compute(1, 2)")
-    assert shown.lookup("m.py", "x = comp", "\nprint(x)\n") == "ute(1, 2)"
-    assert shown.lookup("m.py", "x = c", "\nprint(x)\n") == "ompute(1, 2)"
-    assert shown.hits == 2
-    assert shown.lookup("m.py", "x = compute(1, 2)", "\nprint(x)\n") is None  # typed it all: nothing left
-    assert shown.lookup("m.py", "x = comb", "\nprint(x)\n") is None  # typed something else
-    assert shown.lookup("m.py", "x = comp", "\nprint(y)\n") is None  # the text after the cursor changed
-    assert shown.lookup("m.py", "y = comp", "\nprint(x)\n") is None  # the text before it changed
-    assert shown.lookup("other.py", "x = comp", "\nprint(x)\n") is None  # per document
-    assert shown.hits == 2
+    text = "x = \nprint(x)\n"
+    shown = ShownSuggestion.at(text, 4, "compute(1, 2)")
+    assert shown is not None
+
+    def typed(prefix: str, suffix: str = "\nprint(x)\n") -> str | None:
+        return shown.rest(prefix + suffix, len(prefix))
+
+    assert typed("x = comp") == "ute(1, 2)"
+    assert typed("x = c") == "ompute(1, 2)"
+    assert typed("x = compute(1, 2)") is None  # typed it all: nothing left
+    assert typed("x = comb") is None  # typed something else
+    assert typed("x = comp", "\nprint(y)\n") is None  # the text after the cursor changed
+    assert typed("x = comp", "\nprint(x)\n# more\n") is None  # (its end too)
+    assert typed("y = comp") is None  # the text before it changed
+    assert typed("# above\nx = comp") == "ute(1, 2)"  # far enough above: the same place
+    assert ShownSuggestion.at(text, 4, "") is None  # an empty answer: nothing to type through
 
 
-def test_an_empty_answer_or_forget_drops_the_suggestion():
-    shown = TypeThrough()
-    shown.remember("m.py", "x = ", "", "compute()")
-    shown.remember("m.py", "x = ", "", "")
-    assert shown.lookup("m.py", "x = c", "") is None
-    shown.remember("m.py", "x = ", "", "compute()")
-    shown.forget("m.py")
-    assert shown.lookup("m.py", "x = c", "") is None
-
-
-def test_type_through_is_safe_from_two_threads():
-    """The event loop looks up and forgets while the model worker remembers: no lost or torn
-    entries, every answer is the rest of the suggestion remembered for that document."""
-    shown = TypeThrough()
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def worker() -> None:
-        try:
-            for i in range(3000):
-                key = f"d{i % 7}.py"
-                shown.remember(key, f"v{i % 7} = ", "", f"value_{i % 7}()")
-                if i % 11 == 0:
-                    shown.forget(key)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            stop.set()
-
-    def loop() -> None:
-        try:
-            rounds = 0
-            while not stop.is_set() or rounds < 50:  # and on after the worker ends: some entries stay
-                rounds += 1
-                for k in range(7):
-                    rest = shown.lookup(f"d{k}.py", f"v{k} = val", "")
-                    assert rest in (None, f"ue_{k}()"), rest
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker), threading.Thread(target=loop), threading.Thread(target=loop)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    assert shown.hits > 0
+def test_type_through_compares_in_place_in_a_large_document():
+    """Only the suggestion and the text around it are compared, wherever the place is."""
+    body = "value = 1\n" * 200_000  # 2 MB
+    text = body + "total = \n" + body
+    offset = len(body) + len("total = ")
+    shown = ShownSuggestion.at(text, offset, "sum(values)")
+    assert shown is not None and len(shown.prefix_tail) < 5000 and len(shown.suffix_head) < 5000
+    typed = text[:offset] + "su" + text[offset:]
+    assert shown.rest(typed, offset + 2) == "m(values)"
+    assert shown.rest(typed, offset + 1) is None  # the cursor is not after what was typed

@@ -13,6 +13,7 @@ import pytest
 from engine.config import Settings
 from engine.reasons import StopReason
 from engine.service import CompletionRequest, CompletionService
+from engine.session import DocumentSession
 
 PATH = "/work/example/mod.py"
 SOURCE = "def total(items):\n    result = 0\n    \n\n\ndef other():\n    return 1\n"
@@ -39,12 +40,12 @@ def test_a_long_answer_comes_early_and_its_rest_is_decoded_after(service, fake_b
     # 50 ms buys five characters: the first line is not usable before its body has begun.
     assert early.reason == StopReason.EARLY
     assert early.text == "for item in items:\n        result += item"
-    assert service.unfinished(PATH)
+    assert early.unfinished is not None and early.unfinished.shown == early.text
 
     fake_backend.queue(BODY[len(early.text) + 1 :])  # what the model writes after the text it had
-    whole = service.rest_of_answer(PATH, threading.Event())
+    whole = service.rest_of_answer(early.unfinished, threading.Event())
     assert whole is not None and whole.text == BODY and whole.reason == StopReason.EOS
-    assert not service.unfinished(PATH)
+    assert whole.unfinished is None
     rest = fake_backend.requests[-1]
     assert rest.prompt.render() == fake_backend.requests[0].prompt.render() + early.text + "\n"
     # Idle work: nobody waits on it, and only maxTokens bounds it.
@@ -54,16 +55,18 @@ def test_a_long_answer_comes_early_and_its_rest_is_decoded_after(service, fake_b
     asked = len(fake_backend.requests)
     again = service.complete(at())
     assert again.text == BODY and len(fake_backend.requests) == asked
-    # Typed on into the answer: its rest, still without the model.
+    # Typed on into the answer (the editor's session remembers it): its rest, still without the model.
+    session = DocumentSession("file://" + PATH)
+    session.remember(SOURCE, early.unfinished.offset, whole.text)
     typed = SOURCE.replace("    \n\n\n", "    for it\n\n\n", 1)
-    assert service.typed_through(at(typed, column=COLUMN + 6)).text == BODY[6:]
+    assert session.typed_through(typed, early.unfinished.offset + 6) == BODY[6:]
 
 
 def test_the_whole_answer_equals_what_waiting_for_it_gives(service, fake_backend, qwen_info):
     fake_backend.queue(BODY)
     early = service.complete(at())
     fake_backend.queue(BODY[len(early.text) + 1 :])
-    whole = service.rest_of_answer(PATH, threading.Event())
+    whole = service.rest_of_answer(early.unfinished, threading.Event())
     waited = CompletionService(Settings(backend="fake", first_answer_ms=50), backend=type(fake_backend)(),
                                model_info=qwen_info)
     waited.load()
@@ -78,13 +81,14 @@ def test_a_finish_cut_short_goes_on_from_where_it_stopped(service, fake_backend)
     threading.Timer(0.04, cancel.set).start()
     rest = BODY[len(early.text) + 1 :]
     fake_backend.queue(rest)
-    assert service.rest_of_answer(PATH, cancel) is None
+    pending = early.unfinished
+    assert service.rest_of_answer(pending, cancel) is None
     decoded = fake_backend.requests[-1].prompt.render()
-    assert service.unfinished(PATH)
+    assert pending.generated > early.timings["generated_tokens"]  # extended in place with what was decoded
 
     fake_backend.queue(rest[2:])  # the fake decoded at least two characters in 40 ms
     kept = fake_backend.requests[-1]
-    whole = service.rest_of_answer(PATH, threading.Event())
+    whole = service.rest_of_answer(pending, threading.Event())
     assert fake_backend.requests[-1] is not kept
     assert fake_backend.requests[-1].prompt.render().startswith(decoded)
     assert len(fake_backend.requests[-1].prompt.render()) > len(decoded)
@@ -96,10 +100,10 @@ def test_a_whole_judged_unusable_leaves_the_early_answer_in_place(service, fake_
     early = service.complete(at())
     fake_backend.queue(BODY[len(early.text) + 1 :])
     monkeypatch.setattr(service, "_postprocess", lambda *args: ("", "filtered:syntax"))  # the whole, emptied
-    whole = service.rest_of_answer(PATH, threading.Event())
+    whole = service.rest_of_answer(early.unfinished, threading.Event())
     assert whole is not None and whole.text == early.text and whole.reason == StopReason.EARLY
-    typed = SOURCE.replace("    \n\n\n", "    for\n\n\n", 1)  # still typed through what is shown
-    assert service.typed_through(at(typed, column=COLUMN + 3)).text == early.text[3:]
+    asked = len(fake_backend.requests)
+    assert service.complete(at()).text == early.text and len(fake_backend.requests) == asked  # the place's answer
 
 
 def test_no_early_answer_for_a_line_the_cli_or_a_new_request(service, fake_backend):
@@ -107,18 +111,14 @@ def test_no_early_answer_for_a_line_the_cli_or_a_new_request(service, fake_backe
     fake_backend.queue("(items)\n")
     mid = SOURCE.replace("result = 0", "result = sum")
     line = service.complete(at(mid, row=1, column=len("    result = sum")))
-    assert line.reason != StopReason.EARLY and not service.unfinished(PATH)
-    # An answer given early, then a new request for the document: the old rest is not decoded.
-    fake_backend.queue(BODY)
-    assert service.complete(at()).reason == StopReason.EARLY
-    service.complete(at(mid, row=1, column=len("    result = sum")))  # from the cache, this one
-    assert not service.unfinished(PATH)
-    assert service.rest_of_answer(PATH, threading.Event()) is None
+    assert line.reason != StopReason.EARLY and line.unfinished is None
+    # An answer from the cache has nothing to finish.
+    assert service.complete(at(mid, row=1, column=len("    result = sum"))).unfinished is None
     # Not interactive (the CLI, the eval harness): the whole answer.
     fake_backend.queue(BODY)
     other = SOURCE.replace("result = 0", "result = 1")
-    assert service.complete(at(other, interactive=False)).text == BODY
-    assert not service.unfinished(PATH)
+    whole = service.complete(at(other, interactive=False))
+    assert whole.text == BODY and whole.unfinished is None
 
 
 # -- in the language server (in process, the fake backend): the notification, and typing meanwhile ---
@@ -159,7 +159,7 @@ def type_text(server, version: int, row: int, column: int, text: str) -> None:
     at = types.Position(row, column)
     change = types.TextDocumentContentChangePartial(range=types.Range(at, at), text=text)
     server.documents.change(URI, version, [change], server.encoding)
-    server.warm_place(URI)
+    server.idle.after_edit(URI)
 
 
 @pytest.mark.asyncio
@@ -183,7 +183,7 @@ async def test_the_server_says_when_the_whole_is_ready_and_typing_into_it_does_n
         await asyncio.sleep(0.01)
     assert sent == [("fimble/completionReady", {"uri": URI})]
     assert backend.warmed == [] and len(backend.requests) == 2  # the answer, then its rest: nothing else
-    assert server.warmed["finished"] == 1
+    assert server.idle.warmed["finished"] == 1
     # Asked again (as the editor does on the notification): the whole, typed into.
     again = await server.inline_completion(inline(ROW, COLUMN + 2))
     assert [item.insert_text for item in again.items] == [BODY[2:]]
@@ -196,7 +196,7 @@ def test_a_whole_that_differs_from_the_early_answer_takes_its_place(service, fak
     early = service.complete(at())
     fake_backend.queue(BODY[len(early.text) + 1 :])
     monkeypatch.setattr(service, "_postprocess", lambda *args: ("return sum(items)", "eos"))
-    whole = service.rest_of_answer(PATH, threading.Event())
+    whole = service.rest_of_answer(early.unfinished, threading.Event())
     assert whole is not None and whole.text == "return sum(items)"
     asked = len(fake_backend.requests)
     assert service.complete(at()).text == "return sum(items)" and len(fake_backend.requests) == asked
@@ -209,8 +209,8 @@ def test_an_answer_cut_by_the_time_budget_is_finished_too(fake_backend, qwen_inf
     service.load()
     fake_backend.queue(BODY)
     cut = service.complete(at())  # a fragment of the first line, dropped: nothing shown yet
-    assert cut.timings["stop_reason"] == StopReason.TIME_BUDGET and service.unfinished(PATH)
+    assert cut.timings["stop_reason"] == StopReason.TIME_BUDGET and cut.unfinished is not None
     fake_backend.queue(BODY[cut.timings["generated_tokens"] :])  # (one character is one token here)
-    whole = service.rest_of_answer(PATH, threading.Event())
+    whole = service.rest_of_answer(cut.unfinished, threading.Event())
     assert whole is not None and fake_backend.requests[-1].time_budget_s is None
     assert whole.text == BODY

@@ -140,7 +140,7 @@ def test_an_answer_given_early_finishes_as_the_one_waited_for(real_service):
         asked = CompletionRequest(PRIMES, 2, 4, language="python", path="/w/early.py", interactive=True)
         early = real_service.complete(asked)
         assert early.reason == "early" and early.text, early
-        whole = real_service.rest_of_answer("/w/early.py", threading.Event())
+        whole = real_service.rest_of_answer(early.unfinished, threading.Event())
         assert whole is not None and whole.timings["prompt_tokens_evaluated"] <= 4, whole.timings
         real_service.cache = LRUCache()  # not the whole just kept: decoded again, in one go
         waited = real_service.complete(CompletionRequest(PRIMES, 2, 4, language="python", path="/w/waited.py"))

@@ -2,11 +2,14 @@
 context, the batch and the model objects of a `Llama`, and a swapped default in its ctypes
 module). These tests fail when a llama-cpp-python release moves or reshapes what it relies on —
 as tests/test_pygls_overrides.py does for pygls; the behaviour itself is tested end to end in
-test_llama_e2e.py and test_kv_reuse_model.py."""
+test_llama_e2e.py and test_kv_reuse_model.py. All those reaches live in engine/backends/llama_reach.py:
+the backend and the benchmarks call it, and nothing else may reach in."""
 
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,7 @@ pytestmark = pytest.mark.model
 LIBRARY_FUNCTIONS = {
     "llama_get_memory": 1, "llama_memory_seq_rm": 4, "llama_memory_seq_add": 5, "llama_set_n_threads": 3,
     "llama_state_seq_get_size": 2, "llama_state_seq_get_data": 4, "llama_state_seq_set_data": 4,
-    "llama_vocab_is_eog": 2, "llama_print_system_info": 0, "llama_model_default_params": 0,
+    "llama_vocab_is_eog": 2, "llama_print_system_info": 0, "llama_model_default_params": 0, "llama_memory_clear": 2,
 }
 
 
@@ -40,9 +43,49 @@ def test_the_private_members_of_a_loaded_llama_have_the_shape_fimble_uses(real_s
     assert llm is not None
     ctx, batch, model = llm._ctx, llm._batch, llm._model
     assert ctx.ctx is not None and model.vocab is not None
-    for name, parameters in (("decode", ["batch"]), ("get_logits_ith", ["i"]),
-                             ("kv_cache_seq_rm", ["seq_id", "p0", "p1"])):
+    for name, parameters in (("decode", ["batch"]), ("get_logits_ith", ["i"])):
         assert list(inspect.signature(getattr(ctx, name)).parameters) == parameters, name
     assert list(inspect.signature(batch.set_batch).parameters) == ["batch", "n_past", "logits_all"]
     assert isinstance(llm._requires_eval, bool)  # set after a state is restored: the next eval is not skipped
     assert llm.n_vocab() > 0 and llm.n_ctx() > 0
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PRIVATE = re.compile(r"\._ctx\b|\._batch\b|\._model\.|\.input_ids\b|_requires_eval")
+
+
+@pytest.mark.parametrize("folder", ["engine", "lsp_server", "eval", "benchmarks"])
+def test_only_llama_reach_touches_llama_cpp_pythons_private_members(folder):
+    reaching = [f"{path.relative_to(ROOT)}:{number}" for path in sorted((ROOT / folder).rglob("*.py"))
+                if path.name != "llama_reach.py"
+                for number, line in enumerate(path.read_text().splitlines(), 1) if PRIVATE.search(line)]
+    assert reaching == []
+
+
+def test_what_llama_reach_does_to_a_loaded_llama(real_service):
+    """Cells, rows of logits and saved sequences, as the backend and the benchmarks use them."""
+    import numpy as np
+
+    from engine.backends import llama_reach as reach
+
+    llm = real_service.load().llm
+    tokens = llm.tokenize(b"def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a", add_bos=False)
+    reach.forget_from(llm, 0)
+    assert reach.live_tokens(llm) == []
+    llm.eval(tokens[:-3])
+    reach.evaluate_rows(llm, tokens[-3:])  # a row of logits for each of the three
+    assert reach.live_tokens(llm) == tokens
+    rows = [reach.logits_row(llm, i).copy() for i in range(3)]
+    assert rows[0].shape == (llm.n_vocab(),) and not np.array_equal(rows[0], rows[2])
+    saved = reach.save_sequence(llm)
+    assert saved is not None and reach.save_sequence(llm, most_bytes=1) is None
+    reach.forget_from(llm, len(tokens) - 3)  # drop the three: evaluated again one at a time, the same rows
+    assert reach.live_tokens(llm) == tokens[:-3]
+    for i, token in enumerate(tokens[-3:]):
+        llm.eval([token])
+        assert int(np.argmax(reach.logits_row(llm))) == int(np.argmax(rows[i]))
+    reach.forget_from(llm, 0)
+    assert reach.load_sequence(llm, saved, tokens) and reach.live_tokens(llm) == tokens
+    assert reach.is_eog(llm, llm.token_eos()) and not reach.is_eog(llm, tokens[0])
+    reach.clear(llm)
+    assert reach.live_tokens(llm) == []

@@ -78,16 +78,16 @@ def test_the_whole_window_when_it_is_cheap_asked_for_or_turned_off(fake_backend,
     fake_backend.queue("a", "b", "c", "d")
     assert service.complete(at(row, 0, quick=False)).timings["window"] == "whole"  # the CLI, the eval
     whole = fake_backend.requests[-1].prompt
-    service.prompts.forget(PATH)
+    service.forget(PATH)
     fake_backend.warmed.append(whole.render())  # the cache holds the whole window already
     assert service.complete(at(row, 0)).timings["window"] == "whole"
-    service.prompts.forget(PATH)
+    service.forget(PATH)
     fake_backend.warmed.clear()
     service.settings = service.settings.replace(new_place_ms=0)
     assert service.complete(at(row, 0)).timings["window"] == "whole"
     fake_backend.measure = False  # a backend that cannot tell what it holds: the whole window
     service.settings = service.settings.replace(new_place_ms=1000)
-    service.prompts.forget(PATH)
+    service.forget(PATH)
     assert service.complete(at(row, 0)).timings["window"] == "whole"
 
 
@@ -163,7 +163,7 @@ async def test_the_server_offers_the_whole_windows_answer_in_place_of_the_short_
 
         # The user moves on (edits elsewhere) while a follow-up decodes: nothing is offered.
         fake_backend.delay_per_char = 0.02
-        server.service.prompts.forget(server.documents.get(uri).path)  # a new place, cold again
+        server.documents.get(uri).session.prompts.anchor = None  # a new place, cold again
         fake_backend.warmed.clear()
         params.position = types.Position(row_of("def f71"), 0)
         fake_backend.queue("def f71(y):", "def f71(x):")
@@ -172,9 +172,9 @@ async def test_the_server_offers_the_whole_windows_answer_in_place_of_the_short_
         server.documents.change(uri, 2, [types.TextDocumentContentChangePartial(range=types.Range(at, at), text="#")],
                                 server.encoding)
         for _ in range(300):
-            if sum(server.follow_ups.values()) == 2:
+            if sum(server.idle.follow_ups.values()) == 2:
                 break
             await asyncio.sleep(0.01)
-        assert server.follow_ups == {"refine:replaced": 1, "refine:moved on": 1} and len(sent) == 1
+        assert server.idle.follow_ups == {"refine:replaced": 1, "refine:moved on": 1} and len(sent) == 1
     finally:
         server.worker.stop()

@@ -117,11 +117,11 @@ def test_an_anchor_is_dropped_when_its_options_change(fake_service, fake_backend
     typed = text.replace("return \n", "return a\n")
     fake_service.complete(CompletionRequest(text, 1, 11, path="m.py"))
     fake_service.complete(CompletionRequest(typed, 1, 12, path="m.py"))
-    anchor = fake_service.prompts._anchors["m.py"]
+    anchor = fake_service.memory_for("m.py").anchor
     assert fake_backend.requests[1].prompt.render().endswith("    return a")  # typed on from the same anchor
     fake_service.settings = fake_service.settings.replace(context_tokens=512)
     fake_service.complete(CompletionRequest(typed.replace("return a\n", "return a \n"), 1, 13, path="m.py"))
-    renewed = fake_service.prompts._anchors["m.py"]
+    renewed = fake_service.memory_for("m.py").anchor
     assert renewed is not anchor and renewed.settings_key[0] == 512 and anchor.settings_key[0] != 512
 
 
@@ -140,7 +140,7 @@ def test_a_request_uses_one_settings_object_even_when_they_are_replaced_meanwhil
     fake_backend.count_tokens = swap_then_count  # type: ignore[method-assign]
     fake_service.complete(CompletionRequest(SOURCE, 1, 11, path="m.py"))
     assert fake_backend.requests[0].max_tokens == 11
-    assert fake_service.prompts._anchors["m.py"].settings_key[0] == old.context_tokens
+    assert fake_service.memory_for("m.py").anchor.settings_key[0] == old.context_tokens
     assert fake_service.settings.max_tokens == 99  # the new ones are there for the next request
 
 

@@ -92,3 +92,55 @@ def test_closing_a_document_drops_every_kind_of_idle_job():
     made = [*session.jobs_after_edit(True, False), session.follow_up(Outcome.SHOWN, True, False),
             session.document_job(True)]
     assert {job.key for job in made if job is not None} <= set(keys)
+
+
+def test_the_session_answers_type_through_from_the_place_it_remembers():
+    session = DocumentSession(URI)
+    text = "total = \nprint(total)\n"
+    session.remember(text, 8, "sum(values)")
+    typed = "total = su\nprint(total)\n"
+    assert session.typed_through(typed, 10) == "m(values)"
+    assert session.typed_through(typed, 9) is None  # the cursor is not after what was typed
+    assert session.typed_through("total = sx\nprint(total)\n", 10) is None  # typed something else
+    assert session.typed_through("total = sum(values\nprint(total)\n", 18) == ")"
+    session.remember(text, 8, "sum(values)  ")
+    assert session.typed_through("total = sum(values)\nprint(total)\n", 19) is None  # only whitespace is left
+    session.remember(typed, 10, "")  # an empty answer there: nothing to type through any more
+    assert session.typed_through(typed, 10) is None
+
+
+def test_everything_kept_for_a_document_is_in_its_session(fake_backend, qwen_info):
+    """Answered in the language server (in process, the fake backend): the suggestion, the
+    prompt's anchor and context are the session's; the service keeps nothing per document."""
+    import asyncio
+
+    from lsprotocol import types
+
+    from engine.config import Settings
+    from engine.service import CompletionService
+    from lsp_server.server import FimbleServer
+
+    server = FimbleServer()
+    server.settings = Settings(backend="fake", first_answer_ms=0, new_place_ms=0, warm=False, debounce_ms=0)
+    server.service = CompletionService(server.settings, backend=fake_backend, model_info=qwen_info)
+    server.service.load()
+    server.load_state = "ready"
+    text = "def total(values):\n    return \n"
+    assert server.documents.open(URI, "python", 1, text) is not None
+    fake_backend.queue("sum(values)\n")
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(1, 11),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+    try:
+        answer = asyncio.run(server.inline_completion(params))
+        assert [item.insert_text for item in answer.items] == ["sum(values)"]
+        session = server.documents.get(URI).session
+        assert session.prompts.kept and session.prompts.anchor is not None
+        assert session.suggestion is not None and session.suggestion.text == "sum(values)"
+        assert server.service.memory_for("/other.py").anchor is None  # (the service's own, for callers without one)
+        assert server.status()["cache"]["documentsKept"] == 1
+        server.documents.close(URI)
+        server.idle.closed(URI)
+        assert server.status()["cache"]["documentsKept"] == 0
+    finally:
+        server.worker.stop()

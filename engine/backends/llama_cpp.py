@@ -13,7 +13,6 @@ llama.cpp is not thread-safe: callers run one backend on one worker thread.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import logging
 import threading
 import time
@@ -22,13 +21,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import BackendError
-from ..healing import HealingState, TokenHealer
+from ..healing import TokenHealer
 from ..prompt import Prompt
 from ..reasons import StopReason
 from ..tokenizer import native_tokenizer
+from . import llama_reach as reach
 from .base import (
     Backend,
-    Deadline,
     GenerationRequest,
     GenerationResult,
     GenerationStats,
@@ -42,8 +41,9 @@ from .base import (
     room_after,
 )
 from .cpu_load import LoadGauge, threads_for, usable_cores
+from .decoding import decode
 from .kv_reuse import Plan, Run, SavedState, StateCache, plan_reuse
-from .lookup import NEAR_TIE, PromptLookup
+from .lookup import NEAR_TIE
 
 log = logging.getLogger(__name__)
 
@@ -175,58 +175,30 @@ class LlamaCppBackend(Backend):
 
     def _is_eog(self, token: int) -> bool:
         if token not in self._eog_cache:
-            import llama_cpp
 
-            self._eog_cache[token] = bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+            self._eog_cache[token] = reach.is_eog(self.llm, token)
         return self._eog_cache[token]
 
     # -- generation ----------------------------------------------------------------------------
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens of `tokens` the KV cache already holds."""
-        return common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
+        return common_prefix(reach.live_tokens(self.llm), tokens)
 
     # -- the KV cache across prompts (engine/backends/kv_reuse.py) -----------------------------
 
-    def _memory(self) -> Any:
-        import llama_cpp
-
-        return llama_cpp.llama_get_memory(self.llm._ctx.ctx)
-
-    def _live_tokens(self) -> list[int]:
-        return [int(t) for t in self.llm.input_ids[: self.llm.n_tokens]]
-
     def save_live(self, label: str = "") -> bool:
         """Keep the live sequence's KV state in the state cache (bounded by kvCacheMB)."""
-        import llama_cpp
-
-        tokens = tuple(self._live_tokens())
+        tokens = tuple(reach.live_tokens(self.llm))
         if not tokens or self._moved or self.states.max_bytes <= 0 or tokens in self.states:
             return False
-        ctx = self.llm._ctx.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-        if size > self.states.max_bytes:
-            return False
-        data = bytearray(size)
-        written = llama_cpp.llama_state_seq_get_data(ctx, (ctypes.c_uint8 * size).from_buffer(data), size, 0)
-        if written != size:
-            return False
-        return self.states.put(SavedState(tokens, data, label))
+        data = reach.save_sequence(self.llm, self.states.max_bytes)
+        return data is not None and self.states.put(SavedState(tokens, data, label))
 
     def _restore(self, state: SavedState) -> bool:
-        import llama_cpp
-
-        llm = self.llm
         data = state.data if isinstance(state.data, bytearray) else bytearray(state.data)
-        read = llama_cpp.llama_state_seq_set_data(
-            llm._ctx.ctx, (ctypes.c_uint8 * len(data)).from_buffer(data), len(data), 0)
-        if read == 0:  # refused (a state from another model or context size): start empty
-            llm._ctx.kv_cache_seq_rm(0, -1, -1)
-            llm.n_tokens = 0
+        if not reach.load_sequence(self.llm, data, state.tokens):  # refused: it starts empty
             return False
-        llm.input_ids[: len(state.tokens)] = state.tokens
-        llm.n_tokens = len(state.tokens)
-        llm._requires_eval = True
         self.states.restores += 1
         self.states.touch(state)
         return True
@@ -235,7 +207,7 @@ class LlamaCppBackend(Backend):
         """Keep the plan's runs of the live sequence, moved to their places; drop every other cell."""
         import llama_cpp
 
-        llm, mem = self.llm, self._memory()
+        llm, mem = self.llm, reach.memory(self.llm)
         position = 0
         for run in sorted(plan.runs, key=lambda r: r.source):
             if run.source > position:
@@ -248,8 +220,7 @@ class LlamaCppBackend(Backend):
         if moving:
             llama_cpp.llama_memory_seq_add(mem, 0, _PARK, -1, -_PARK)
             self._moved = True
-        llm.input_ids[: plan.reused] = tokens[: plan.reused]
-        llm.n_tokens = plan.reused
+        reach.set_live(llm, tokens[: plan.reused])
         return sum(r.length for r in moving)
 
     def _reuse(self, tokens: list[int], moves: bool = True) -> tuple[int, int]:
@@ -257,7 +228,7 @@ class LlamaCppBackend(Backend):
 
         Returns (tokens reused, of which moved from other positions). The live sequence is saved
         first when the new prompt would drop much of it: the user may come back."""
-        live = self._live_tokens()
+        live = reach.live_tokens(self.llm)
         if not moves:  # the common prefix only: exact, whatever the cache held
             common = self.cached_prefix(tokens[:-1])
             self._scattered = False
@@ -291,18 +262,12 @@ class LlamaCppBackend(Backend):
         """Move the live sequence's cells to the bottom of the cache. llama.cpp attends over every
         cell up to the highest one in use, so cells kept from the middle of a restored document
         made each token a quarter slower; a save and restore of the sequence packs them."""
-        import llama_cpp
-
         self._scattered = False
-        ctx = self.llm._ctx.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-        data = bytearray(size)
-        buffer = (ctypes.c_uint8 * size).from_buffer(data)
-        if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0) != size:
+        tokens, data = reach.live_tokens(self.llm), reach.save_sequence(self.llm)
+        if data is None:
             return  # nothing removed: the cells stay where they are
-        llama_cpp.llama_memory_seq_rm(self._memory(), 0, -1, -1)
-        if llama_cpp.llama_state_seq_set_data(ctx, buffer, size, 0) == 0:
-            self.llm.n_tokens = 0
+        reach.forget_from(self.llm, 0)
+        if not reach.load_sequence(self.llm, data, tokens, logits_stale=False):
             raise BackendError("llama.cpp refused its own KV state while packing the cache")
 
     def _prefill(self, tokens: list[int], request: GenerationRequest, stats: GenerationStats) -> str:
@@ -328,12 +293,10 @@ class LlamaCppBackend(Backend):
 
     def _fit_threads(self) -> int:
         """Give llama.cpp the cores other processes leave free for this request (cpu_load.py)."""
-        import llama_cpp
-
         configured = int(self.settings.n_threads)
         threads = threads_for(configured, usable_cores(), None if configured else self._load.elsewhere())
         if threads != self._threads:
-            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, threads, threads)
+            reach.set_threads(self.llm, threads)
             self._threads = threads
         return threads
 
@@ -342,7 +305,7 @@ class LlamaCppBackend(Backend):
         (the same plans as `_reuse`, without applying one)."""
         self.load()
         tokens = self.prompt_tokens(prompt)
-        plan, _, saved_plan = self._plans(self._live_tokens(), tokens)
+        plan, _, saved_plan = self._plans(reach.live_tokens(self.llm), tokens)
         return len(tokens) - max(plan.reused, saved_plan.reused)
 
     def warm(self, prompt: Prompt, cancel: Any, *, keep: str = "", preemptible: bool = False) -> GenerationStats:
@@ -366,137 +329,26 @@ class LlamaCppBackend(Backend):
 
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
         self.load()
-        llm = self.llm
         stats = GenerationStats()
         started = time.perf_counter()
         tokens = self.prompt_tokens(request.prompt)
-        room = room_after(tokens, llm.n_ctx())
+        room_after(tokens, self.llm.n_ctx())  # (refuses a prompt that leaves no room)
         stats.prompt_tokens = len(tokens)
         reason = self._prefill(tokens, request, stats)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         if reason:
             stats.stop_reason = reason
             return GenerationResult("", stats)
-
-        deadline = Deadline(request.time_budget_s)
         decode_start = time.perf_counter()
-        stop_ids = self._special_ids(request.prompt.stop_tokens)
-        sink = TextSink(request, on_text)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        healing = HealingState(self.healer if request.heal else None, request.heal)
-        if healing.active:
-            tokens, past_heal = self._heal(tokens, healing, request)
-            stats.healed_tokens = healing.healed_tokens
-            if stats.healed_tokens:
-                stats.first_token_ms = (time.perf_counter() - started) * 1000
-            reason = StopReason.CANCELLED if request.cancel.is_set() else sink.add(decoder.decode(past_heal))
-            if reason or len(tokens) >= llm.n_ctx():
-                stats.stop_reason = reason or StopReason.MAX_TOKENS
-                stats.decode_ms = (time.perf_counter() - decode_start) * 1000
-                return GenerationResult(sink.end(decoder.decode(b"", final=True)), stats)
-            room = llm.n_ctx() - len(tokens)
-        most = min(request.max_tokens, room)
-
-        def emit(token: int) -> str:
-            """Account for one generated token; the reason to stop after it, or ''."""
-            if stats.first_token_ms is None:
-                stats.first_token_ms = (time.perf_counter() - started) * 1000
-            if token in stop_ids or self._is_eog(token):
-                return StopReason.EOS
-            stats.generated_tokens += 1
-            return sink.add(decoder.decode(llm.detokenize([token]))) or sink.after_token(
-                stats.generated_tokens, most, deadline)
-
-        reason = ""
-        greedy = request.temperature <= 0 and request.repeat_penalty == 1.0
-        if request.open_line and greedy and not request.heal:
-            first = self._open_line_token(stop_ids)
-            if first is not None and len(tokens) < llm.n_ctx() - 1:
-                stats.line_kept_open = 1
-                reason = emit(first)
-                tokens = [*tokens, first]
-                llm.eval([first])
-                self._moved = False
-        if not reason and request.draft_tokens and greedy:
-            reason = self._decode_with_lookup(tokens, request.draft_tokens, emit, stats)
-        elif not reason:
-            reason = self._decode_plain(tokens, request, emit)
-        text = sink.end(decoder.decode(b"", final=True))
+        text, stats.stop_reason = decode(LlamaSteps(self, request), tokens, request, stats,
+                                         TextSink(request, on_text), started)
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
-        stats.stop_reason = reason or StopReason.MAX_TOKENS
         return GenerationResult(text, stats)
-
-    def _decode_plain(self, tokens: list[int], request: GenerationRequest, emit: Any) -> str:
-        """llama-cpp-python's own loop and sampler chain (sampling, penalties)."""
-        llm = self.llm
-        llm.set_seed(request.seed)
-        generator = llm.generate(tokens, top_k=request.top_k, top_p=request.top_p, min_p=request.min_p,
-                                 temp=request.temperature, repeat_penalty=request.repeat_penalty)
-        try:
-            for token in generator:
-                if reason := emit(token):
-                    return reason
-        finally:
-            generator.close()
-        return StopReason.MAX_TOKENS
-
-    def _decode_with_lookup(self, tokens: list[int], max_draft: int, emit: Any, stats: GenerationStats) -> str:
-        """Greedy decoding with prompt-lookup drafts (engine/backends/lookup.py).
-
-        Each step evaluates the token just chosen and a draft after it in one batch, with logits
-        for those positions only; drafted tokens are kept while each is the argmax after the one
-        before, and the cells of the rest are dropped. Batched evaluation sums in another order
-        than one token at a time, and the cells it leaves in the cache carry that on: from the
-        first batch on, choices whose best two logits are a near-tie are counted (where the output
-        can part from plain decoding's; benchmarks/bench_lookup.py found every parting there)."""
-        import numpy as np
-
-        llm = self.llm
-        n_vocab, n_ctx = llm.n_vocab(), llm.n_ctx()
-
-        def logits(i: int) -> Any:
-            return np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
-
-        def evaluate(batch: list[int], start: int) -> None:
-            llm._batch.set_batch(batch, n_past=start, logits_all=len(batch) > 1)
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[start : start + len(batch)] = batch
-            llm.n_tokens = start + len(batch)
-            self._moved = False
-
-        lookup = PromptLookup(tokens, max_draft)
-        token, batched = int(np.argmax(logits(-1))), False
-        while True:
-            if reason := emit(token):
-                return reason
-            lookup.append(token)
-            draft = lookup.draft(n_ctx - llm.n_tokens - 2)
-            batch, start = [token, *draft], llm.n_tokens
-            evaluate(batch, start)
-            stats.draft_tokens += len(draft)
-            batched = batched or bool(draft)
-            accepted = 0
-            for i in range(len(batch)):
-                row = logits(i if draft else -1)
-                choice = int(np.argmax(row))
-                if batched:
-                    stats.near_ties += near_tie(row, choice)
-                if i == len(draft) or choice != draft[i]:
-                    break
-                accepted += 1
-                stats.draft_accepted += 1
-                lookup.append(choice)
-                if reason := emit(choice):
-                    self._truncate(start + 1 + accepted)
-                    return reason
-            self._truncate(start + 1 + accepted)
-            token = choice
 
     def _truncate(self, n: int) -> None:
         """Forget cached tokens from position `n` on (a draft's rejected part)."""
         if n < self.llm.n_tokens:
-            self.llm._ctx.kv_cache_seq_rm(0, n, -1)
-            self.llm.n_tokens = n
+            reach.forget_from(self.llm, n)
 
     @property
     def healer(self) -> TokenHealer | None:
@@ -506,44 +358,13 @@ class LlamaCppBackend(Backend):
             self._healer = TokenHealer(tok.token_bytes(), tok.is_text_token, tok.pieces)
         return self._healer
 
-    def _open_line_token(self, stop_ids: set[int]) -> int | None:
-        """The first token to write instead of one that leaves the cursor's line blank (open_line)."""
-        import llama_cpp
-        import numpy as np
-
-        llm = self.llm
-        n_vocab = llm.n_vocab()
-        if self._blank is None:
-            if self.tokenizer is None:
-                return None
-            vocab = llm._model.vocab
-            ends = [i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+    def blank_row(self) -> Any:
+        """[vocab] bool: the tokens that leave a line blank if written first (base.blank_tokens)."""
+        if self._blank is None and self.tokenizer is not None:
+            n_vocab = self.llm.n_vocab()
+            ends = [i for i in range(n_vocab) if reach.is_eog(self.llm, i)]
             self._blank = blank_tokens(self.tokenizer.token_bytes(), ends, n_vocab)
-        blank = self._blank.copy()
-        blank[[i for i in stop_ids if i < n_vocab]] = True
-        row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
-        return open_line_choice(row, blank)
-
-    def _heal(self, tokens: list[int], healing: HealingState, request: GenerationRequest) -> tuple[list[int], bytes]:
-        """Pick tokens under the healing mask until the healed text is reproduced.
-
-        llama-cpp-python's logits processors run inside its sampler chain over a copy of the
-        candidates; reading the last logits ourselves is simpler and exact. Returns the prompt
-        with the chosen tokens appended (evaluated, so `generate` finds them cached) and the
-        bytes of the last one past the healed text."""
-        import numpy as np
-
-        llm, rng = self.llm, np.random.default_rng(request.seed)
-        past = b""
-        while healing.active and not request.cancel.is_set() and len(tokens) < llm.n_ctx():
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
-            allowed = np.asarray(healing.allowed(), dtype=np.int64)
-            token = int(allowed[pick_token(logits[allowed], request.temperature, rng)])
-            past = healing.take(self.healer.token(token) if self.healer else b"")
-            tokens = [*tokens, token]
-            llm.eval([token])
-            self._moved = False
-        return tokens, past
+        return self._blank
 
     def cache_summary(self) -> dict[str, object]:
         llm = self.llm
@@ -555,6 +376,80 @@ class LlamaCppBackend(Backend):
         if self.llm is not None:
             self.llm.close()
             self.llm = None
+
+
+class LlamaSteps:
+    """The decode loop's steps (engine/backends/decoding.py) on a loaded `Llama`, for one request."""
+
+    def __init__(self, backend: LlamaCppBackend, request: GenerationRequest) -> None:
+        import numpy as np
+
+        self.backend, self.llm, self.request = backend, backend.llm, request
+        self.healer = backend.healer
+        self.stop_ids = backend._special_ids(request.prompt.stop_tokens)
+        self.rng = np.random.default_rng(request.seed)  # (healing's picks when sampling)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def n_ctx(self) -> int:
+        return int(self.llm.n_ctx())
+
+    def cells(self) -> int:
+        return int(self.llm.n_tokens)
+
+    def _row(self, i: int) -> Any:
+        return reach.logits_row(self.llm, i)
+
+    def evaluate(self, batch: list[int]) -> None:
+        if len(batch) == 1:
+            self.llm.eval(batch)
+        else:  # logits for every position (a draft's verification)
+            reach.evaluate_rows(self.llm, batch)
+        self.backend._moved = False
+
+    def best(self, i: int, lead: bool) -> tuple[int, bool]:
+        import numpy as np
+
+        row = self._row(i)
+        choice = int(np.argmax(row))
+        return choice, lead and near_tie(row, choice)
+
+    def truncate(self, n: int) -> None:
+        self.backend._truncate(n)
+
+    def pick(self, allowed: list[int]) -> int:
+        """llama-cpp-python's logits processors run inside its sampler chain over a copy of the
+        candidates; reading the last logits ourselves is simpler and exact."""
+        import numpy as np
+
+        ids = np.asarray(allowed, dtype=np.int64)
+        return int(ids[pick_token(self._row(-1)[ids], self.request.temperature, self.rng)])
+
+    def open_line(self) -> int | None:
+        blank = self.backend.blank_row()
+        if blank is None:
+            return None
+        blank = blank.copy()
+        blank[[i for i in self.stop_ids if i < len(blank)]] = True
+        return open_line_choice(self._row(-1), blank)
+
+    def sampled(self, tokens: list[int]) -> Iterator[int]:
+        """llama-cpp-python's own loop and sampler chain (sampling, penalties)."""
+        request, llm = self.request, self.llm
+        llm.set_seed(request.seed)
+        return llm.generate(tokens, top_k=request.top_k, top_p=request.top_p, min_p=request.min_p,
+                            temp=request.temperature, repeat_penalty=request.repeat_penalty)
+
+    def text(self, token: int) -> str:
+        return self.decoder.decode(self.llm.detokenize([token]))
+
+    def text_after_heal(self, data: bytes) -> str:
+        return self.decoder.decode(data)
+
+    def flush(self) -> str:
+        return self.decoder.decode(b"", final=True)
+
+    def is_end(self, token: int) -> bool:
+        return token in self.stop_ids or self.backend._is_eog(token)
 
 
 def near_tie(row: Any, best: int) -> bool:

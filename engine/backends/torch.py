@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,11 @@ from typing import Any
 import torch
 
 from ..errors import BackendError
-from ..healing import HealingState, TokenHealer
+from ..healing import TokenHealer
 from ..prompt import Prompt
 from ..reasons import StopReason
 from .base import (
     Backend,
-    Deadline,
     GenerationRequest,
     GenerationResult,
     GenerationStats,
@@ -47,7 +47,8 @@ from .base import (
     prompt_ids,
     room_after,
 )
-from .lookup import NEAR_TIE, PromptLookup
+from .decoding import decode
+from .lookup import NEAR_TIE
 from .sampling import allow_only, sample
 from .torch_model import Transformer, build_transformer, cache_bytes, read_weights
 
@@ -317,18 +318,7 @@ class TorchBackend(Backend):
         self.cached += tokens
         return logits
 
-    def _open_line_token(self, logits: torch.Tensor, stop_ids: set[int]) -> int | None:
-        """The first token to write instead of one that leaves the cursor's line blank (open_line)."""
-        if self.healer is None:
-            return None
-        size = logits.shape[-1]
-        if self._blank is None:
-            self._blank = blank_tokens(self.healer.table, (), size)
-        blank = self._blank.copy()
-        blank[[i for i in stop_ids if i < size]] = True
-        return open_line_choice(logits.float().cpu().numpy(), blank)
-
-    # -- generation ----------------------------------------------------------------------------
+    # -- generation (engine/backends/decoding.py drives the steps) -------------------------------
 
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
         self.load()
@@ -336,97 +326,17 @@ class TorchBackend(Backend):
         stats = GenerationStats()
         started = time.perf_counter()
         tokens = self.prompt_tokens(request.prompt)
-        room = room_after(tokens, self.net.max_len)
+        room_after(tokens, self.net.max_len)  # (refuses a prompt that leaves no room)
         stats.prompt_tokens = len(tokens)
         logits, stats.prompt_tokens_evaluated, reason = self.prefill(tokens, request)
         stats.prefill_ms = (time.perf_counter() - started) * 1000
         if reason or logits is None:
             stats.stop_reason = reason or StopReason.CANCELLED
             return GenerationResult("", stats)
-
-        stop_ids = set(self.vocab.eos_ids)
-        stop_ids |= {i for t in request.prompt.stop_tokens if (i := self.vocab.token_id(t)) is not None}
-        generator = torch.Generator(device=self.device).manual_seed(request.seed)
-        sink = TextSink(request, on_text)
-        stream = TextStream(self.vocab)
-        history = torch.tensor(tokens, device=self.device)
-        deadline = Deadline(request.time_budget_s)
         decode_start = time.perf_counter()
-        healing = HealingState(self.healer if request.heal else None, request.heal)
-        healed_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        greedy = request.temperature <= 0 and request.repeat_penalty == 1.0
-        lookup = PromptLookup(tokens, request.draft_tokens) if request.draft_tokens and greedy else None
-        batched = False  # a draft was verified: the cache holds cells of a batched evaluation
-        while True:
-            if healing.active:
-                logits = allow_only(logits, torch.tensor(healing.allowed(), device=logits.device))
-            token = sample(logits, history, temperature=request.temperature, k=request.top_k, p=request.top_p,
-                           min_prob=request.min_p, penalty=request.repeat_penalty, generator=generator)
-            if stats.first_token_ms is None and request.open_line and greedy and not request.heal:
-                first = self._open_line_token(logits, stop_ids)
-                if first is not None:
-                    token, stats.line_kept_open = first, 1
-            if stats.first_token_ms is None:
-                stats.first_token_ms = (time.perf_counter() - started) * 1000
-            if token in stop_ids:
-                reason = StopReason.EOS
-                break
-            if healing.active:
-                # The healed text is not inserted: only what this token has past it. (Healed
-                # tokens skip the stream, which is fine for whole characters, i.e. nearly always.)
-                assert self.healer is not None
-                piece = healed_text.decode(healing.take(self.healer.token(token)), final=not healing.active)
-                stats.healed_tokens = healing.healed_tokens
-            else:
-                stats.generated_tokens += 1
-                piece = stream.push(token)
-            reason = sink.add(piece) or sink.after_token(
-                stats.generated_tokens, min(request.max_tokens, room), deadline)
-            if reason:
-                break
-            if request.repeat_penalty != 1.0:
-                history = torch.cat([history, torch.tensor([token], device=self.device)])
-            if lookup is None or healing.active:
-                if lookup is not None:
-                    lookup.append(token)
-                logits = self.decode_one(token)
-                continue
-            # Greedy with prompt lookup: the token and a draft after it in one batch; drafted
-            # tokens are kept while each is the argmax after the one before. Batched sums differ
-            # in the last bits, in the cells they leave too: near-ties from then on are counted.
-            lookup.append(token)
-            draft = lookup.draft(self.net.max_len - len(self.cached) - 2)
-            start, batch = len(self.cached), [token, *draft]
-            rows = self.decode_batch(batch)  # [1 + k, vocab]
-            stats.draft_tokens += len(draft)
-            batched = batched or bool(draft)
-            accepted = 0
-            for i in range(len(batch)):
-                logits = rows[i]
-                if not batched:  # nothing drafted yet: a plain step, sampled below
-                    break
-                top = torch.topk(logits, 2)
-                stats.near_ties += int(float(top.values[0] - top.values[1]) < NEAR_TIE)
-                if i == len(draft) or int(top.indices[0]) != draft[i]:
-                    break
-                guess = draft[i]
-                accepted += 1
-                stats.draft_accepted += 1
-                lookup.append(guess)
-                if guess in stop_ids:
-                    reason = StopReason.EOS
-                    break
-                stats.generated_tokens += 1
-                reason = sink.add(stream.push(guess)) or sink.after_token(
-                    stats.generated_tokens, min(request.max_tokens, room), deadline)
-                if reason:
-                    break
-            self.cached = self.cached[: start + 1 + accepted]  # the rest of the draft is forgotten
-            if reason:
-                break
-        text = sink.end()
+        text, stats.stop_reason = decode(TorchSteps(self, request, tokens, logits), tokens, request, stats,
+                                         TextSink(request, on_text), started)
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
-        stats.stop_reason = reason
         return GenerationResult(text, stats)
 
     def cache_summary(self) -> dict[str, object]:
@@ -442,6 +352,86 @@ class TorchBackend(Backend):
         self.cached = []
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class TorchSteps:
+    """The decode loop's steps (engine/backends/decoding.py) on the torch backend, for one request."""
+
+    def __init__(self, backend: TorchBackend, request: GenerationRequest, tokens: list[int],
+                 logits: torch.Tensor) -> None:
+        assert backend.net is not None and backend.vocab is not None
+        self.backend, self.request, self.net = backend, request, backend.net
+        self.healer = backend.healer
+        vocab = backend.vocab
+        self.stop_ids = set(vocab.eos_ids) | {
+            i for t in request.prompt.stop_tokens if (i := vocab.token_id(t)) is not None}
+        self.rows = logits[None]  # [T, vocab]: the last evaluation's logits, row i after its token i
+        self.history = torch.tensor(tokens, device=backend.device)  # [n] (repeat penalty)
+        self.generator = torch.Generator(device=backend.device).manual_seed(request.seed)
+        self.stream = TextStream(vocab)
+        self.healed_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def n_ctx(self) -> int:
+        return int(self.net.max_len)
+
+    def cells(self) -> int:
+        return len(self.backend.cached)
+
+    def evaluate(self, batch: list[int]) -> None:
+        backend = self.backend
+        self.rows = backend.decode_one(batch[0])[None] if len(batch) == 1 else backend.decode_batch(batch)
+
+    def best(self, i: int, lead: bool) -> tuple[int, bool]:
+        row = self.rows[i]  # [vocab]
+        if not lead:
+            return int(torch.argmax(row)), False
+        top = torch.topk(row, 2)
+        return int(top.indices[0]), float(top.values[0] - top.values[1]) < NEAR_TIE
+
+    def truncate(self, n: int) -> None:
+        self.backend.cached = self.backend.cached[:n]
+
+    def _sample(self, logits: torch.Tensor) -> int:
+        request = self.request
+        token = sample(logits, self.history, temperature=request.temperature, k=request.top_k, p=request.top_p,
+                       min_prob=request.min_p, penalty=request.repeat_penalty, generator=self.generator)
+        if request.repeat_penalty != 1.0:
+            self.history = torch.cat([self.history, torch.tensor([token], device=self.history.device)])
+        return token
+
+    def pick(self, allowed: list[int]) -> int:
+        row = self.rows[-1]
+        return self._sample(allow_only(row, torch.tensor(allowed, device=row.device)))
+
+    def open_line(self) -> int | None:
+        backend, row = self.backend, self.rows[-1]
+        if backend.healer is None:
+            return None
+        size = row.shape[-1]
+        if backend._blank is None:
+            backend._blank = blank_tokens(backend.healer.table, (), size)
+        blank = backend._blank.copy()
+        blank[[i for i in self.stop_ids if i < size]] = True
+        return open_line_choice(row.float().cpu().numpy(), blank)
+
+    def sampled(self, tokens: list[int]) -> Iterator[int]:
+        while True:
+            token = self._sample(self.rows[-1])
+            yield token
+            self.evaluate([token])
+
+    def text(self, token: int) -> str:
+        return self.stream.push(token)
+
+    def text_after_heal(self, data: bytes) -> str:
+        # (Healed tokens skip the stream, which is fine for whole characters, i.e. nearly always.)
+        return self.healed_text.decode(data, final=True)
+
+    def flush(self) -> str:
+        return ""
+
+    def is_end(self, token: int) -> bool:
+        return token in self.stop_ids
 
 
 __all__ = ["HFWeights", "TorchBackend", "converted_folder", "dequantize_gguf", "keep_weights", "read_folder"]

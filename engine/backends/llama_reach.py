@@ -1,0 +1,114 @@
+"""Every reach past llama-cpp-python's public API, in one place.
+
+A `Llama` keeps its tokens (`input_ids`, `n_tokens`), its context, batch and model objects
+(`_ctx`, `_batch`, `_model`) to itself; the backend needs them to move and drop KV cells, save
+and restore a sequence's state, verify a draft's batch with logits for every position, and set
+threads per request. These functions are the only code that touches them — the backend
+(engine/backends/llama_cpp.py) and the benchmarks call these — and tests/test_llama_internals.py
+fails when a llama-cpp-python release moves or reshapes one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+
+def memory(llm: Any) -> Any:
+    """The context's KV memory handle (llama_memory_* calls)."""
+    import llama_cpp
+
+    return llama_cpp.llama_get_memory(llm._ctx.ctx)
+
+
+def live_tokens(llm: Any) -> list[int]:
+    """The tokens whose cells the live sequence holds, in order."""
+    return [int(t) for t in llm.input_ids[: llm.n_tokens]]
+
+
+def set_live(llm: Any, tokens: list[int] | tuple[int, ...]) -> None:
+    """Say that the live sequence's cells hold `tokens` (after cells were moved, kept or restored)."""
+    llm.input_ids[: len(tokens)] = tokens
+    llm.n_tokens = len(tokens)
+
+
+def forget_from(llm: Any, n: int) -> None:
+    """Drop the live sequence's cells from position `n` on (0: all of them)."""
+    import llama_cpp
+
+    llama_cpp.llama_memory_seq_rm(memory(llm), 0, n, -1)
+    llm.n_tokens = min(int(llm.n_tokens), n)
+
+
+def clear(llm: Any) -> None:
+    """Empty the KV memory, cells and their placement (where cells sit changes the order llama.cpp
+    sums attention in: a benchmark that compares outputs starts from here)."""
+    import llama_cpp
+
+    llama_cpp.llama_memory_clear(memory(llm), True)
+    llm.n_tokens = 0
+
+
+def evaluate_rows(llm: Any, batch: list[int]) -> None:
+    """Evaluate `batch` after the live sequence with logits for every position (`Llama.eval` keeps
+    only the last): a draft's verification reads one row per drafted token."""
+    start = llm.n_tokens
+    llm._batch.set_batch(batch, n_past=start, logits_all=True)
+    llm._ctx.decode(llm._batch)
+    llm.input_ids[start : start + len(batch)] = batch
+    llm.n_tokens = start + len(batch)
+
+
+def logits_row(llm: Any, i: int = -1) -> Any:
+    """Row `i` of the last evaluation's logits ([vocab] float32, a view: copy it to keep it)."""
+    import numpy as np
+
+    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(llm.n_vocab(),))
+
+
+def is_eog(llm: Any, token: int) -> bool:
+    """The token ends generation (end of text, end of turn, a FIM end)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
+
+
+def set_threads(llm: Any, threads: int) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
+
+
+def save_sequence(llm: Any, most_bytes: int | None = None) -> bytearray | None:
+    """The live sequence's KV state as bytes (None: larger than `most_bytes`, or not written)."""
+    import llama_cpp
+
+    ctx = llm._ctx.ctx
+    size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+    if most_bytes is not None and size > most_bytes:
+        return None
+    data = bytearray(size)
+    written = llama_cpp.llama_state_seq_get_data(ctx, (ctypes.c_uint8 * size).from_buffer(data), size, 0)
+    return data if written == size else None
+
+
+def load_sequence(llm: Any, data: bytearray, tokens: list[int] | tuple[int, ...], *, logits_stale: bool = True,
+                  ) -> bool:
+    """Make the live sequence the saved `data` (holding `tokens`); False, and an empty sequence,
+    when llama.cpp refuses it (a state from another model or context size). `logits_stale`: the
+    last logits are not the sequence's (a restore; not a repack of the live sequence itself)."""
+    import llama_cpp
+
+    read = llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, (ctypes.c_uint8 * len(data)).from_buffer(data),
+                                              len(data), 0)
+    if read == 0:
+        forget_from(llm, 0)
+        return False
+    set_live(llm, tokens)
+    if logits_stale:
+        llm._requires_eval = True  # the next `generate` evaluates the last token again for its logits
+    return True
+
+
+__all__ = ["clear", "evaluate_rows", "forget_from", "is_eog", "live_tokens", "load_sequence", "logits_row", "memory",
+           "save_sequence", "set_live", "set_threads"]
