@@ -30,7 +30,7 @@ WINDOW_LINE_STEP = 16
 # after the suffix token, see engine/backends/kv_reuse.py), so the suffix is kept short: 1:15,
 # about 64 tokens, five or six lines.
 PREFIX_SHARE = 0.9375
-# A short window (a new place the cache does not hold: QuickWindow) gives what follows the cursor
+# A short window (a new place the cache does not hold: ShortWindow) gives what follows the cursor
 # a larger share: it has few lines either way, and the suffix is what fill-in-the-middle is for.
 SHORT_PREFIX_SHARE = 0.75
 # An anchor is kept while the text typed after it stays this small.
@@ -65,7 +65,7 @@ class Anchor:
     context: tuple[Part, ...]  # extra context placed before the prefix
     snippets: list[Snippet]
     settings_key: tuple[object, ...]
-    short: bool = False  # cut to a QuickWindow's budget: widened when idle (CompletionService.widen)
+    short: bool = False  # cut to a ShortWindow's budget: widened when idle (CompletionService.widen)
     # A short anchor's answers are judged (postprocess.Site) against the whole window's prefix
     # and suffix, so that they are kept or cut as a whole window's would be: a short window
     # often starts inside a docstring, and a fragment with an unclosed string fails every line.
@@ -89,11 +89,11 @@ class Anchor:
 # Prompt tokens per second assumed until the backend has measured its own (two CPU cores).
 ASSUMED_PREFILL_RATE = 150.0
 # A short window keeps at least this many tokens: a few lines either side of the cursor.
-MIN_QUICK_TOKENS = 64
+MIN_SHORT_TOKENS = 64
 
 
 @dataclass(frozen=True)
-class QuickWindow:
+class ShortWindow:
     """A new place should answer soon: when the whole window's prompt would evaluate more than
     `tokens` tokens the cache does not hold (`new_tokens` says how many, or None: unknown), the
     window is cut to `tokens`. The language server asks for this; the whole window is evaluated
@@ -104,12 +104,12 @@ class QuickWindow:
 
     @classmethod
     def for_speed(cls, settings: Settings, prefill_rate: float | None,
-                  new_tokens: Callable[[Prompt], int | None]) -> QuickWindow | None:
+                  new_tokens: Callable[[Prompt], int | None]) -> ShortWindow | None:
         """The window budget a new place starts from: what the backend evaluates in
         settings.new_place_ms at the speed it measured (None: the whole window always)."""
         if settings.new_place_ms <= 0:
             return None
-        tokens = max(MIN_QUICK_TOKENS, int((prefill_rate or ASSUMED_PREFILL_RATE) * settings.new_place_ms / 1000))
+        tokens = max(MIN_SHORT_TOKENS, int((prefill_rate or ASSUMED_PREFILL_RATE) * settings.new_place_ms / 1000))
         return cls(tokens, new_tokens) if tokens < settings.context_tokens else None
 
 
@@ -193,19 +193,20 @@ class PromptBuilder:
     def completion(self, settings: Settings, tree: SyntaxTree, offset: int, cursor: CursorInfo,
                    others: Sequence[OpenDocument] = (), path: str = "", *, memory: PromptMemory, reuse: bool = False,
                    healer: TokenHealer | None = None, healing: bool = True,
-                   quick: QuickWindow | None = None, whole: bool = False) -> Built:
+                   short_window: ShortWindow | None = None, whole: bool = False) -> Built:
         """The prompt for a cursor. With `reuse`, the anchor `memory` keeps is kept when it still
         fits; with `healing`, the prompt ends at the last token boundary the model would have
-        produced before the cursor, and the generation reproduces the rest; with `quick`, a new
+        produced before the cursor, and the generation reproduces the rest; with `short_window`, a new
         anchor is cut short where the whole window would take long; with `whole`, a short anchor
         kept is not reused."""
         anchor = memory.anchor if reuse else None
         if anchor is None or not anchor.fits(tree.text, offset, settings) or (whole and anchor.short):
             anchor = self._new_anchor(settings, tree, offset, others, path, memory)
-            if quick is not None and self.info.fim is not None:
-                cost = quick.new_tokens(self._prompt(anchor, ""))
-                if cost is not None and cost > quick.tokens:
-                    short = self._new_anchor(settings, tree, offset, others, path, memory, short_budget=quick.tokens)
+            if short_window is not None and self.info.fim is not None:
+                cost = short_window.new_tokens(self._prompt(anchor, ""))
+                if cost is not None and cost > short_window.tokens:
+                    short = self._new_anchor(settings, tree, offset, others, path, memory,
+                                             short_budget=short_window.tokens)
                     anchor = replace(short, judged=(anchor.prefix, anchor.suffix))
             memory.anchor = anchor
         return self._built(anchor, tree, offset, cursor, healer, healing)

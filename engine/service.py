@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from . import explain
-from .anchor import Built, PromptMemory, QuickWindow
+from .anchor import Built, PromptMemory, ShortWindow
 from .backends import Backend, GenerationRequest, GenerationResult
 from .backends.base import GenerationStats
 from .cache import LRUCache
@@ -52,17 +52,17 @@ class CompletionService(LoadedModel):
 
     def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo, others: Sequence[OpenDocument] = (),
                      path: str = "", memory: PromptMemory | None = None, reuse: bool = False, healing: bool = True,
-                     settings: Settings | None = None, quick_start: bool = False, whole: bool = False) -> Built:
+                     settings: Settings | None = None, short_start: bool = False, whole: bool = False) -> Built:
         """The prompt for a cursor (engine/anchor.py), healed by this backend's healer; with
         `whole`, a short window kept for the place is replaced by the whole one."""
         settings = settings or self.settings
         backend = self.load()
         healer = backend.healer if healing else None
-        quick = QuickWindow.for_speed(settings, backend.prefill_rate, backend.new_tokens) if quick_start and reuse \
+        short = ShortWindow.for_speed(settings, backend.prefill_rate, backend.new_tokens) if short_start and reuse \
             else None
         return self.prompts.completion(settings, tree, offset, cursor, others, path,
                                        memory=self.memory_for(path, memory), reuse=reuse,
-                                       healer=healer, healing=healing, quick=quick, whole=whole)
+                                       healer=healer, healing=healing, short_window=short, whole=whole)
 
     # -- warming (the language server calls these on the model worker when it is idle) --------
 
@@ -74,11 +74,11 @@ class CompletionService(LoadedModel):
         cursor = analyze_cursor(tree, offset, settings.multiline)
         built = self.build_prompt(tree, offset, cursor, request.others, request.path, request.memory,
                                   reuse=request.use_cache,
-                                  settings=settings, quick_start=request.interactive)
+                                  settings=settings, short_start=request.interactive)
         return backend.warm(built.prompt, request.cancel)
 
     def widen(self, request: CompletionRequest) -> GenerationStats | None:
-        """When the place was answered from a short window (`quick_start`), evaluate its whole
+        """When the place was answered from a short window (`short_start`), evaluate its whole
         window and take it over once evaluated. Preemptible: the short one's cells are saved
         first, so a keystroke that preempts this finds them still, and what was evaluated is
         saved, so the next call goes on from there. None when there is nothing to widen."""
@@ -119,7 +119,7 @@ class CompletionService(LoadedModel):
         else:
             built = self.build_prompt(tree, offset, cursor, request.others, request.path, request.memory,
                                       reuse=cached_ok,
-                                      healing=not request.raw, settings=settings, quick_start=request.interactive,
+                                      healing=not request.raw, settings=settings, short_start=request.interactive,
                                       whole=request.refine)
             window = "short" if self.memory_for(request.path, request.memory).short else "whole"
         site, heal = built.site, built.heal

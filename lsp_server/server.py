@@ -185,7 +185,13 @@ class FimbleServer(LanguageServer):
             # Answered while it waited (a follow-up grew the place's answer): the rest, no model.
             if (rest := session.typed_through(request.text, offset)) is not None:
                 return CompletionResult(rest, here, Outcome.CACHE, {"type_through": True})
-            return service.complete(replace(request, cancel=cancel))
+            result = service.complete(replace(request, cancel=cancel))
+            if result.reason != Outcome.CANCELLED:
+                # Here, on the worker, as soon as it is known: the next keystroke's request (often
+                # read before this coroutine resumes) is answered by type-through from it.
+                session.remember(request.text, offset, result.text)
+                session.unfinished = result.unfinished  # a new answer: the old one's rest is moot
+            return result
 
         future = self.worker.submit(uri, complete)
         try:
@@ -201,9 +207,6 @@ class FimbleServer(LanguageServer):
             result.reason) else (Outcome.SHOWN if result.text else Outcome.EMPTY)
         if result.timings.get("type_through"):
             self.type_through_hits += 1
-        elif result.reason != Outcome.CANCELLED:
-            session.remember(request.text, offset, result.text)
-            session.unfinished = result.unfinished  # a new answer: the old one's rest is moot
         follow_up = self.idle.follow_up(uri, request, offset, result, doc.version)
         record(outcome, reason=result.reason, timings=result.timings, followUp=follow_up)
         # The whole of an answer given early, asked for again: still the suggestion shown (counted once).

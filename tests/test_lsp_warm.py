@@ -92,7 +92,7 @@ async def test_a_place_in_a_file_just_opened_answers_from_a_short_window_then_th
     """Right after opening a long file nothing of it is evaluated: the first answer at a place
     comes from a window cut to what evaluates in newPlaceMs, and once the user pauses the whole
     window's answer is computed while idle (FimbleServer.follow_up: refine) and its window used
-    from then on (engine/anchor.py QuickWindow)."""
+    from then on (engine/anchor.py ShortWindow)."""
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=CALENDAR_URI, language_id="python", version=1, text=CALENDAR)))
     lines = CALENDAR.split("\n")

@@ -36,7 +36,7 @@ class FakeBackend(Backend):
         # Set to a TokenHealer to take healed requests: an output must then begin with the
         # healed text, which is cut as a real backend's mask would have it.
         self.fake_healer: Any = None
-        # A cache model for the quick-window tests: prompts warmed whole count as cached, and
+        # A cache model for the short-window tests: prompts warmed whole count as cached, and
         # `new_tokens` is what a prompt has beyond the longest cached one it starts with (None
         # until `measure` is set: like a backend that cannot tell).
         self.measure = False

@@ -31,8 +31,8 @@ def service(fake_backend, qwen_info) -> CompletionService:
 CUT = SOURCE.replace("def f70(x):\n", "\n")
 
 
-def at(row: int, column: int, quick: bool = True, text: str = CUT) -> CompletionRequest:
-    return CompletionRequest(text, row, column, language="python", path=PATH, interactive=quick)
+def at(row: int, column: int, short: bool = True, text: str = CUT) -> CompletionRequest:
+    return CompletionRequest(text, row, column, language="python", path=PATH, interactive=short)
 
 
 def prompt_tokens(fake_backend) -> int:
@@ -76,7 +76,7 @@ def test_a_widening_cut_short_keeps_the_short_window(service, fake_backend):
 def test_the_whole_window_when_it_is_cheap_asked_for_or_turned_off(fake_backend, qwen_info, service):
     row = row_of("def f70")
     fake_backend.queue("a", "b", "c", "d")
-    assert service.complete(at(row, 0, quick=False)).timings["window"] == "whole"  # the CLI, the eval
+    assert service.complete(at(row, 0, short=False)).timings["window"] == "whole"  # the CLI, the eval
     whole = fake_backend.requests[-1].prompt
     service.forget(PATH)
     fake_backend.warmed.append(whole.render())  # the cache holds the whole window already
