@@ -1,4 +1,6 @@
 """The sandbox's two processes: a referee that runs the tests, and the sample it calls. Stdlib only.
+One file, though long: it runs as `python -I jail.py`, and -I (which implies -P) leaves no path to
+import a sibling module from.
 
     python -I jail.py run --uid U --cpu S --memory B --fsize B --nproc N --nofile N --timeout S --python PY
                           --verdict-fd FD [--bind DIR ...] [--hide DIR ...]
