@@ -26,28 +26,27 @@ def start(server: FimbleServer) -> None:
 
 
 async def load(server: FimbleServer) -> None:
-    """Assemble and load the server's model on its worker; load state, progress and messages."""
+    """Assemble and load the server's model on its worker; load state, progress and messages.
+
+    The load is queued on the worker before the client is asked for a progress token: a request
+    that comes meanwhile (an explanation, a completion) then waits behind the load instead of
+    going first (an explanation that loaded its own model left the completion model "loading")."""
     loop = asyncio.get_running_loop()
     token = f"fimble-load-{time.monotonic_ns()}"
     window = server.client_capabilities.window if server.client_capabilities else None
-    progress = bool(window and window.work_done_progress)
-    if progress:
-        try:
-            await asyncio.wait_for(server.work_done_progress.create_async(token), timeout=5)
-            server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="fimble: loading model",
-                                                                             percentage=0))
-        except Exception:  # a client that does not answer gets no progress, the model loads anyway
-            progress = False
     service = server.service
+    progress = {"begun": False, "ended": ""}  # ended: the end message, once the load is over
 
     def report(done: int, total: int) -> None:
-        if progress:
+        if progress["begun"]:
             percent = int(done * 100 / max(total, 1))
             loop.call_soon_threadsafe(server.work_done_progress.report, token, types.WorkDoneProgressReport(
                 message="assembling the model", percentage=percent))
 
-    def load(cancel: Any) -> None:
-        service.load(report)
+    def end(message: str) -> None:
+        progress["ended"] = message
+        if progress["begun"]:
+            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
 
     def finished(future: asyncio.Future[Any]) -> None:
         error = future.exception() if not future.cancelled() else None
@@ -57,9 +56,7 @@ async def load(server: FimbleServer) -> None:
                 else f"{type(error).__name__} (see the server's log)") if error else ""
         if error and not isinstance(error, EngineError):
             log.error("model load failed", exc_info=error)
-        if progress:
-            server.work_done_progress.end(token, types.WorkDoneProgressEnd(
-                message=f"failed: {said}" if error else "ready"))
+        end(f"failed: {said}" if error else "ready")
         if error:
             server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
                                                              message=f"fimble: {said}"))
@@ -67,4 +64,14 @@ async def load(server: FimbleServer) -> None:
         else:
             server.log(f"model ready: {service.settings.model} ({service.load_ms:.0f} ms)")
 
-    server.worker.submit("load", load, supersede=False).add_done_callback(finished)
+    server.worker.submit("load", lambda cancel: service.load(report), supersede=False).add_done_callback(finished)
+    if not (window and window.work_done_progress):
+        return
+    try:
+        await asyncio.wait_for(server.work_done_progress.create_async(token), timeout=5)
+    except Exception:  # a client that does not answer gets no progress, the model loads anyway
+        return
+    server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="fimble: loading model", percentage=0))
+    progress["begun"] = True
+    if progress["ended"]:  # loaded while the client answered
+        end(str(progress["ended"]))

@@ -75,6 +75,10 @@ async def test_the_second_model_loads_on_the_first_explanation_and_completions_k
     assert after["explain"]["state"] == "ready" and after["explain"]["lastExplainedBy"] == explain_model
     assert after["explain"]["loadMs"] > 0
     assert after["model"] == "qwen2.5-coder-0.5b" and after["state"] == "ready"
+    # The completion model's load was queued before the explanation (it began, then ended ready).
+    loads = [reports for token, reports in client.progress_reports.items() if str(token).startswith("fimble-load-")]
+    assert len(loads) == 1 and isinstance(loads[0][0], types.WorkDoneProgressBegin)
+    assert isinstance(loads[0][-1], types.WorkDoneProgressEnd) and loads[0][-1].message == "ready"
     # The second explanation finds the model loaded: no loading message.
     await _explain(client, "explain-second")
     assert not any("loading" in (r.message or "") for r in client.progress_reports["explain-second"]
