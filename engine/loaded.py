@@ -1,6 +1,6 @@
 """The model a CompletionService completes with (engine/service.py): its backend, loaded once,
-its metadata, a token counter with a cache, and the prompt builder for its vocabulary, which keeps
-each document's anchor and prompt context (engine/anchor.py)."""
+its metadata, a token counter with a cache, and the prompt builder for its vocabulary
+(engine/anchor.py), with a bounded prompt memory per path for callers that keep none."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .models import ModelInfo, ModelRef, Progress, resolve_model
 
 # Documents whose prompt memory is kept for callers that keep none (the oldest is dropped first).
 MEMORIES_KEPT = 64
+
 
 class LoadedModel:
     """The model a service completes with: resolved, assembled and loaded once, on first use."""

@@ -2,8 +2,8 @@
 
 A CompletionRequest is a document, a cursor and how the caller waits; a CompletionResult is the
 text to insert, its range and why it ended. An answer given early carries its Unfinished rest:
-the caller keeps it (the language server, in the document's session, engine/session.py) and
-asks for the rest when idle (`CompletionService.rest_of_answer`).
+the caller keeps it (the language server, in the document's FINISH idle job, lsp_server/idle.py)
+and asks for the rest when idle (`CompletionService.rest_of_answer`).
 """
 
 from __future__ import annotations

@@ -73,8 +73,7 @@ class CompletionService(LoadedModel):
         offset, tree = request.place()
         cursor = analyze_cursor(tree, offset, settings.multiline)
         built = self.build_prompt(tree, offset, cursor, request.others, request.path, request.memory,
-                                  reuse=request.use_cache,
-                                  settings=settings, short_start=request.interactive)
+                                  reuse=request.use_cache, settings=settings, short_start=request.interactive)
         return backend.warm(built.prompt, request.cancel)
 
     def widen(self, request: CompletionRequest) -> GenerationStats | None:
@@ -117,11 +116,11 @@ class CompletionService(LoadedModel):
         if moment is not None and self.info.chat_template is not None:
             built, window = instruct_built(moment, tree, offset, cursor, self.info), "instruct"
         else:
-            built = self.build_prompt(tree, offset, cursor, request.others, request.path, request.memory,
-                                      reuse=cached_ok,
+            memory = self.memory_for(request.path, request.memory)
+            built = self.build_prompt(tree, offset, cursor, request.others, request.path, memory, reuse=cached_ok,
                                       healing=not request.raw, settings=settings, short_start=request.interactive,
                                       whole=request.refine)
-            window = "short" if self.memory_for(request.path, request.memory).short else "whole"
+            window = "short" if memory.short else "whole"
         site, heal = built.site, built.heal
         prompt_ms = (time.perf_counter() - started) * 1000
         cache_key = f"{cursor.mode}\x00{built.prompt.render()}\x00{heal.text}"

@@ -8,10 +8,12 @@ as data (IdleJob: its kind, the worker's key, how long a pause it waits for, whe
 after being preempted) for the server to hand to the model worker. No pygls and no model here:
 the whole policy is unit-tested on its own (tests/test_session.py).
 
-Everything kept for the document lives here — the suggestion shown (type-through), an answer's
-unfinished rest, the prompt's anchor and repository context — and goes with the session when
-the document closes. A new between-keystrokes behaviour is a new field, method or job kind here,
-and the one place in lsp_server/idle.py that runs a job of that kind.
+Everything kept for the document lives here — the suggestion shown (type-through), the prompt's
+anchor and repository context — and goes with the session when the document closes. (An early
+answer's unfinished rest travels with the answer, `CompletionResult.unfinished`, into the one
+FINISH job the session's job key allows per document.) A new between-keystrokes behaviour is a
+new field, method or job kind here, and the one place in lsp_server/idle.py that runs a job of
+that kind.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from enum import StrEnum
 from .anchor import PromptMemory
 from .cache import ShownSuggestion
 from .reasons import Outcome
-from .request import Unfinished
 
 # A short window is widened, and a short window's answer refined, once the user has paused this
 # long: between keystrokes the work would only be preempted, and each preemption saves and
@@ -89,8 +90,6 @@ class DocumentSession:
     # The place's answer and the text around it, for type-through: a whole object swapped in (the
     # model worker replaces it after idle work while the event loop reads it).
     suggestion: ShownSuggestion | None = None
-    # The last answer given early, whose rest is still to decode (`CompletionService.rest_of_answer`).
-    unfinished: Unfinished | None = None
     # The anchor of the last place asked about and the repository context (engine/anchor.py):
     # written by the model worker, dropped with the session when the document closes.
     prompts: PromptMemory = field(default_factory=PromptMemory)

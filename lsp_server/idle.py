@@ -101,19 +101,13 @@ class IdleWork:
                     if result is not None:
                         session.remember(pending.text, pending.offset, result.text)
                     return result
-                result = service.refine(replace(request, cancel=cancel))
-                if result.reason == Outcome.CANCELLED:
-                    return None
-                session.remember(asked, offset, result.text)
-                return result
+                return _refined(service, session, replace(request, cancel=cancel))
             return None
 
         def done(future: asyncio.Future[Any]) -> None:
             if future.cancelled() or future.exception() is not None:
                 return  # superseded by a newer answer for the document
             result: CompletionResult | None = future.result()
-            if session.unfinished is pending:
-                session.unfinished = None
             if result is None or not still_at(result.text):
                 path_taken = "moved on"
             elif result.text == shown:
@@ -168,11 +162,20 @@ def _place_work(kind: JobKind, service: CompletionService, session: DocumentSess
             if kind == JobKind.WIDEN:
                 return service.widen(asked) is not None and not cancel.is_set()
             if kind == JobKind.PRECOMPUTE:  # nobody waits: the answer the pipeline gives with time
-                result = service.refine(asked)
-                if result.reason != Outcome.CANCELLED:
-                    session.remember(request.text, request.offset or 0, result.text)
+                _refined(service, session, asked)
             else:
                 service.warm(asked)
             return not cancel.is_set()
         return False
     return run
+
+
+def _refined(service: CompletionService, session: DocumentSession, request: CompletionRequest,
+             ) -> CompletionResult | None:
+    """The answer the pipeline gives with time at the request's place (`CompletionService.refine`),
+    remembered for type-through; None when cancelled (run again later)."""
+    result = service.refine(request)
+    if result.reason == Outcome.CANCELLED:
+        return None
+    session.remember(request.text, request.cursor_offset(), result.text)
+    return result

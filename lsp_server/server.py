@@ -190,7 +190,6 @@ class FimbleServer(LanguageServer):
                 # Here, on the worker, as soon as it is known: the next keystroke's request (often
                 # read before this coroutine resumes) is answered by type-through from it.
                 session.remember(request.text, offset, result.text)
-                session.unfinished = result.unfinished  # a new answer: the old one's rest is moot
             return result
 
         future = self.worker.submit(uri, complete)

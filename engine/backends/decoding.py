@@ -22,11 +22,11 @@ The order of one generation:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Protocol
 
 from ..healing import HealingState, TokenHealer
-from .base import Deadline, GenerationRequest, GenerationStats, StopReason, TextSink, room_after
+from .base import Deadline, GenerationRequest, GenerationStats, StopReason, TextSink
 from .lookup import PromptLookup
 
 
@@ -62,7 +62,7 @@ class Steps(Protocol):
         """The first token to write instead of a best one that leaves the line blank, or None."""
         ...
 
-    def sampled(self, tokens: list[int]) -> Iterator[int]:
+    def sampled(self, tokens: list[int]) -> Generator[int, None, None]:
         """The request's sampler, one token after another, each evaluated before the next."""
         ...
 
@@ -86,16 +86,15 @@ class Steps(Protocol):
 def decode(steps: Steps, tokens: list[int], request: GenerationRequest, stats: GenerationStats, sink: TextSink,
            started: float) -> tuple[str, str]:
     """Generate after `tokens` (evaluated: the last row of logits follows them) into `sink`:
-    (the text, the reason it stopped). `started`: when the request began (stats.first_token_ms)."""
+    (the text, the reason it stopped). `started`: when the request began (stats.first_token_ms).
+    The backend has refused a prompt that leaves no room (base.room_after)."""
     deadline = Deadline(request.time_budget_s)
-    room = room_after(tokens, steps.n_ctx())
     healing = HealingState(steps.healer if request.heal else None, request.heal)
     if healing.active:
         tokens, reason = _heal(steps, tokens, healing, request, stats, sink, started)
         if reason or len(tokens) >= steps.n_ctx():
             return sink.end(steps.flush()), reason or StopReason.MAX_TOKENS
-        room = steps.n_ctx() - len(tokens)
-    most = min(request.max_tokens, room)
+    most = min(request.max_tokens, steps.n_ctx() - len(tokens))
 
     def emit(token: int) -> str:
         """Account for one generated token; the reason to stop after it, or ''."""
@@ -123,9 +122,7 @@ def decode(steps: Steps, tokens: list[int], request: GenerationRequest, stats: G
         try:
             reason = next((reason for token in generator if (reason := emit(token))), "")
         finally:
-            close = getattr(generator, "close", None)
-            if close is not None:
-                close()
+            generator.close()
     return sink.end(steps.flush()), reason or StopReason.MAX_TOKENS
 
 

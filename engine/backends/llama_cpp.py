@@ -16,7 +16,7 @@ import codecs
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -345,11 +345,6 @@ class LlamaCppBackend(Backend):
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         return GenerationResult(text, stats)
 
-    def _truncate(self, n: int) -> None:
-        """Forget cached tokens from position `n` on (a draft's rejected part)."""
-        if n < self.llm.n_tokens:
-            reach.forget_from(self.llm, n)
-
     @property
     def healer(self) -> TokenHealer | None:
         """Healing needs the vocabulary as bytes and the pre-tokenizer: the native tokenizer's."""
@@ -414,7 +409,8 @@ class LlamaSteps:
         return choice, lead and near_tie(row, choice)
 
     def truncate(self, n: int) -> None:
-        self.backend._truncate(n)
+        if n < self.llm.n_tokens:
+            reach.forget_from(self.llm, n)
 
     def pick(self, allowed: list[int]) -> int:
         """llama-cpp-python's logits processors run inside its sampler chain over a copy of the
@@ -432,7 +428,7 @@ class LlamaSteps:
         blank[[i for i in self.stop_ids if i < len(blank)]] = True
         return open_line_choice(self._row(-1), blank)
 
-    def sampled(self, tokens: list[int]) -> Iterator[int]:
+    def sampled(self, tokens: list[int]) -> Generator[int, None, None]:
         """llama-cpp-python's own loop and sampler chain (sampling, penalties)."""
         request, llm = self.request, self.llm
         llm.set_seed(request.seed)

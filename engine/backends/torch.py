@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -414,7 +414,7 @@ class TorchSteps:
         blank[[i for i in self.stop_ids if i < size]] = True
         return open_line_choice(row.float().cpu().numpy(), blank)
 
-    def sampled(self, tokens: list[int]) -> Iterator[int]:
+    def sampled(self, tokens: list[int]) -> Generator[int, None, None]:
         while True:
             token = self._sample(self.rows[-1])
             yield token
