@@ -171,10 +171,13 @@ class PromptMemory:
 
     anchor: Anchor | None = None
     context: tuple[object, tuple[Part, ...], list[Snippet]] | None = None  # (its key, parts, snippets)
+    # At the docstring moment (engine/instruct.py): the question, and what the model wrote above
+    # the function for it (`own_head`), asked once for each question.
+    head: tuple[str, str] | None = None
 
     @property
     def kept(self) -> bool:
-        return self.anchor is not None or self.context is not None
+        return self.anchor is not None or self.context is not None or self.head is not None
 
     @property
     def short(self) -> bool:

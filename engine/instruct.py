@@ -17,13 +17,18 @@ same block, any other language for now — `docstring_moment` says None.
 
 from __future__ import annotations
 
+import re
+import threading
 from dataclasses import dataclass
 
-from .anchor import Built, Heal
+from .anchor import Built, Heal, PromptMemory
+from .backends.base import Backend, GenerationRequest
+from .config import Settings
 from .context import CursorInfo, ancestors, line_at
 from .models import ModelInfo
 from .postprocess import Site
 from .prompt import Prompt, Text, chat_prompt
+from .reasons import StopReason
 from .syntax import SyntaxTree
 
 # The instruction (the one `fimble eval humaneval --mode chat` scores with).
@@ -33,6 +38,10 @@ FENCE = "```"
 MIN_BODY_TOKENS = 320
 # The file's import lines kept in the prompt (the names the body may use), at most this many.
 MAX_IMPORT_LINES = 20
+# What the model writes above the function (`own_head`): at most this many tokens, up to these.
+HEAD_TOKENS = 48
+HEAD_STOPS = ("def ", "class ", "async ", FENCE)
+_IMPORT = re.compile(r"(?:from\s+([\w.]+)\s+)?import\s+(.+)")
 _DEFINITIONS = frozenset({"function_definition"})
 
 
@@ -85,15 +94,62 @@ def docstring_moment(tree: SyntaxTree, offset: int) -> DocstringMoment | None:
     return DocstringMoment(name, text[start:line_start].rstrip() + "\n", _imports(tree), top_start)
 
 
-def instruct_prompt(moment: DocstringMoment, info: ModelInfo) -> Prompt:
-    """The chat prompt that asks for the function, the answer begun down to its docstring."""
+def instruct_prompt(moment: DocstringMoment, info: ModelInfo, head: str | None = None) -> Prompt:
+    """The chat prompt that asks for the function, the answer begun down to its docstring, below
+    `head` (what the model wrote above the function, `own_head`). Without a head: the answer
+    begun with the fence alone, for the model to write its head."""
     code = (moment.imports + "\n\n" if moment.imports else "") + moment.header.rstrip()
     messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{FENCE}python\n{code}\n{FENCE}"}]
     prompt = chat_prompt(messages, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
                          add_bos=info.add_bos)
-    # The assistant's answer begun: the fence and the definition; the model writes the body next.
-    return Prompt((*prompt.parts, Text(f"{FENCE}python\n{moment.header}")), "instruct", prompt.add_bos,
-                  prompt.stop_tokens, prompt.messages)
+    begun = f"{FENCE}python\n" if head is None else f"{FENCE}python\n{head}{moment.header}"
+    return Prompt((*prompt.parts, Text(begun)), "instruct", prompt.add_bos, prompt.stop_tokens, prompt.messages)
+
+
+def own_head(written: str, whole: bool) -> str:
+    """The lines the model wrote above the function (decoded from `instruct_prompt(moment, info)`
+    up to HEAD_STOPS; `whole`: it reached one), as the answer is begun with them: verbatim when
+    they are imports and blank lines, else their import lines alone."""
+    lines = written.split("\n")
+    if whole and all(not line.strip() or _IMPORT.fullmatch(line.strip()) for line in lines):
+        return written
+    imports = [line for line in lines if _IMPORT.fullmatch(line.strip()) and line == line.lstrip()]
+    return "\n".join(imports) + "\n\n\n" if imports else ""
+
+
+def imported_names(line: str) -> list[str]:
+    """The names an import line binds (none for `import *`, which a function body may not hold)."""
+    found = _IMPORT.fullmatch(line.strip())
+    if found is None:
+        return []
+    names = [n.strip().split(" as ")[-1].strip() for n in found.group(2).strip("()").split(",")]
+    if found.group(1) is None:  # `import os.path` binds `os`
+        names = [n.split(".")[0] for n in names]
+    return [] if "*" in names else [n for n in names if n.isidentifier()]
+
+
+@dataclass(frozen=True)
+class HeadImports(Heal):
+    """The docstring moment's heal: what the backend writes is inserted as any answer is, and an
+    import line of the model's head that the answer uses and the file lacks is put at its top."""
+
+    imports: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (line, the names it binds)
+
+    def inserted(self, generated: str) -> str:
+        body = super().inserted(generated)
+        used = [line for line, names in self.imports
+                if any(re.search(rf"\b{re.escape(name)}\b", body) for name in names)]
+        return "".join(f"{line}\n{self.text}" for line in used) + body if used and body.strip() else body
+
+    @classmethod
+    def of(cls, head: str, file_text: str, indentation: str) -> HeadImports:
+        """The head's imports that bind a name the file does not mention at all."""
+        imports = []
+        for line in head.split("\n"):
+            names = imported_names(line)
+            if names and not any(re.search(rf"\b{re.escape(name)}\b", file_text) for name in names):
+                imports.append((line.strip(), tuple(names)))
+        return cls(indentation, masked=False, imports=tuple(imports))
 
 
 def _only_docstring(body: object) -> bool:
@@ -141,8 +197,8 @@ SITE_LINES_BELOW = 60
 
 
 def instruct_built(moment: DocstringMoment, tree: SyntaxTree, offset: int, cursor: CursorInfo,
-                   info: ModelInfo) -> Built:
-    """The docstring moment's prompt, built: the answer is judged like a
+                   info: ModelInfo, head: str) -> Built:
+    """The docstring moment's prompt, built below the model's `head`: the answer is judged like a
     fill-in-the-middle answer at the cursor, against the definition's top-level statement
     above and the lines below (SITE_LINES_BELOW)."""
     text = tree.text
@@ -154,4 +210,20 @@ def instruct_built(moment: DocstringMoment, tree: SyntaxTree, offset: int, curso
             break
         below = text.find("\n", below + 1)
     site = Site(text[top:offset], text[offset:] if below < 0 else text[offset:below + 1], cursor, tree.spec)
-    return Built(instruct_prompt(moment, info), site, [], Heal(before, masked=False))
+    return Built(instruct_prompt(moment, info, head), site, [], HeadImports.of(head, text, before))
+
+
+def ask_head(moment: DocstringMoment, memory: PromptMemory, info: ModelInfo, backend: Backend, settings: Settings,
+             cancel: threading.Event, reuse: bool) -> str | None:
+    """What the model writes above the function (`own_head`), asked once for each question and
+    kept in the document's memory. None: cancelled."""
+    question = moment.imports + "\n" + moment.header
+    if memory.head is not None and memory.head[0] == question:
+        return memory.head[1]
+    out = backend.generate(GenerationRequest.from_settings(
+        instruct_prompt(moment, info), settings, cancel=cancel, reuse=reuse, stop=list(HEAD_STOPS),
+        max_tokens=HEAD_TOKENS, time_budget_s=None))
+    if out.stats.stop_reason == StopReason.CANCELLED:
+        return None
+    memory.head = (question, own_head(out.text, out.stats.stop_reason == StopReason.SEQUENCE))
+    return memory.head[1]

@@ -5,10 +5,9 @@ user sees is exactly what `fimble complete` prints and what `fimble eval` scores
 each step lives in the module named for it: the cursor (context.py), the prompt for a place
 (anchor.py), the model (backends/), the answer's last pass (postprocess.py), caches (cache.py).
 
-The service keeps nothing per document but the prompt builder's anchors (engine/anchor.py):
-what is kept between keystrokes — the suggestion shown, an answer's unfinished rest — is the
-caller's, in the document's session (engine/session.py); an answer given early comes back with
-its `unfinished` rest, and `rest_of_answer` takes it.
+The service keeps nothing per document: what is kept between keystrokes (the prompt's memory,
+the suggestion shown) is the caller's, in the document's session (engine/session.py); an answer
+given early comes back with its `unfinished` rest, and `rest_of_answer` takes it.
 
 Threads. The model backend (llama.cpp) is not thread-safe, so `load`, `complete`, `warm*`,
 `explain*`, `generate` and `forget` run on one thread (the language server's model worker).
@@ -30,7 +29,7 @@ from .backends.base import GenerationStats
 from .cache import LRUCache
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, analyze_cursor, line_at
-from .instruct import FENCE, MIN_BODY_TOKENS, docstring_moment, instruct_built
+from .instruct import FENCE, MIN_BODY_TOKENS, ask_head, docstring_moment, instruct_built
 from .loaded import LoadedModel
 from .models import ModelInfo
 from .postprocess import RULES, Site, postprocess
@@ -55,14 +54,13 @@ class CompletionService(LoadedModel):
                      settings: Settings | None = None, short_start: bool = False, whole: bool = False) -> Built:
         """The prompt for a cursor (engine/anchor.py), healed by this backend's healer; with
         `whole`, a short window kept for the place is replaced by the whole one."""
-        settings = settings or self.settings
-        backend = self.load()
-        healer = backend.healer if healing else None
+        settings, backend = settings or self.settings, self.load()
         short = ShortWindow.for_speed(settings, backend.prefill_rate, backend.new_tokens) if short_start and reuse \
             else None
         return self.prompts.completion(settings, tree, offset, cursor, others, path,
                                        memory=self.memory_for(path, memory), reuse=reuse,
-                                       healer=healer, healing=healing, short_window=short, whole=whole)
+                                       healer=backend.healer if healing else None, healing=healing,
+                                       short_window=short, whole=whole)
 
     # -- warming (the language server calls these on the model worker when it is idle) --------
 
@@ -113,10 +111,12 @@ class CompletionService(LoadedModel):
         cursor = analyze_cursor(tree, offset, settings.multiline)
         cached_ok = request.use_cache and not request.raw
         moment = docstring_moment(tree, offset) if settings.docstring_prompt == "instruct" and not request.raw else None
+        memory = self.memory_for(request.path, request.memory)
         if moment is not None and self.info.chat_template is not None:
-            built, window = instruct_built(moment, tree, offset, cursor, self.info), "instruct"
+            if (head := ask_head(moment, memory, self.info, backend, settings, request.cancel, cached_ok)) is None:
+                return CompletionResult("", empty_range, Outcome.CANCELLED, {"window": "instruct"})
+            built, window = instruct_built(moment, tree, offset, cursor, self.info, head), "instruct"
         else:
-            memory = self.memory_for(request.path, request.memory)
             built = self.build_prompt(tree, offset, cursor, request.others, request.path, memory, reuse=cached_ok,
                                       healing=not request.raw, settings=settings, short_start=request.interactive,
                                       whole=request.refine)
@@ -156,6 +156,7 @@ class CompletionService(LoadedModel):
             "snippets": len(built.snippets),
             "window": window,
             "healed": heal.text,
+            **({"head": memory.head[1]} if window == "instruct" and memory.head else {}),
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
         }
         if stop == StopReason.CANCELLED:

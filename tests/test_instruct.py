@@ -7,7 +7,17 @@ from __future__ import annotations
 import pytest
 
 from engine.config import Settings
-from engine.instruct import FENCE, INSTRUCTION, MIN_BODY_TOKENS, docstring_moment, instruct_prompt
+from engine.instruct import (
+    FENCE,
+    HEAD_STOPS,
+    INSTRUCTION,
+    MIN_BODY_TOKENS,
+    HeadImports,
+    docstring_moment,
+    imported_names,
+    instruct_prompt,
+    own_head,
+)
 from engine.service import CompletionRequest, CompletionService
 from engine.syntax import SyntaxTree
 
@@ -51,11 +61,39 @@ def test_other_languages_are_left_to_fill_in_the_middle():
 def test_the_prompt_asks_for_the_function_and_begins_its_answer(qwen_info):
     qwen_info = qwen_info.__class__(**{**qwen_info.__dict__, "chat_template": None})
     found = moment(HEAD + "    |" + BELOW)
-    prompt = instruct_prompt(found, qwen_info)
+    prompt = instruct_prompt(found, qwen_info, "import math\n\n\n")
     rendered = prompt.render()
     assert INSTRUCTION in rendered and "print(area(2))" not in rendered  # the calls below stay out
-    assert rendered.endswith(f"<|im_start|>assistant\n{FENCE}python\n{found.header}")
+    assert rendered.endswith(f"<|im_start|>assistant\n{FENCE}python\nimport math\n\n\n{found.header}")
     assert "import math\n\ndef area(r):" in rendered
+    # Without a head, the answer is begun with the fence alone: the model writes its head.
+    assert instruct_prompt(found, qwen_info).render().endswith(f"<|im_start|>assistant\n{FENCE}python\n")
+
+
+def test_the_head_is_the_models_own_lines_above_the_function():
+    assert own_head("from typing import *\nfrom collections import *\n\n", True) == \
+        "from typing import *\nfrom collections import *\n\n"
+    # Anything but imports: the import lines alone; cut short: the same.
+    assert own_head("import math\nPI = 3.14\n\n", True) == "import math\n\n\n"
+    assert own_head("import math\nfrom itertools import", False) == "import math\n\n\n"
+    assert own_head("Here is the function:\n", True) == ""
+
+
+def test_imported_names():
+    assert imported_names("from math import sqrt, ceil as c") == ["sqrt", "c"]
+    assert imported_names("import os.path, re") == ["os", "re"]
+    assert imported_names("from collections import *") == []  # a function body may not hold it
+    assert imported_names("from typing import (List, Tuple)") == ["List", "Tuple"]
+    assert imported_names("x = 1") == []
+
+
+def test_an_import_of_the_head_that_the_answer_uses_goes_to_its_top():
+    head = "import math\nfrom math import sqrt, floor\nfrom typing import *\n\n"
+    heal = HeadImports.of(head, file_text=HEAD + "    ", indentation="    ")
+    # `math` is imported by the file already; `sqrt` is used and missing; `floor` unused.
+    assert heal.inserted("    return sqrt(r) * math.pi") == "from math import sqrt, floor\n    return sqrt(r) * math.pi"
+    assert heal.inserted("    return math.pi * r") == "return math.pi * r"
+    assert heal.inserted("") == ""
 
 
 @pytest.fixture()
@@ -71,13 +109,20 @@ def service(fake_backend, qwen_info) -> CompletionService:
 def test_the_service_answers_the_moment_through_the_chat_template(service, fake_backend):
     text = HEAD + "    " + BELOW
     row = text[: len(HEAD)].count("\n")
-    # The model writes the body at its indentation, then closes the fence and goes on.
-    fake_backend.queue("    return math.pi * r ** 2\n```\n\nThis computes the area.")
+    # The model writes its lines above the function; then, below them and the header, the body at
+    # its indentation, and closes the fence and goes on.
+    fake_backend.queue("import math\n\n\ndef area(", "    return math.pi * r ** 2\n```\n\nThis computes the area.")
     result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
-    request = fake_backend.requests[-1]
+    head, request = fake_backend.requests[-2:]
+    assert head.prompt.render().endswith(f"{FENCE}python\n") and set(HEAD_STOPS) <= set(head.stop)
     assert request.prompt.kind == "instruct" and FENCE in request.stop
+    assert request.prompt.render().endswith(f"{FENCE}python\n{HEAD}")  # the head, then the header
     assert request.max_tokens == MIN_BODY_TOKENS  # a whole body, more than maxTokens' default
     assert result.text == "return math.pi * r ** 2" and result.timings["window"] == "instruct"
+    # The head is asked once for the question: the next request at the moment asks for the body alone.
+    fake_backend.queue("    return math.pi * r * r\n```")
+    result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py", use_cache=False))
+    assert len(fake_backend.requests) == 3 and result.text == "return math.pi * r * r"
 
     service.settings = service.settings.replace(docstring_prompt="fim")
     fake_backend.queue("return math.pi * r * r")
@@ -88,6 +133,16 @@ def test_the_service_answers_the_moment_through_the_chat_template(service, fake_
 def test_an_answer_that_leaves_the_function_is_cut_where_it_leaves(service, fake_backend):
     text = HEAD + "    " + BELOW
     row = text[: len(HEAD)].count("\n")
-    fake_backend.queue("    return math.pi * r ** 2\n\n\nprint(area(3))\n")
+    fake_backend.queue("import math\n\n\n", "    return math.pi * r ** 2\n\n\nprint(area(3))\n")
     result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
     assert result.text == "return math.pi * r ** 2"
+
+
+def test_an_import_of_its_own_comes_with_the_body(service, fake_backend):
+    text = HEAD + "    " + BELOW
+    row = text[: len(HEAD)].count("\n")
+    fake_backend.queue("from math import sqrt\n\ndef area(r):", "    return sqrt(r) ** 2 * math.pi\n```")
+    result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
+    header = HEAD[len("import math\n\n\n"):]
+    assert fake_backend.requests[-1].prompt.render().endswith(f"{FENCE}python\nfrom math import sqrt\n\n{header}")
+    assert result.text == "from math import sqrt\n    return sqrt(r) ** 2 * math.pi"

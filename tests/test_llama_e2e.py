@@ -131,6 +131,20 @@ PRIMES = ('def primes_below(n):\n'
           '    \n\nprint(primes_below(50))\n')
 
 
+def test_the_docstring_moment_asks_for_the_function_and_inserts_its_body(real_service):
+    """Enter under a new function's docstring, a call of it below: the model is asked for the
+    function with its chat template, writes its lines above it (the head: imports, if any) and
+    then the body; what is inserted is the body, valid in place, not a call of the function."""
+    result = real_service.complete(CompletionRequest(PRIMES, 2, 4, language="python", path="/w/moment.py",
+                                                     use_cache=False))  # the next test asks the same
+    assert result.timings["window"] == "instruct" and result.reason == "stop", result
+    assert all(not line.strip() or line.startswith(("import ", "from ")) for line in result.timings["head"].split("\n"))
+    lines = PRIMES.split("\n")
+    lines[2] += result.text
+    ast.parse("\n".join(lines))
+    assert "return" in result.text and "primes_below(" not in result.text, result.text
+
+
 def test_an_answer_given_early_finishes_as_the_one_waited_for(real_service):
     """The first usable lines at once, the rest decoded after from the prompt plus those lines:
     the whole is what one uninterrupted decode writes."""
@@ -147,7 +161,10 @@ def test_an_answer_given_early_finishes_as_the_one_waited_for(real_service):
     finally:
         real_service.settings = settings
     assert waited.reason != "early" and whole.text == waited.text, (early.text, whole.text, waited.text)
-    assert whole.text.startswith(early.text) and whole.text.count("\n") > early.text.count("\n")
+    # The body grows from the early lines; an import of the model's own that the rest uses
+    # (`from math import sqrt`) goes above them (engine/instruct.py, HeadImports).
+    body = "\n".join(line for line in whole.text.split("\n") if not line.startswith(("import ", "from ")))
+    assert body.lstrip().startswith(early.text) and body.count("\n") > early.text.count("\n"), whole.text
 
 
 def test_llama_cpp_amx_kernels_are_left_out_where_they_would_run(real_service):
