@@ -182,16 +182,19 @@ class FimbleServer(LanguageServer):
             return EMPTY
 
         def complete(cancel: Any) -> CompletionResult:
+            queued_ms = round((time.perf_counter() - submitted) * 1000, 1)  # waited for the worker
             # Answered while it waited (a follow-up grew the place's answer): the rest, no model.
             if (rest := session.typed_through(request.text, offset)) is not None:
-                return CompletionResult(rest, here, Outcome.CACHE, {"type_through": True})
+                return CompletionResult(rest, here, Outcome.CACHE, {"type_through": True, "queued_ms": queued_ms})
             result = service.complete(replace(request, cancel=cancel))
+            result.timings["queued_ms"] = queued_ms
             if result.reason != Outcome.CANCELLED:
                 # Here, on the worker, as soon as it is known: the next keystroke's request (often
                 # read before this coroutine resumes) is answered by type-through from it.
                 session.remember(request.text, offset, result.text)
             return result
 
+        submitted = time.perf_counter()
         future = self.worker.submit(uri, complete)
         try:
             result: CompletionResult = await future

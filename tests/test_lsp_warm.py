@@ -104,6 +104,7 @@ async def test_a_place_in_a_file_just_opened_answers_from_a_short_window_then_th
     cold = next(r for r in current["requests"] if r.get("token") == "cold")
     assert cold.get("timings", {}).get("window") == "short", cold
     assert cold["timings"]["prompt_tokens"] < 400, cold  # the whole window is about 700 tokens here
+    assert cold["timings"]["queued_ms"] >= 0, cold  # how long it waited for the document's warm-up to yield
     before = current["cache"]["warmed"].get("refined", 0)
 
     await until(client, lambda s: s["cache"]["warmed"].get("refined", 0) > before, "the whole window's answer",
