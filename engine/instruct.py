@@ -143,13 +143,21 @@ class HeadImports(Heal):
 
     @classmethod
     def of(cls, head: str, file_text: str, indentation: str) -> HeadImports:
-        """The head's imports that bind a name the file does not mention at all."""
+        """The head's imports none of whose names the file binds (imports, defines or assigns)."""
         imports = []
         for line in head.split("\n"):
             names = imported_names(line)
-            if names and not any(re.search(rf"\b{re.escape(name)}\b", file_text) for name in names):
+            if names and not any(_binds(file_text, name) for name in names):
                 imports.append((line.strip(), tuple(names)))
         return cls(indentation, masked=False, imports=tuple(imports))
+
+
+def _binds(text: str, name: str) -> bool:
+    """Whether a line of `text` imports, defines or assigns `name` (a mention in a docstring or a
+    comment does not count: `Return the sqrt of x` leaves `sqrt` to be imported)."""
+    word = re.escape(name)
+    return re.search(rf"^[ \t]*(?:(?:from\s+\S+\s+)?import\b.*\b{word}\b|(?:async\s+)?(?:def|class)\s+{word}\b"
+                     rf"|{word}\s*(?::[^=\n]*)?=(?!=))", text, re.MULTILINE) is not None
 
 
 def _only_docstring(body: object) -> bool:

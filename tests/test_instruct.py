@@ -94,6 +94,12 @@ def test_an_import_of_the_head_that_the_answer_uses_goes_to_its_top():
     assert heal.inserted("    return sqrt(r) * math.pi") == "from math import sqrt, floor\n    return sqrt(r) * math.pi"
     assert heal.inserted("    return math.pi * r") == "return math.pi * r"
     assert heal.inserted("") == ""
+    # A name the file only mentions (in a docstring) is not bound there: its import comes along.
+    mentioned = HeadImports.of("from math import sqrt\n", 'def root(x):\n    """The sqrt of x."""\n    ', "    ")
+    assert mentioned.inserted("    return sqrt(x)") == "from math import sqrt\n    return sqrt(x)"
+    # Bound by the file: defined, assigned, imported under another line.
+    for binding in ("def sqrt(x):\n", "sqrt = lambda x: x\n", "from cmath import sqrt\n", "    sqrt: object = 1\n"):
+        assert HeadImports.of("from math import sqrt\n", binding, "    ").imports == (), binding
 
 
 @pytest.fixture()

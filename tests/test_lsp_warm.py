@@ -146,8 +146,13 @@ async def test_a_long_answer_comes_early_then_whole(client: LanguageClient):
     record = next(r for r in current["requests"] if r.get("token") == "whole-answer")
     assert record["outcome"] == "cache" and again.items, record  # not the model again
     whole = again.items[0].insert_text
-    assert whole.startswith(early) and whole.count("\n") > early.count("\n"), (early, whole)
+    # The whole body goes on from the early lines; an import of the model's own that the rest uses
+    # (`from math import sqrt`) comes above them (engine/instruct.py): then it replaced them.
+    imports = [line for line in whole.split("\n") if line.startswith(("from ", "import "))]
+    body = whole.split("\n", len(imports))[-1].lstrip() if imports else whole
+    assert body.startswith(early) and body.count("\n") > early.count("\n"), (early, whole)
     lines = PRIMES.split("\n")
     ast.parse("\n".join([*lines[:2], "    " + whole, *lines[3:]]))  # the whole body, in place, parses
     assert current["cache"]["warmed"].get("finished", 0) >= 1
-    assert current["acceptance"]["python"]["shown"] == shown_before + 1  # one suggestion, grown
+    # One suggestion when it grew; a replaced one is a second.
+    assert current["acceptance"]["python"]["shown"] == shown_before + (2 if imports else 1)
