@@ -224,7 +224,8 @@ def instruct_built(moment: DocstringMoment, tree: SyntaxTree, offset: int, curso
 def ask_head(moment: DocstringMoment, memory: PromptMemory, info: ModelInfo, backend: Backend, settings: Settings,
              cancel: threading.Event, reuse: bool) -> str | None:
     """What the model writes above the function (`own_head`), asked once for each question and
-    kept in the document's memory. None: cancelled."""
+    kept in the document's memory (greedy only: sampled answers each sample their own). None:
+    cancelled."""
     question = moment.imports + "\n" + moment.header
     if memory.head is not None and memory.head[0] == question:
         return memory.head[1]
@@ -233,5 +234,6 @@ def ask_head(moment: DocstringMoment, memory: PromptMemory, info: ModelInfo, bac
         max_tokens=HEAD_TOKENS, time_budget_s=None))
     if out.stats.stop_reason == StopReason.CANCELLED:
         return None
-    memory.head = (question, own_head(out.text, out.stats.stop_reason == StopReason.SEQUENCE))
-    return memory.head[1]
+    head = own_head(out.text, out.stats.stop_reason == StopReason.SEQUENCE)
+    memory.head = (question, head) if settings.temperature <= 0 else None
+    return head

@@ -156,7 +156,7 @@ class CompletionService(LoadedModel):
             "snippets": len(built.snippets),
             "window": window,
             "healed": heal.text,
-            **({"head": memory.head[1]} if window == "instruct" and memory.head else {}),
+            **({"head": head} if window == "instruct" else {}),
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
         }
         if stop == StopReason.CANCELLED:

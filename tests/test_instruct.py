@@ -10,6 +10,7 @@ from engine.config import Settings
 from engine.instruct import (
     FENCE,
     HEAD_STOPS,
+    HEAD_TOKENS,
     INSTRUCTION,
     MIN_BODY_TOKENS,
     HeadImports,
@@ -152,3 +153,15 @@ def test_an_import_of_its_own_comes_with_the_body(service, fake_backend):
     header = HEAD[len("import math\n\n\n"):]
     assert fake_backend.requests[-1].prompt.render().endswith(f"{FENCE}python\nfrom math import sqrt\n\n{header}")
     assert result.text == "from math import sqrt\n    return sqrt(r) ** 2 * math.pi"
+
+
+def test_a_sampled_head_is_asked_each_time(service, fake_backend):
+    """Greedy, the head is the same for a question: kept. Sampled, each answer samples its own
+    (samples of one task in `fimble eval` stay independent)."""
+    service.settings = service.settings.replace(temperature=0.8)
+    text = HEAD + "    " + BELOW
+    row = text[: len(HEAD)].count("\n")
+    for body in ("    return 1\n```", "    return 2\n```"):
+        fake_backend.queue("import math\n\n\ndef area(", body)
+        service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py", use_cache=False))
+    assert [r.max_tokens for r in fake_backend.requests] == [HEAD_TOKENS, MIN_BODY_TOKENS] * 2
