@@ -172,7 +172,7 @@ class PromptMemory:
     anchor: Anchor | None = None
     context: tuple[object, tuple[Part, ...], list[Snippet]] | None = None  # (its key, parts, snippets)
     # At the docstring moment (engine/instruct.py): the question, and what the model wrote above
-    # the function for it (`own_head`), asked once for each question.
+    # the function for it (`own_head`), kept for the question when decoding is greedy.
     head: tuple[str, str] | None = None
 
     @property

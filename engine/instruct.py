@@ -133,12 +133,13 @@ class HeadImports(Heal):
     """The docstring moment's heal: what the backend writes is inserted as any answer is, and an
     import line of the model's head that the answer uses and the file lacks is put at its top."""
 
-    imports: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (line, the names it binds)
+    # (line, a pattern matching any name it binds): compiled once, since the decode loop's judges
+    # call `inserted` after every token.
+    imports: tuple[tuple[str, re.Pattern[str]], ...] = ()
 
     def inserted(self, generated: str) -> str:
         body = super().inserted(generated)
-        used = [line for line, names in self.imports
-                if any(re.search(rf"\b{re.escape(name)}\b", body) for name in names)]
+        used = [line for line, names in self.imports if names.search(body)]
         return "".join(f"{line}\n{self.text}" for line in used) + body if used and body.strip() else body
 
     @classmethod
@@ -148,7 +149,7 @@ class HeadImports(Heal):
         for line in head.split("\n"):
             names = imported_names(line)
             if names and not any(_binds(file_text, name) for name in names):
-                imports.append((line.strip(), tuple(names)))
+                imports.append((line.strip(), re.compile(rf"\b(?:{'|'.join(map(re.escape, names))})\b")))
         return cls(indentation, masked=False, imports=tuple(imports))
 
 

@@ -9,11 +9,11 @@ after being preempted) for the server to hand to the model worker. No pygls and 
 the whole policy is unit-tested on its own (tests/test_session.py).
 
 Everything kept for the document lives here — the suggestion shown (type-through), the prompt's
-anchor and repository context — and goes with the session when the document closes. (An early
-answer's unfinished rest travels with the answer, `CompletionResult.unfinished`, into the one
-FINISH job the session's job key allows per document.) A new between-keystrokes behaviour is a
-new field, method or job kind here, and the one place in lsp_server/idle.py that runs a job of
-that kind.
+anchor and repository context, the docstring moment's head — and goes with the session when the
+document closes. (An early answer's unfinished rest travels with the answer,
+`CompletionResult.unfinished`, into the one FINISH job the session's job key allows per document.)
+A new between-keystrokes behaviour is a new field, method or job kind here, and the one place in
+lsp_server/idle.py that runs a job of that kind.
 """
 
 from __future__ import annotations
