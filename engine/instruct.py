@@ -6,10 +6,13 @@ the task instruct models are tuned for. Fill-in-the-middle there is pulled by th
 function (a `__main__` block calling it) into calls of the function itself. So at that place the
 prompt is the model's chat template asking to complete the function (the instruction of
 `fimble eval humaneval --mode chat`), with the file's imports and the definition as the code,
-and the assistant's answer begun for it: a code fence, then the definition's header and
-docstring as they stand in the file. The model goes on with the body, at the body's
+and the assistant's answer begun for it: a code fence, the lines the model itself writes above
+the function (its imports: `ask_head`, asked first), then the definition's header and docstring
+as they stand in the file. The model goes on with the body, at the body's
 indentation, and the answer is cut at the closing fence; what it writes then goes through the
-same healing, postprocessing, early answers and caches as a fill-in-the-middle answer.
+same healing, postprocessing, early answers and caches as a fill-in-the-middle answer. The
+place's warm-up (idle work after the edit) builds the same prompt (`instruct_place`), so the
+request finds the head asked and its prompt evaluated, or goes on from where the warm-up was.
 
 Where fill-in-the-middle is right instead — a body half written, code below the cursor in the
 same block, any other language for now — `docstring_moment` says None.
@@ -136,6 +139,7 @@ class HeadImports(Heal):
     # (line, a pattern matching any name it binds): compiled once, since the decode loop's judges
     # call `inserted` after every token.
     imports: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    head: str = ""  # the model's lines above the function that the prompt was built below
 
     def inserted(self, generated: str) -> str:
         body = super().inserted(generated)
@@ -150,7 +154,7 @@ class HeadImports(Heal):
             names = imported_names(line)
             if names and not any(_binds(file_text, name) for name in names):
                 imports.append((line.strip(), re.compile(rf"\b(?:{'|'.join(map(re.escape, names))})\b")))
-        return cls(indentation, masked=False, imports=tuple(imports))
+        return cls(indentation, masked=False, imports=tuple(imports), head=head)
 
 
 def _binds(text: str, name: str) -> bool:
@@ -220,6 +224,17 @@ def instruct_built(moment: DocstringMoment, tree: SyntaxTree, offset: int, curso
         below = text.find("\n", below + 1)
     site = Site(text[top:offset], text[offset:] if below < 0 else text[offset:below + 1], cursor, tree.spec)
     return Built(instruct_prompt(moment, info, head), site, [], HeadImports.of(head, text, before))
+
+
+def instruct_place(moment: DocstringMoment, tree: SyntaxTree, offset: int, cursor: CursorInfo, info: ModelInfo,
+                   memory: PromptMemory, backend: Backend, settings: Settings, cancel: threading.Event,
+                   reuse: bool) -> Built | None:
+    """The docstring moment's prompt: the model's head asked first (or taken from `memory`), then
+    the body's prompt below it. None: cancelled. The completion and the place's warm-up both
+    build it, so that a warm-up at the moment evaluates the question the request will ask (a
+    fill-in-the-middle prompt evaluated there would be thrown away)."""
+    head = ask_head(moment, memory, info, backend, settings, cancel, reuse)
+    return None if head is None else instruct_built(moment, tree, offset, cursor, info, head)
 
 
 def ask_head(moment: DocstringMoment, memory: PromptMemory, info: ModelInfo, backend: Backend, settings: Settings,

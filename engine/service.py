@@ -29,7 +29,7 @@ from .backends.base import GenerationStats
 from .cache import LRUCache
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, analyze_cursor, line_at
-from .instruct import FENCE, MIN_BODY_TOKENS, ask_head, docstring_moment, instruct_built
+from .instruct import FENCE, MIN_BODY_TOKENS, HeadImports, docstring_moment, instruct_place
 from .loaded import LoadedModel
 from .models import ModelInfo
 from .postprocess import RULES, Site, postprocess
@@ -62,6 +62,20 @@ class CompletionService(LoadedModel):
                                        healer=backend.healer if healing else None, healing=healing,
                                        short_window=short, whole=whole)
 
+    def _built(self, request: CompletionRequest, tree: SyntaxTree, offset: int, cursor: CursorInfo,
+               memory: PromptMemory, settings: Settings) -> tuple[Built | None, str]:
+        """The place's prompt and its window: "instruct" at the docstring moment (for the warm-up too: a
+        fill-in-the-middle prompt warmed there is thrown away), else "short" or "whole"; None: cancelled."""
+        reuse = request.use_cache and not request.raw
+        if settings.docstring_prompt == "instruct" and not request.raw and self.info.chat_template is not None \
+                and (moment := docstring_moment(tree, offset)) is not None:
+            return instruct_place(moment, tree, offset, cursor, self.info, memory, self.load(), settings,
+                                  request.cancel, reuse), "instruct"
+        built = self.build_prompt(tree, offset, cursor, request.others, request.path, memory, reuse=reuse,
+                                  healing=not request.raw, settings=settings, short_start=request.interactive,
+                                  whole=request.refine)
+        return built, "short" if memory.short else "whole"
+
     # -- warming (the language server calls these on the model worker when it is idle) --------
 
     def warm(self, request: CompletionRequest) -> GenerationStats | None:
@@ -70,9 +84,8 @@ class CompletionService(LoadedModel):
         settings, backend = self.settings, self.load()
         offset, tree = request.place()
         cursor = analyze_cursor(tree, offset, settings.multiline)
-        built = self.build_prompt(tree, offset, cursor, request.others, request.path, request.memory,
-                                  reuse=request.use_cache, settings=settings, short_start=request.interactive)
-        return backend.warm(built.prompt, request.cancel)
+        built, _ = self._built(request, tree, offset, cursor, self.memory_for(request.path, request.memory), settings)
+        return None if built is None else backend.warm(built.prompt, request.cancel)
 
     def widen(self, request: CompletionRequest) -> GenerationStats | None:
         """When the place was answered from a short window (`short_start`), evaluate its whole
@@ -83,9 +96,8 @@ class CompletionService(LoadedModel):
         offset, tree = request.place()
         cursor = analyze_cursor(tree, offset, settings.multiline)
         memory = self.memory_for(request.path, request.memory)
-        wide = self.prompts.widened(settings, tree, offset, cursor, request.others, request.path, memory,
-                                    backend.healer)
-        if wide is None:
+        if (wide := self.prompts.widened(settings, tree, offset, cursor, request.others, request.path, memory,
+                                         backend.healer)) is None:
             return None
         anchor, built = wide
         stats = backend.warm(built.prompt, request.cancel, preemptible=True)
@@ -110,17 +122,10 @@ class CompletionService(LoadedModel):
         backend = self.load()
         cursor = analyze_cursor(tree, offset, settings.multiline)
         cached_ok = request.use_cache and not request.raw
-        moment = docstring_moment(tree, offset) if settings.docstring_prompt == "instruct" and not request.raw else None
         memory = self.memory_for(request.path, request.memory)
-        if moment is not None and self.info.chat_template is not None:
-            if (head := ask_head(moment, memory, self.info, backend, settings, request.cancel, cached_ok)) is None:
-                return CompletionResult("", empty_range, Outcome.CANCELLED, {"window": "instruct"})
-            built, window = instruct_built(moment, tree, offset, cursor, self.info, head), "instruct"
-        else:
-            built = self.build_prompt(tree, offset, cursor, request.others, request.path, memory, reuse=cached_ok,
-                                      healing=not request.raw, settings=settings, short_start=request.interactive,
-                                      whole=request.refine)
-            window = "short" if memory.short else "whole"
+        built, window = self._built(request, tree, offset, cursor, memory, settings)
+        if built is None:
+            return CompletionResult("", empty_range, Outcome.CANCELLED, {"window": window})
         site, heal = built.site, built.heal
         prompt_ms = (time.perf_counter() - started) * 1000
         cache_key = f"{cursor.mode}\x00{built.prompt.render()}\x00{heal.text}"
@@ -147,16 +152,11 @@ class CompletionService(LoadedModel):
         text, reason = (heal.inserted(result.text), stop) if request.raw else self._postprocess(
             heal.inserted(result.text), stop, cursor.mode, site)
         timings = {
-            "prompt_ms": round(prompt_ms, 1),
-            "post_ms": round((time.perf_counter() - post_started) * 1000, 1),
-            "total_ms": round((time.perf_counter() - started) * 1000, 1),
-            "load_ms": round(self.load_ms or 0.0, 1),
-            "mode": cursor.mode,
-            "mode_why": cursor.why,
-            "snippets": len(built.snippets),
-            "window": window,
+            "prompt_ms": round(prompt_ms, 1), "post_ms": round((time.perf_counter() - post_started) * 1000, 1),
+            "total_ms": round((time.perf_counter() - started) * 1000, 1), "load_ms": round(self.load_ms or 0.0, 1),
+            "mode": cursor.mode, "mode_why": cursor.why, "snippets": len(built.snippets), "window": window,
             "healed": heal.text,
-            **({"head": head} if window == "instruct" else {}),
+            **({"head": built.heal.head} if isinstance(built.heal, HeadImports) else {}),
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
         }
         if stop == StopReason.CANCELLED:

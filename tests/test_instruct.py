@@ -4,6 +4,8 @@ fill-in-the-middle. Detection is by syntax; the answer goes through the same pos
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from engine.config import Settings
@@ -165,3 +167,25 @@ def test_a_sampled_head_is_asked_each_time(service, fake_backend):
         fake_backend.queue("import math\n\n\ndef area(", body)
         service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py", use_cache=False))
     assert [r.max_tokens for r in fake_backend.requests] == [HEAD_TOKENS, MIN_BODY_TOKENS] * 2
+
+
+def test_the_places_warm_up_at_the_moment_evaluates_the_question_the_request_asks(service, fake_backend):
+    """Enter after a docstring: the place's warm-up (idle work) asks the head and evaluates the
+    body's prompt below it, not a fill-in-the-middle prompt the request would throw away. The
+    request then asks the model for the body alone, with the prompt the warm-up evaluated."""
+    text = HEAD + "    " + BELOW
+    row = text[: len(HEAD)].count("\n")
+    fake_backend.queue("import math\n\n\ndef area(", "    return math.pi * r ** 2\n```")
+    service.warm(CompletionRequest(text, row, 4, language="python", path="/w/a.py", interactive=True))
+    assert len(fake_backend.requests) == 1 and fake_backend.requests[0].max_tokens == HEAD_TOKENS
+    assert fake_backend.warmed[-1].endswith(f"{FENCE}python\n{HEAD}")
+    result = service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py", interactive=True))
+    assert len(fake_backend.requests) == 2 and fake_backend.requests[-1].prompt.render() == fake_backend.warmed[-1]
+    assert result.text == "return math.pi * r ** 2" and result.timings["head"] == "import math\n\n\n"
+    # Cancelled while the model writes its head: nothing is evaluated, and the head is asked again.
+    cancelled = threading.Event()
+    cancelled.set()
+    other = HEAD.replace("area(r)", "area2(r)") + "    " + BELOW
+    fake_backend.queue("import math\n\n\ndef area2(")
+    assert service.warm(CompletionRequest(other, row, 4, language="python", path="/w/a.py", cancel=cancelled)) is None
+    assert len(fake_backend.warmed) == 1
