@@ -109,7 +109,10 @@ def test_open_line_passes_over_a_blank_first_token_only_when_another_is_close():
     from engine.backends.base import open_line_choice
 
     blank = np.array([True, True, False, False])  # "\n", the end, "   ", "return"
-    assert open_line_choice(np.array([16.46, 15.25, 16.09, 14.79]), blank, 1.0) == 2  # 0.37 behind
-    assert open_line_choice(np.array([16.46, 15.25, 15.0, 14.79]), blank, 1.0) is None  # 1.46 behind
-    assert open_line_choice(np.array([16.0, 15.0, 16.5, 14.0]), blank, 1.0) is None  # the best writes
-    assert open_line_choice(np.array([16.0, 15.0, 16.5, 14.0]), np.ones(4, dtype=bool), 1.0) is None
+    assert open_line_choice(np.array([16.46, 15.25, 16.09, 14.79]), blank, lead=1.0) == 2  # 0.37 behind
+    assert open_line_choice(np.array([16.46, 15.25, 15.0, 14.79]), blank, lead=1.0) is None  # 1.46 behind
+    assert open_line_choice(np.array([16.0, 15.0, 16.5, 14.0]), blank, lead=1.0) is None  # the best writes
+    assert open_line_choice(np.array([16.0, 15.0, 16.5, 14.0]), np.ones(4, dtype=bool), lead=1.0) is None
+    # A request's stop token is blank too (the answer would end there), for that request only.
+    assert open_line_choice(np.array([16.0, 15.0, 16.5, 16.2]), blank, stops=[2], lead=1.0) == 3
+    assert not blank[2]

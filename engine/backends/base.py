@@ -135,13 +135,16 @@ def blank_tokens(table: Sequence[bytes], ends: Iterable[int], size: int) -> Any:
     return blank
 
 
-def open_line_choice(row: Any, blank: Any, lead: float | None = None) -> int | None:
+def open_line_choice(row: Any, blank: Any, stops: Iterable[int] = (), lead: float | None = None) -> int | None:
     """The token to write first instead of the best of `row` ([vocab] logits) when the best is
-    `blank` ([vocab] bool: it begins with a newline or ends the answer) and the best of the
-    others is within `lead` of it; None to keep the best."""
+    `blank` ([vocab] bool: it begins with a newline or ends the answer) or one of the request's
+    `stops`, and the best of the others is within `lead` of it; None to keep the best."""
     import numpy as np
 
     lead = OPEN_LINE_LEAD if lead is None else lead
+    if stops:
+        blank = blank.copy()  # (the backend's row is shared by every request)
+        blank[[i for i in stops if i < len(blank)]] = True
     best = int(np.argmax(row))
     if not blank[best]:
         return None

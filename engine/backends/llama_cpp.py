@@ -424,9 +424,7 @@ class LlamaSteps:
         blank = self.backend.blank_row()
         if blank is None:
             return None
-        blank = blank.copy()
-        blank[[i for i in self.stop_ids if i < len(blank)]] = True
-        return open_line_choice(self._row(-1), blank)
+        return open_line_choice(self._row(-1), blank, self.stop_ids)
 
     def sampled(self, tokens: list[int]) -> Generator[int, None, None]:
         """llama-cpp-python's own loop and sampler chain (sampling, penalties)."""

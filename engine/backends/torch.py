@@ -407,12 +407,9 @@ class TorchSteps:
         backend, row = self.backend, self.rows[-1]
         if backend.healer is None:
             return None
-        size = row.shape[-1]
         if backend._blank is None:
-            backend._blank = blank_tokens(backend.healer.table, (), size)
-        blank = backend._blank.copy()
-        blank[[i for i in self.stop_ids if i < size]] = True
-        return open_line_choice(row.float().cpu().numpy(), blank)
+            backend._blank = blank_tokens(backend.healer.table, (), row.shape[-1])
+        return open_line_choice(row.float().cpu().numpy(), backend._blank, self.stop_ids)
 
     def sampled(self, tokens: list[int]) -> Generator[int, None, None]:
         while True:
