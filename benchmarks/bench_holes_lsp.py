@@ -10,7 +10,9 @@ opened without the hole's lines (a file just opened; `--open-wait S`: open S sec
 edit, the server's warm-up had that long), then one incremental change types what the user typed
 on a fresh line — for `after-indent` the Enter and the editor's auto-indent, for `mid-line` also
 the first characters of the hole — and an automatic inline-completion request follows at the
-cursor. What it shows is the *first* suggestion. Then the client does what VS Code and the Neovim
+cursor (`--enter-after S`: the line above is first typed to its end, its last character — a
+docstring's closing quote, say — with the automatic request an editor sends there, and Enter
+comes S seconds later). What it shows is the *first* suggestion. Then the client does what VS Code and the Neovim
 plugin do: when the server announces `fimble/completionReady` for the document (within
 --follow-s seconds; the server's status says whether a follow-up is coming at all) it asks again
 at the cursor, and what that shows is the *final* suggestion. Both are applied to the document
@@ -66,6 +68,14 @@ _TIMINGS = ("prompt_tokens", "prompt_tokens_evaluated", "generated_tokens", "fir
 def _position(text: str, offset: int) -> types.Position:
     pos = position_at(text, offset)
     return types.Position(line=pos.line, character=pos.character)
+
+
+def _type(client: LanguageClient, uri: str, version: int, text: str, offset: int, typed: str) -> None:
+    """`typed` inserted at `offset` (its line and column the same in the text before the change)."""
+    at = _position(text, offset)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(range=types.Range(at, at), text=typed)]))
 
 
 def _apply(text: str, item: types.InlineCompletionItem | None, cursor: int) -> tuple[str, str]:
@@ -146,15 +156,22 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options
         opened = hole.before[:cut] + hole.after
         uri = Path(f"/tmp/fimble-holes/{problem['task_id'].replace('/', '_')}.py").as_uri()
         ready[uri] = asyncio.Event()
-        client.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=opened)))
+        version = 0
+        # --enter-after: the line above is typed to its end first (e.g. a docstring's closing quote).
+        last = opened[cut - 1] if args.enter_after is not None and typed.startswith("\n") and cut else ""
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=uri, language_id="python", version=version, text=opened[:cut - 1] + opened[cut:] if last else opened)))
         if open_wait:
             await asyncio.sleep(open_wait)
+        if last:
+            version += 1
+            _type(client, uri, version, opened, cut - 1, last)
+            await client.text_document_inline_completion_async(types.InlineCompletionParams(  # as editors ask
+                text_document=types.TextDocumentIdentifier(uri=uri), position=_position(opened, cut),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+            await asyncio.sleep(args.enter_after)
         if typed:
-            at = _position(opened, cut)
-            client.text_document_did_change(types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=1),
-                content_changes=[types.TextDocumentContentChangePartial(range=types.Range(at, at), text=typed)]))
+            _type(client, uri, version + 1, opened, cut, typed)
         document = opened[:cut] + typed + opened[cut:]
         assert document == hole.document
         cursor = len(hole.before)
@@ -236,7 +253,7 @@ def run_one(args: argparse.Namespace, problems: list[dict[str, Any]], out: Path,
             empties[why] = empties.get(why, 0) + 1
     meta = {"configuration": label, "mode": "fim through the language server", "cursor": args.cursor,
             "holes": args.data or args.holes, "model": args.model or "default", "options": options,
-            "open_wait_s": open_wait, "generation_s": round(generation_s, 1),
+            "open_wait_s": open_wait, "enter_after_s": args.enter_after, "generation_s": round(generation_s, 1),
             "shown": sum(s["shown"] for s in samples), "final_shown": sum(s["final_shown"] for s in samples),
             "latency_ms": {"p50": round(statistics.median(first_ms), 1), "p95": round(percentile(first_ms, 95), 1)},
             "final_ms": {"p50": round(statistics.median(final_ms), 1), "p95": round(percentile(final_ms, 95), 1)},
@@ -267,6 +284,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--open-wait", type=float, default=0.0, help="seconds between opening the file and the edit")
+    parser.add_argument("--enter-after", type=float,
+                        help="type the line above's last character first (an automatic request follows, as "
+                             "editors send), then Enter after this many seconds")
     parser.add_argument("--follow-s", type=float, default=20.0, help="how long to wait for fimble/completionReady")
     parser.add_argument("--ceiling", action="store_true", help="the interactive features off (the pipeline given time)")
     parser.add_argument("--compare", action="store_true", help="defaults just opened, defaults open a while, ceiling")
@@ -279,7 +299,8 @@ def main() -> int:
     options: dict[str, Any] = parse_set_arguments(args.options)
     if not args.compare:
         run_one(args, problems, out, {**options, **(CEILING if args.ceiling else {})}, args.open_wait,
-                "ceiling" if args.ceiling else f"defaults, open {args.open_wait:g} s")
+                "ceiling" if args.ceiling else f"defaults, open {args.open_wait:g} s"
+                + (f", Enter {args.enter_after:g} s after the line above" if args.enter_after is not None else ""))
         return 0
     wait = args.open_wait or 5.0
     runs = {"just opened": run_one(args, problems, out / "opened", options, 0.0, "defaults, just opened"),

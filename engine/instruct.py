@@ -12,7 +12,8 @@ as they stand in the file. The model goes on with the body, at the body's
 indentation, and the answer is cut at the closing fence; what it writes then goes through the
 same healing, postprocessing, early answers and caches as a fill-in-the-middle answer. The
 place's warm-up (idle work after the edit) builds the same prompt (`instruct_place`), so the
-request finds the head asked and its prompt evaluated, or goes on from where the warm-up was.
+request finds the head asked and its prompt evaluated, or goes on from where the warm-up was;
+an edit on the line that closes the docstring warms it one Enter ahead (`enter_after_docstring`).
 
 Where fill-in-the-middle is right instead — a body half written, code below the cursor in the
 same block, any other language for now — `docstring_moment` says None.
@@ -95,6 +96,29 @@ def docstring_moment(tree: SyntaxTree, offset: int) -> DocstringMoment | None:
     top = nodes[-2] if len(nodes) >= 2 else definition  # the module's child that holds the definition
     top_start = text.rfind("\n", 0, _offset_of(text, top.start_byte)) + 1
     return DocstringMoment(name, text[start:line_start].rstrip() + "\n", _imports(tree), top_start)
+
+
+def enter_after_docstring(tree: SyntaxTree, offset: int) -> tuple[SyntaxTree, int] | None:
+    """The docstring moment one Enter away: where the cursor's line ends a definition's docstring
+    (its closing quotes last on the line) and the body is otherwise empty, the tree of the text
+    with Enter pressed at the line's end (the new line at the docstring's indentation) and the
+    offset after it; else None. The warm-up asks that place's question before the user presses
+    Enter (session.JobKind.AHEAD): the question does not depend on the new line."""
+    if tree.spec is None or tree.spec.name != "python":
+        return None
+    text = tree.text
+    start = text.rfind("\n", 0, offset) + 1
+    end = text.find("\n", offset)
+    line = text[start: len(text) if end < 0 else end]
+    closed = line.rstrip()
+    if not closed.endswith(('"', "'")):
+        return None  # (the common case: costs a line)
+    at = start + len(closed)
+    indentation = line[: len(line) - len(line.lstrip(" \t"))]
+    ahead = tree.snapshot()
+    ahead.edit(at, at, "\n" + indentation)
+    place = at + 1 + len(indentation)
+    return (ahead, place) if docstring_moment(ahead, place) is not None else None
 
 
 def instruct_prompt(moment: DocstringMoment, info: ModelInfo, head: str | None = None) -> Prompt:

@@ -1,9 +1,9 @@
 """CompletionService: the whole road from a document and a cursor to text to insert.
 
 The CLI, the language server and the eval harness all call this one class, so what an editor
-user sees is exactly what `fimble complete` prints and what `fimble eval` scores. It orchestrates;
-each step lives in the module named for it: the cursor (context.py), the prompt for a place
-(anchor.py), the model (backends/), the answer's last pass (postprocess.py), caches (cache.py).
+user sees is exactly what `fimble complete` prints and what `fimble eval` scores. It orchestrates; each
+step lives in the module named for it: the cursor (context.py), the prompt for a place (anchor.py;
+instruct.py at the docstring moment), the model (backends/), the answer's last pass (postprocess.py).
 
 The service keeps nothing per document: what is kept between keystrokes (the prompt's memory,
 the suggestion shown) is the caller's, in the document's session (engine/session.py); an answer
@@ -24,8 +24,7 @@ from dataclasses import replace
 
 from . import explain
 from .anchor import Built, PromptMemory, ShortWindow
-from .backends import Backend, GenerationRequest, GenerationResult
-from .backends.base import GenerationStats
+from .backends import Backend, GenerationRequest, GenerationResult, GenerationStats
 from .cache import LRUCache
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, analyze_cursor, line_at
@@ -63,10 +62,10 @@ class CompletionService(LoadedModel):
                                        short_window=short, whole=whole)
 
     def _built(self, request: CompletionRequest, tree: SyntaxTree, offset: int, cursor: CursorInfo,
-               memory: PromptMemory, settings: Settings) -> tuple[Built | None, str]:
+               settings: Settings) -> tuple[Built | None, str]:
         """The place's prompt and its window: "instruct" at the docstring moment (for the warm-up too: a
         fill-in-the-middle prompt warmed there is thrown away), else "short" or "whole"; None: cancelled."""
-        reuse = request.use_cache and not request.raw
+        reuse, memory = request.use_cache and not request.raw, self.memory_for(request.path, request.memory)
         if settings.docstring_prompt == "instruct" and not request.raw and self.info.chat_template is not None \
                 and (moment := docstring_moment(tree, offset)) is not None:
             return instruct_place(moment, tree, offset, cursor, self.info, memory, self.load(), settings,
@@ -84,8 +83,9 @@ class CompletionService(LoadedModel):
         settings, backend = self.settings, self.load()
         offset, tree = request.place()
         cursor = analyze_cursor(tree, offset, settings.multiline)
-        built, _ = self._built(request, tree, offset, cursor, self.memory_for(request.path, request.memory), settings)
-        return None if built is None else backend.warm(built.prompt, request.cancel)
+        built, window = self._built(request, tree, offset, cursor, settings)
+        keep = "moment" if window == "instruct" else ""  # (kvCacheMb) other idle work may come before the request
+        return None if built is None else backend.warm(built.prompt, request.cancel, keep=keep)
 
     def widen(self, request: CompletionRequest) -> GenerationStats | None:
         """When the place was answered from a short window (`short_start`), evaluate its whole
@@ -122,8 +122,7 @@ class CompletionService(LoadedModel):
         backend = self.load()
         cursor = analyze_cursor(tree, offset, settings.multiline)
         cached_ok = request.use_cache and not request.raw
-        memory = self.memory_for(request.path, request.memory)
-        built, window = self._built(request, tree, offset, cursor, memory, settings)
+        built, window = self._built(request, tree, offset, cursor, settings)
         if built is None:
             return CompletionResult("", empty_range, Outcome.CANCELLED, {"window": window})
         site, heal = built.site, built.heal

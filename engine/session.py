@@ -30,6 +30,10 @@ from .reasons import Outcome
 # long: between keystrokes the work would only be preempted, and each preemption saves and
 # restores the place's KV cells.
 WIDEN_QUIET_S = 0.25
+# The docstring moment one Enter away is asked for after this long a pause: while the user types
+# on a line that ends in a docstring's closing quotes (they were closed as it was opened), the
+# question changes with each keystroke.
+AHEAD_QUIET_S = 0.25
 # A document's warm-up (a minute of CPU for a long file) starts or resumes only after this long
 # without requests or edits.
 DOCUMENT_WARM_QUIET_S = 1.0
@@ -47,15 +51,19 @@ class JobKind(StrEnum):
     FINISH = "finish"  # an answer given early: the rest of it (its prompt and lines are in the KV cache)
     REFINE = "refine"  # an answer from a short window: the whole window's answer
     DOCUMENT = "document"  # a document just opened: evaluate the document itself
+    AHEAD = "ahead"  # a line that ends a docstring over an empty body: the docstring moment one Enter away
 
 
 # What fimble/status counts each finished job as (`warmed`).
 COUNTED_AS = {JobKind.WARM_PLACE: "places", JobKind.PRECOMPUTE: "precomputed", JobKind.WIDEN: "widened",
-              JobKind.FINISH: "finished", JobKind.REFINE: "refined", JobKind.DOCUMENT: "documents"}
+              JobKind.FINISH: "finished", JobKind.REFINE: "refined", JobKind.DOCUMENT: "documents",
+              JobKind.AHEAD: "ahead"}
 # The worker's key of each kind's job for a document: a newer job with the same key replaces the
-# older. FINISH and REFINE share one: a new answer's follow-up makes the old one moot.
+# older. FINISH and REFINE share one: a new answer's follow-up makes the old one moot. AHEAD shares
+# WIDEN's, which every edit asks for: the next edit (Enter, or any other) replaces it.
 _KEY_PREFIX = {JobKind.WARM_PLACE: "warm", JobKind.PRECOMPUTE: "warm", JobKind.WIDEN: "widen",
-               JobKind.FINISH: "follow", JobKind.REFINE: "follow", JobKind.DOCUMENT: "document"}
+               JobKind.FINISH: "follow", JobKind.REFINE: "follow", JobKind.DOCUMENT: "document",
+               JobKind.AHEAD: "widen"}
 
 
 @dataclass(frozen=True)
@@ -136,18 +144,24 @@ class DocumentSession:
 
     # -- the idle work it asks for ---------------------------------------------------------------
 
-    def jobs_after_edit(self, warm: bool, typed_through: bool) -> list[IdleJob]:
+    def jobs_after_edit(self, warm: bool, typed_through: bool, ends_docstring: bool = False) -> list[IdleJob]:
         """After an edit: the whole window where the place had a short one (after a pause), then
         the place's prompt, or the next suggestion when the edit accepted the one shown. Nothing
         when the user typed into the suggestion shown: the next request is answered from it, and
         the model goes on with what it was doing (often the rest of an answer given early). The
         widening comes first: a new idle job preempts a running one, and the place's own warm-up
-        must not be the one preempted."""
+        must not be the one preempted. `ends_docstring`: the edited line may end a docstring over
+        an empty body; in the widening's place, after a pause and through the request made there,
+        the docstring moment one Enter away (the question asked, its prompt evaluated)."""
         if not warm or self.last_edit < 0 or (typed_through and not self.accepted):
             return []
         place = JobKind.PRECOMPUTE if self.accepted else JobKind.WARM_PLACE
-        return [IdleJob(JobKind.WIDEN, job_key(JobKind.WIDEN, self.uri), WIDEN_QUIET_S, resume=True),
-                IdleJob(place, job_key(place, self.uri))]
+        first = JobKind.AHEAD if ends_docstring else JobKind.WIDEN
+        # A quote just typed closed the docstring: Enter is next, at once. Else (typing in a line
+        # whose quotes were closed as they were opened) after a pause.
+        quiet = (0.0 if self.last_inserted.endswith(('"', "'")) else AHEAD_QUIET_S) if ends_docstring \
+            else WIDEN_QUIET_S
+        return [IdleJob(first, job_key(first, self.uri), quiet, resume=True), IdleJob(place, job_key(place, self.uri))]
 
     def follow_up(self, reason: str, unfinished: bool, short_window: bool) -> IdleJob | None:
         """After an answer given before the pipeline was done with the place: its rest, at once

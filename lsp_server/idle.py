@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
+from engine.instruct import enter_after_docstring
 from engine.reasons import Outcome
 from engine.service import CompletionRequest, CompletionResult, CompletionService
 from engine.session import DocumentSession, IdleJob, JobKind, WarmOrder, idle_keys, job_key
@@ -57,7 +58,8 @@ class IdleWork:
         session, text, service = doc.session, doc.text, server.service
         request = doc.request_at(session.last_edit, "utf-32", server.documents.others(uri), interactive=True)
         typed_through = not session.accepted and session.typed_through(text, session.last_edit) is not None
-        for job in session.jobs_after_edit(server.settings.warm, typed_through):
+        ends_docstring = server.settings.docstring_prompt == "instruct" and _ends_in_quote(text, session.last_edit)
+        for job in session.jobs_after_edit(server.settings.warm, typed_through, ends_docstring):
             self.run(job, _place_work(job.kind, service, session, request))
 
     def follow_up(self, uri: str, request: CompletionRequest, offset: int, answered: CompletionResult,
@@ -159,6 +161,12 @@ def _place_work(kind: JobKind, service: CompletionService, session: DocumentSess
     def run(cancel: Any) -> bool:
         asked = replace(request, cancel=cancel)
         with contextlib.suppress(EngineError):
+            if kind == JobKind.AHEAD:  # the docstring moment one Enter away, if the line ends a docstring
+                offset, tree = asked.place()
+                if (ahead := enter_after_docstring(tree, offset)) is None:
+                    return False
+                asked = replace(asked, text=ahead[0].text, tree=ahead[0], offset=ahead[1])
+                return service.warm(asked) is not None and not cancel.is_set()
             if kind == JobKind.WIDEN:
                 return service.widen(asked) is not None and not cancel.is_set()
             if kind == JobKind.PRECOMPUTE:  # nobody waits: the answer the pipeline gives with time
@@ -168,6 +176,14 @@ def _place_work(kind: JobKind, service: CompletionService, session: DocumentSess
             return not cancel.is_set()
         return False
     return run
+
+
+def _ends_in_quote(text: str, offset: int) -> bool:
+    """Whether the line at `offset` ends (trailing blanks aside) in a quote: it may close a
+    docstring. Bounded: a line's last 256 characters."""
+    end = text.find("\n", offset)
+    end = len(text) if end < 0 else end
+    return text[max(0, end - 256): end].rstrip().endswith(('"', "'"))
 
 
 def _refined(service: CompletionService, session: DocumentSession, request: CompletionRequest,

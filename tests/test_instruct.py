@@ -17,6 +17,7 @@ from engine.instruct import (
     MIN_BODY_TOKENS,
     HeadImports,
     docstring_moment,
+    enter_after_docstring,
     imported_names,
     instruct_prompt,
     own_head,
@@ -43,6 +44,27 @@ def test_an_empty_body_under_a_docstring_is_the_moment():
     method = 'class Shape:\n    def area(self):\n        """The area."""\n        |\n'
     assert moment(method).header == '    def area(self):\n        """The area."""\n'
     assert moment(HEAD + "|" + BELOW) is None
+
+
+def test_the_moment_one_enter_away_is_where_a_line_ends_a_docstring_over_an_empty_body():
+    docstring_line = HEAD.index('    """')
+    for cursor in (len(HEAD) - 1, len(HEAD) - 4, docstring_line + 8):  # after the quotes, before them, in the text
+        text = HEAD + BELOW
+        ahead = enter_after_docstring(SyntaxTree(text, "python"), cursor)
+        assert ahead is not None
+        tree, place = ahead
+        # The text with Enter pressed at the line's end, auto-indented; the same question as there.
+        assert tree.text == HEAD + "    \n" + BELOW and place == len(HEAD) + 4
+        assert docstring_moment(tree, place) == moment(HEAD + "    |\n" + BELOW)
+    closing = 'def area(r):\n    """The area.\n\n    Of a circle.\n    """  \n'
+    ahead = enter_after_docstring(SyntaxTree(closing + BELOW, "python"), len(closing) - 2)
+    assert ahead is not None and ahead[0].text == closing[:-3] + "\n      \n" + BELOW  # (trailing blanks move down)
+    for text, cursor in ((HEAD + "    return 1\n", len(HEAD) - 1),  # the body has code
+                         (HEAD + BELOW, HEAD.index("def area") + 5),  # not the docstring's line
+                         ('x = """text"""\n', 5), ("def f():\n    'doc'\n", 4)):
+        assert enter_after_docstring(SyntaxTree(text, "python"), cursor) is None, text
+    assert enter_after_docstring(SyntaxTree("def f():\n    'doc'\n", "python"), 18) is not None
+    assert enter_after_docstring(SyntaxTree(HEAD, "javascript"), len(HEAD) - 1) is None
 
 
 @pytest.mark.parametrize("text", [
@@ -189,3 +211,61 @@ def test_the_places_warm_up_at_the_moment_evaluates_the_question_the_request_ask
     fake_backend.queue("import math\n\n\ndef area2(")
     assert service.warm(CompletionRequest(other, row, 4, language="python", path="/w/a.py", cancel=cancelled)) is None
     assert len(fake_backend.warmed) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_server_asks_the_moments_question_before_enter_is_pressed(qwen_info):
+    """The user closes a docstring over an empty body (the editor asks for a suggestion there),
+    pauses, and presses Enter: during the pause the server asked the model's head and evaluated
+    the body's prompt, so the request after Enter asks the model for the body alone, with that
+    prompt. In process, the fake backend; the real model's run is benchmarks/bench_holes_lsp.py
+    --enter-after."""
+    import asyncio
+
+    from lsprotocol import types
+
+    from engine.backends.fake import FakeBackend
+    from engine.prompt import _FALLBACK_CHAT_TEMPLATE
+    from lsp_server.server import FimbleServer
+
+    uri = "file:///w/shapes.py"
+    server = FimbleServer()
+    server.settings = server.settings.replace(backend="fake", first_answer_ms=0)
+    backend = FakeBackend()
+    info = qwen_info.__class__(**{**qwen_info.__dict__, "chat_template": _FALLBACK_CHAT_TEMPLATE})
+    server.service = CompletionService(server.settings, backend=backend, model_info=info)
+    server.service.load()
+    server.load_state = "ready"
+    server.protocol.notify = lambda method, params=None: None  # type: ignore[method-assign]
+    row = HEAD.count("\n") - 1  # the docstring's line
+    column = len(HEAD.split("\n")[row])
+    try:
+        server.documents.open(uri, "python", 1, HEAD[:-2] + "\n" + BELOW)  # the last quote not yet typed
+
+        def edit(version: int, line: int, character: int, text: str) -> None:
+            at = types.Position(line, character)
+            server.documents.change(uri, version, [types.TextDocumentContentChangePartial(
+                range=types.Range(at, at), text=text)], server.encoding)
+            server.idle.after_edit(uri)
+
+        def inline(line: int, character: int) -> types.InlineCompletionParams:
+            return types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+
+        backend.queue("", "import math\n\n\ndef area(", "    return math.pi * r ** 2\n```")
+        edit(2, row, column - 1, '"')
+        assert (await server.inline_completion(inline(row, column))).items == []  # (fill-in-the-middle there)
+        for _ in range(300):
+            if server.idle.warmed.get("ahead"):
+                break
+            await asyncio.sleep(0.01)
+        assert server.idle.warmed.get("ahead") == 1
+        head, body_prompt = backend.requests[-1], backend.warmed[-1]
+        assert head.max_tokens == HEAD_TOKENS and body_prompt.endswith(f"{FENCE}python\n{HEAD}")
+        edit(3, row, column, "\n    ")  # Enter, auto-indented
+        answer = await server.inline_completion(inline(row + 1, 4))
+        assert [item.insert_text for item in answer.items] == ["return math.pi * r ** 2"]
+        assert len(backend.requests) == 3 and backend.requests[-1].prompt.render() == body_prompt
+    finally:
+        server.worker.stop()

@@ -156,3 +156,37 @@ async def test_a_long_answer_comes_early_then_whole(client: LanguageClient):
     assert current["cache"]["warmed"].get("finished", 0) >= 1
     # One suggestion when it grew; a replaced one is a second.
     assert current["acceptance"]["python"]["shown"] == shown_before + (2 if imports else 1)
+
+
+VOWELS = ('def count_vowels(text):\n'
+          '    """Return how many of the characters of text are vowels (a, e, i, o, u), in either case."""\n'
+          '\n\nif __name__ == "__main__":\n    print(count_vowels("Hello"))\n')
+VOWELS_URI = "file:///work/example/vowels.py"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_docstring_moment_is_asked_before_enter(client: LanguageClient):
+    """The user types a docstring's closing quote over an empty body (the editor asks there), then
+    Enter: meanwhile the server asked the model's lines above the function and evaluated the
+    body's prompt as it is after Enter, so the request after Enter only decodes."""
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(PRIMES_URI)))
+    line = VOWELS.split("\n")[1]
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=VOWELS_URI, language_id="python", version=1, text=VOWELS.replace(line, line[:-1]))))
+    await until(client, lambda s: "document:vowels.py" in s["cache"]["kv"].get("labels", []), "the document's warm-up",
+                uri=VOWELS_URI)  # (the model is loaded, and the document's own warm-up is done)
+    before = (await status(client, VOWELS_URI))["cache"]["warmed"].get("ahead", 0)
+    edit(client, 2, 1, len(line) - 1, len(line) - 1, '"', VOWELS_URI)
+    await client.text_document_inline_completion_async(request(1, len(line), "closing-quote", VOWELS_URI))
+    await until(client, lambda s: s["cache"]["warmed"].get("ahead", 0) > before, "the moment one Enter ahead",
+                uri=VOWELS_URI)
+    edit(client, 3, 1, len(line), len(line), "\n    ", VOWELS_URI)  # Enter, auto-indented
+    result = await client.text_document_inline_completion_async(request(2, 4, "after-enter", VOWELS_URI))
+    record = next(r for r in (await status(client, VOWELS_URI))["requests"] if r.get("token") == "after-enter")
+    timings = record["timings"]
+    assert timings["window"] == "instruct" and "head" in timings, timings
+    # The prompt was in the KV cache: at most the last token is evaluated again (for its logits).
+    assert timings["prompt_tokens_evaluated"] <= 1 and timings["prompt_tokens"] > 60, timings
+    assert result.items and record["outcome"] == "shown", record
+    lines = VOWELS.split("\n")
+    ast.parse("\n".join([*lines[:2], "    " + result.items[0].insert_text, *lines[2:]]))  # in place, it parses

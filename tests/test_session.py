@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.reasons import Outcome
 from engine.session import (
+    AHEAD_QUIET_S,
     DOCUMENT_WARM_QUIET_S,
     WIDEN_QUIET_S,
     DocumentSession,
@@ -34,6 +35,20 @@ def test_an_edit_asks_for_the_whole_window_after_a_pause_then_the_place():
     assert session.jobs_after_edit(warm=False, typed_through=False) == []
     # Typed into the suggestion shown: the next request is answered from it; the model goes on.
     assert session.jobs_after_edit(warm=True, typed_through=True) == []
+
+
+def test_a_line_that_may_end_a_docstring_asks_for_the_moment_one_enter_away():
+    session = DocumentSession(URI)
+    session.edited(40, '"')  # the closing quote typed: Enter comes next, at once
+    assert session.jobs_after_edit(warm=True, typed_through=False, ends_docstring=True) == [
+        IdleJob(JobKind.AHEAD, f"widen:{URI}", 0.0, resume=True), IdleJob(JobKind.WARM_PLACE, f"warm:{URI}")]
+    session.edited(38, "a")  # typing in a docstring whose quotes were closed as they were opened: after a pause
+    assert session.jobs_after_edit(warm=True, typed_through=False, ends_docstring=True)[0] == \
+        IdleJob(JobKind.AHEAD, f"widen:{URI}", AHEAD_QUIET_S, resume=True)
+    # The next edit's widening (every edit asks for one) replaces it: Enter, or anything else.
+    session.edited(45, "\n    ")
+    assert session.jobs_after_edit(warm=True, typed_through=False)[0].key == f"widen:{URI}"
+    assert session.jobs_after_edit(warm=False, typed_through=False, ends_docstring=True) == []
 
 
 def test_accepting_the_suggestion_asks_for_the_next_one_outright():
