@@ -45,6 +45,7 @@ MAX_IMPORT_LINES = 20
 # What the model writes above the function (`own_head`): at most this many tokens, up to these.
 HEAD_TOKENS = 48
 HEAD_STOPS = ("def ", "class ", "async ", FENCE)
+QUOTES = ('"', "'")  # what a docstring ends with
 _IMPORT = re.compile(r"(?:from\s+([\w.]+)\s+)?import\s+(.+)")
 _DEFINITIONS = frozenset({"function_definition"})
 
@@ -98,6 +99,14 @@ def docstring_moment(tree: SyntaxTree, offset: int) -> DocstringMoment | None:
     return DocstringMoment(name, text[start:line_start].rstrip() + "\n", _imports(tree), top_start)
 
 
+def line_ends_in_quote(text: str, offset: int) -> bool:
+    """Whether the line at `offset` ends (trailing blanks aside) in a quote: it may close a
+    docstring. Bounded (the line's last 256 characters): the server asks after every edit."""
+    end = text.find("\n", offset)
+    end = len(text) if end < 0 else end
+    return text[max(0, end - 256): end].rstrip().endswith(QUOTES)
+
+
 def enter_after_docstring(tree: SyntaxTree, offset: int) -> tuple[SyntaxTree, int] | None:
     """The docstring moment one Enter away: where the cursor's line ends a definition's docstring
     (its closing quotes last on the line) and the body is otherwise empty, the tree of the text
@@ -107,13 +116,12 @@ def enter_after_docstring(tree: SyntaxTree, offset: int) -> tuple[SyntaxTree, in
     if tree.spec is None or tree.spec.name != "python":
         return None
     text = tree.text
+    if not line_ends_in_quote(text, offset):
+        return None  # (the common case)
     start = text.rfind("\n", 0, offset) + 1
     end = text.find("\n", offset)
     line = text[start: len(text) if end < 0 else end]
-    closed = line.rstrip()
-    if not closed.endswith(('"', "'")):
-        return None  # (the common case: costs a line)
-    at = start + len(closed)
+    at = start + len(line.rstrip())
     indentation = line[: len(line) - len(line.lstrip(" \t"))]
     ahead = tree.snapshot()
     ahead.edit(at, at, "\n" + indentation)

@@ -151,8 +151,8 @@ class DocumentSession:
         the model goes on with what it was doing (often the rest of an answer given early). The
         widening comes first: a new idle job preempts a running one, and the place's own warm-up
         must not be the one preempted. `ends_docstring`: the edited line may end a docstring over
-        an empty body; in the widening's place, after a pause and through the request made there,
-        the docstring moment one Enter away (the question asked, its prompt evaluated)."""
+        an empty body; in the widening's place, after the request made there, the docstring
+        moment one Enter away (the question asked, its prompt evaluated)."""
         if not warm or self.last_edit < 0 or (typed_through and not self.accepted):
             return []
         place = JobKind.PRECOMPUTE if self.accepted else JobKind.WARM_PLACE

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
-from engine.instruct import enter_after_docstring
+from engine.instruct import enter_after_docstring, line_ends_in_quote
 from engine.reasons import Outcome
 from engine.service import CompletionRequest, CompletionResult, CompletionService
 from engine.session import DocumentSession, IdleJob, JobKind, WarmOrder, idle_keys, job_key
@@ -58,7 +58,7 @@ class IdleWork:
         session, text, service = doc.session, doc.text, server.service
         request = doc.request_at(session.last_edit, "utf-32", server.documents.others(uri), interactive=True)
         typed_through = not session.accepted and session.typed_through(text, session.last_edit) is not None
-        ends_docstring = server.settings.docstring_prompt == "instruct" and _ends_in_quote(text, session.last_edit)
+        ends_docstring = server.settings.docstring_prompt == "instruct" and line_ends_in_quote(text, session.last_edit)
         for job in session.jobs_after_edit(server.settings.warm, typed_through, ends_docstring):
             self.run(job, _place_work(job.kind, service, session, request))
 
@@ -176,14 +176,6 @@ def _place_work(kind: JobKind, service: CompletionService, session: DocumentSess
             return not cancel.is_set()
         return False
     return run
-
-
-def _ends_in_quote(text: str, offset: int) -> bool:
-    """Whether the line at `offset` ends (trailing blanks aside) in a quote: it may close a
-    docstring. Bounded: a line's last 256 characters."""
-    end = text.find("\n", offset)
-    end = len(text) if end < 0 else end
-    return text[max(0, end - 256): end].rstrip().endswith(('"', "'"))
 
 
 def _refined(service: CompletionService, session: DocumentSession, request: CompletionRequest,
