@@ -1,4 +1,5 @@
-"""Builds the C tokenizer (native/_bpe.c). Everything else is in pyproject.toml.
+"""Builds the C tokenizer (native/_bpe.c) and the cancel flag's reader (native/_cancel.c).
+Everything else is in pyproject.toml.
 
 The Unicode table the pre-tokenizers read is generated here, at build time, from the building
 Python's `unicodedata` (native/gen_unicode.py); it is never checked in.
@@ -23,6 +24,7 @@ class BuildWithUnicodeTable(build_ext):
 
 
 setup(
-    ext_modules=[Extension("native._bpe", ["native/_bpe.c"], extra_compile_args=["-O3", "-std=c99", "-Wall"])],
+    ext_modules=[Extension("native._bpe", ["native/_bpe.c"], extra_compile_args=["-O3", "-std=c99", "-Wall"]),
+                 Extension("native._cancel", ["native/_cancel.c"], extra_compile_args=["-O2", "-std=c11", "-Wall"])],
     cmdclass={"build_ext": BuildWithUnicodeTable},
 )

@@ -134,11 +134,20 @@ def instruct_prompt(moment: DocstringMoment, info: ModelInfo, head: str | None =
     `head` (what the model wrote above the function, `own_head`). Without a head: the answer
     begun with the fence alone, for the model to write its head."""
     code = (moment.imports + "\n\n" if moment.imports else "") + moment.header.rstrip()
-    messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{FENCE}python\n{code}\n{FENCE}"}]
+    asked = f"{INSTRUCTION}\n\n{FENCE}python\n"
+    messages = [{"role": "user", "content": f"{asked}{code}\n{FENCE}"}]
     prompt = chat_prompt(messages, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
                          add_bos=info.add_bos)
     begun = f"{FENCE}python\n" if head is None else f"{FENCE}python\n{head}{moment.header}"
-    return Prompt((*prompt.parts, Text(begun)), "instruct", prompt.add_bos, prompt.stop_tokens, prompt.messages)
+    # The template's text before the user's message and the instruction are the same at every
+    # docstring moment: they are parts of their own, shared, so that the backend keeps their state.
+    parts = list(prompt.parts)
+    at = next((i for i, part in enumerate(parts) if isinstance(part, Text) and part.text.startswith(asked)), None)
+    shared = 0
+    if at is not None:
+        parts[at: at + 1] = [Text(asked), Text(parts[at].text[len(asked):])]
+        shared = at + 1
+    return Prompt((*parts, Text(begun)), "instruct", prompt.add_bos, prompt.stop_tokens, prompt.messages, shared)
 
 
 def own_head(written: str, whole: bool) -> str:

@@ -42,6 +42,9 @@ class Prompt:
     # For chat prompts, the (role, content) messages it was rendered from: servers with a chat
     # endpoint take these instead of the rendered text.
     messages: tuple[tuple[str, str], ...] = ()
+    # The first parts, which every prompt of its kind begins with (a chat prompt's instruction):
+    # a backend that keeps KV states keeps theirs, and the next prompt of the kind starts from it.
+    shared_parts: int = 0
 
     def render(self) -> str:
         return "".join(p.text for p in self.parts)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from engine.instruct import INSTRUCTION as CHAT_INSTRUCTION
 from engine.prompt import chat_prompt, prefix_only_prompt
 from engine.service import CompletionRequest, CompletionService
 from engine.text import position_at
+from native.cancel import CancelFlag
 
 from .holes import place_cursor
 
@@ -57,7 +57,7 @@ def generate(service: CompletionService, problem: dict[str, Any], mode: str, ind
         pos = position_at(hole.document, len(hole.before))
         result = service.complete(CompletionRequest(hole.document, pos.line, pos.character, language="python",
                                                     path=f"{problem['task_id']}.py", raw=raw,
-                                                    cancel=threading.Event(), use_cache=False))
+                                                    cancel=CancelFlag(), use_cache=False))
         stats = {**result.timings, "reason": result.reason, "cursor": cursor,
                  "typed": hole.before[len(problem["prompt"]):] if hole.before.startswith(problem["prompt"]) else "",
                  "exact": result.text.strip() == hole.expected.strip()}

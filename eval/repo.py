@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import threading
 import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from engine.errors import EngineError
 from engine.service import CompletionRequest, CompletionService
 from engine.syntax import SUPPORTED_LANGUAGES, SyntaxTree, canonical_language, error_count, get_language, parse
 from engine.text import position_at
+from native.cancel import CancelFlag
 
 from . import report
 from .data import read_jsonl, write_jsonl
@@ -129,7 +129,7 @@ def complete_hole(service: CompletionService, sources: Sources, hole: RepoHole, 
     pos = position_at(placed.document, len(placed.before))
     started = time.perf_counter()
     result = service.complete(CompletionRequest(placed.document, pos.line, pos.character, "utf-16", hole.language,
-                                                hole.path, cancel=threading.Event(), others=others))
+                                                hole.path, cancel=CancelFlag(), others=others))
     wall_ms = (time.perf_counter() - started) * 1000
     spliced = placed.program(result.text)
     errors_before, errors_after = syntax_errors(text, hole.language), syntax_errors(spliced, hole.language)

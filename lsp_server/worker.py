@@ -2,7 +2,8 @@
 
 llama.cpp is not thread-safe, so every model call runs here, one at a time. Each job has a key
 (the document it is for): a new job with the same key drops the one still waiting, and sets the
-cancel flag of the one running, which the backend checks between tokens. The event loop only
+cancel flag of the one running, which the backend checks between tokens (and llama.cpp within a
+batch of prompt tokens, for requests). The event loop only
 ever awaits futures; it never blocks on the model.
 """
 
@@ -16,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from native.cancel import CancelFlag
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,9 @@ class ModelWorker:
 
     def submit(self, key: str, run: Callable[[threading.Event], Any], *, supersede: bool = True) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        job = Job(key, run, loop.create_future(), loop)
+        # A request's cancel can stop llama.cpp within a batch (native.CancelFlag); an idle job's
+        # stays a plain Event, so that a preempted warm-up keeps every batch it began.
+        job = Job(key, run, loop.create_future(), loop, cancel=CancelFlag())
         with self._cv:
             self._last_activity = time.monotonic()
             if supersede:

@@ -168,6 +168,27 @@ async def test_idle_jobs_run_only_when_nothing_waits_and_yield_to_real_ones():
     assert await document is False
 
 
+async def test_a_request_gets_a_cancel_llama_cpp_reads_mid_batch_and_an_idle_job_a_plain_one():
+    """A request's cancel stops llama.cpp within a batch of prompt tokens (native.CancelFlag);
+    an idle job's is seen between batches only, so a preempted warm-up keeps what it began."""
+    from native.cancel import CancelFlag
+
+    worker = ModelWorker()
+    request = await worker.submit("a", lambda cancel: cancel)
+    idle = await worker.submit_idle("warm:a", lambda cancel: cancel)
+    assert isinstance(request, CancelFlag) and not request.is_set()
+    assert isinstance(idle, threading.Event) and not isinstance(idle, CancelFlag)
+    gate, running = threading.Event(), threading.Event()
+    first = worker.submit("a", lambda cancel: running.set() or (gate.wait(5) and cancel))
+    await asyncio.get_running_loop().run_in_executor(None, running.wait)
+    second = worker.submit("a", lambda cancel: "second")  # supersedes the running one: its flag is set
+    gate.set()
+    flag = await first
+    assert isinstance(flag, CancelFlag) and flag.is_set()
+    assert await second == "second"
+    worker.stop()
+
+
 async def test_a_newer_idle_job_for_the_same_key_replaces_the_waiting_one():
     worker = ModelWorker()
     gate = threading.Event()

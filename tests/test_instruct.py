@@ -93,6 +93,13 @@ def test_the_prompt_asks_for_the_function_and_begins_its_answer(qwen_info):
     assert "import math\n\ndef area(r):" in rendered
     # Without a head, the answer is begun with the fence alone: the model writes its head.
     assert instruct_prompt(found, qwen_info).render().endswith(f"<|im_start|>assistant\n{FENCE}python\n")
+    # The template's text up to the code and the instruction are parts of their own, the same
+    # for every function: the backend keeps their state (Prompt.shared_parts).
+    other = instruct_prompt(moment("def f(x):\n    \"\"\"Twice x.\"\"\"\n    |\n"), qwen_info, "")
+    shared = prompt.parts[: prompt.shared_parts]
+    assert prompt.shared_parts == other.shared_parts > 0 and shared == other.parts[: other.shared_parts]
+    assert "".join(p.text for p in shared).endswith(f"{INSTRUCTION}\n\n{FENCE}python\n")
+    assert "def area" not in "".join(p.text for p in shared) and "def area" in prompt.parts[prompt.shared_parts].text
 
 
 def test_the_head_is_the_models_own_lines_above_the_function():

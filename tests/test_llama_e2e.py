@@ -5,17 +5,20 @@ from __future__ import annotations
 import ast
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from test_cpu_load import busy_processes
 
 from engine.backends import GenerationRequest
 from engine.backends.cpu_load import usable_cores
+from engine.backends.llama_cpp import ABORTABLE_CHUNK
 from engine.cache import LRUCache
 from engine.config import Settings
 from engine.errors import BackendError, ModelError
 from engine.models import resolve_model
 from engine.service import CompletionRequest, CompletionService
+from native.cancel import CancelFlag
 
 pytestmark = pytest.mark.model
 
@@ -59,6 +62,38 @@ def test_cancel_is_seen_between_tokens(real_service):
     assert flagged_at and result.stats.generated_tokens < 50  # seen between tokens, long before the 400
 
 
+class _SeenFirstByLlamaCpp(CancelFlag):
+    """Set from the start, but the backend's own checks (`is_set`, before each batch and token)
+    are told it is not: only llama.cpp, reading the byte within a batch, can see it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set()
+
+    def is_set(self) -> bool:
+        return False
+
+
+def test_a_requests_cancel_stops_the_prompt_within_a_batch_and_the_cache_stays_right(real_service):
+    from engine.backends import llama_reach as reach
+
+    backend = real_service.load()
+    body = "".join(f"def unrelated_{i}(value):\n    return value * {i} - {i * 3}\n\n" for i in range(20))
+    prompt = real_service.info.fim.build(body + "def triple(value):\n", "\n")
+    request = GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=12)
+    reach.clear(backend.llm)
+    stopped = backend.generate(replace(request, cancel=_SeenFirstByLlamaCpp()))
+    assert stopped.stats.stop_reason == "cancelled" and stopped.text == ""
+    assert stopped.stats.prompt_tokens > ABORTABLE_CHUNK and stopped.stats.prompt_tokens_evaluated == 0
+    assert reach.held_positions(backend.llm) == 0 and reach.live_tokens(backend.llm) == []
+    answer = backend.generate(replace(request, cancel=CancelFlag()))  # the same prompt, from the stopped state
+    reach.clear(backend.llm)
+    fresh = backend.generate(replace(request, cancel=CancelFlag()))  # from an empty cache
+    assert answer.stats.stop_reason == fresh.stats.stop_reason != "cancelled"
+    assert answer.stats.prompt_tokens_evaluated == fresh.stats.prompt_tokens_evaluated == stopped.stats.prompt_tokens
+    assert answer.text.strip() and answer.text == fresh.text
+
+
 def test_time_budget_holds(real_service):
     backend = real_service.load()
     result = backend.generate(_long_request(real_service, time_budget_s=0.6))
@@ -75,7 +110,8 @@ def test_the_time_budget_does_not_count_the_prompt(real_service):
     result = backend.generate(GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=64,
                                                               time_budget_s=0.01))
     assert result.stats.prompt_tokens > 500
-    assert result.stats.prompt_tokens_evaluated >= result.stats.prompt_tokens - 1  # nothing cut short
+    stats = result.stats  # nothing cut short (the cache may hold a head of it from an earlier test)
+    assert stats.prompt_tokens_evaluated + stats.prompt_tokens_reused >= stats.prompt_tokens - 1
     assert result.stats.stop_reason == "time_budget" and result.stats.generated_tokens >= 1
 
 
@@ -143,6 +179,30 @@ def test_the_docstring_moment_asks_for_the_function_and_inserts_its_body(real_se
     lines[2] += result.text
     ast.parse("\n".join(lines))
     assert "return" in result.text and "primes_below(" not in result.text, result.text
+
+
+def test_the_next_docstring_moment_starts_from_the_kept_instruction(real_service):
+    """The chat template's text and the instruction are the same at every docstring moment: the
+    first moment keeps their state, and a moment in another file, asked after a
+    fill-in-the-middle prompt filled the cache, evaluates none of them again."""
+    from engine.backends import llama_reach as reach
+
+    reach.clear(real_service.load().llm)
+    first = real_service.complete(CompletionRequest(PRIMES, 2, 4, language="python", path="/w/a.py", use_cache=False))
+    kept = real_service.cache_summary()
+    assert first.timings["window"] == "instruct" and "shared" in kept["labels"], kept
+    assert kept["tokens"][kept["labels"].index("shared")] == 44  # the default model's template and instruction
+    fim = real_service.complete(CompletionRequest(FUNCTION, 3, 11, language="python", path="/w/fim.py",
+                                                  use_cache=False))
+    assert fim.timings["window"] != "instruct" and fim.timings["prompt_tokens_reused"] == 0  # the instruction is gone
+    restores = real_service.cache_summary()["restores"]
+    other = "def count_vowels(word):\n    \"\"\"How many vowels the word has.\"\"\"\n    \n"
+    second = real_service.complete(CompletionRequest(other, 2, 4, language="python", path="/w/b.py"))
+    assert second.timings["window"] == "instruct", second
+    assert real_service.cache_summary()["restores"] == restores + 1  # the head's question started from it
+    lines = other.split("\n")
+    lines[2] += second.text
+    ast.parse("\n".join(lines))
 
 
 def test_an_answer_given_early_finishes_as_the_one_waited_for(real_service):

@@ -7,8 +7,10 @@ the backend and the benchmarks call it, and nothing else may reach in."""
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ LIBRARY_FUNCTIONS = {
     "llama_get_memory": 1, "llama_memory_seq_rm": 4, "llama_memory_seq_add": 5, "llama_set_n_threads": 3,
     "llama_state_seq_get_size": 2, "llama_state_seq_get_data": 4, "llama_state_seq_set_data": 4,
     "llama_vocab_is_eog": 2, "llama_print_system_info": 0, "llama_model_default_params": 0, "llama_memory_clear": 2,
+    "llama_set_abort_callback": 3, "llama_memory_seq_pos_max": 2,
 }
 
 
@@ -33,6 +36,10 @@ def test_the_ctypes_functions_fimble_calls_are_there_with_their_arity():
         argtypes = getattr(function, "argtypes", None)
         if argtypes is not None:
             assert len(argtypes) == arity, (name, argtypes)
+    # the abort callback's type (native/_cancel.c's function is cast to it) and what eval raises on a stop
+    callback = lib.ggml_abort_callback
+    assert callback._argtypes_ == (ctypes.c_void_p,) and callback._restype_ is ctypes.c_bool
+    assert "llama_decode returned {return_code}" in inspect.getsource(llama_cpp._internals.LlamaContext.decode)
     # _model_params swaps this default while a model loads: it must still be read from the module
     assert "llama_model_default_params" in inspect.getsource(llama_cpp.Llama.__init__)
     assert hasattr(lib.llama_model_default_params(), "use_extra_bufts")
@@ -89,3 +96,30 @@ def test_what_llama_reach_does_to_a_loaded_llama(real_service):
     assert reach.is_eog(llm, llm.token_eos()) and not reach.is_eog(llm, tokens[0])
     reach.clear(llm)
     assert reach.live_tokens(llm) == []
+
+
+def test_a_set_flag_stops_llama_decode_within_its_batch_and_the_cells_stay_as_they_were(real_service):
+    """`abort_on`: llama.cpp reads the flag between the nodes of a batch; the stopped batch
+    leaves no cells, `Llama.eval` raises what `aborted` knows, and afterwards calls run again."""
+    import numpy as np
+
+    from engine.backends import llama_reach as reach
+    from native.cancel import CancelFlag
+
+    llm = real_service.load().llm
+    tokens = llm.tokenize(b"def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n", add_bos=False)
+    reach.clear(llm)
+    llm.eval(tokens[:8])
+    flag = CancelFlag()
+    assert reach.can_abort(flag) and not reach.can_abort(threading.Event())
+    flag.set()
+    with pytest.raises(RuntimeError) as stopped, reach.abort_on(llm, flag):
+        llm.eval(tokens[8:])
+    assert reach.aborted(stopped.value)
+    assert reach.held_positions(llm) == 8 and reach.live_tokens(llm) == tokens[:8]
+    llm.eval(tokens[8:])  # the callback is off again: the same batch runs through
+    after = reach.logits_row(llm).copy()
+    reach.clear(llm)
+    llm.eval(tokens)
+    assert int(np.argmax(after)) == int(np.argmax(reach.logits_row(llm)))
+    reach.clear(llm)

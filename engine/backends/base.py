@@ -358,9 +358,10 @@ def common_prefix(held: Sequence[int], tokens: Sequence[int]) -> int:
 
 
 def prefill_chunks(tokens: Sequence[int], start: int, chunk: int, cancel: threading.Event,
-                   evaluate: Callable[[list[int], int], None]) -> str:
+                   evaluate: Callable[[list[int], int], bool | None]) -> str:
     """Evaluate `tokens[start:]` as `evaluate(chunk, position)` calls of at most `chunk` tokens,
-    with the cancel flag checked before each; StopReason.CANCELLED when it was seen, else ''.
+    with the cancel flag checked before each; StopReason.CANCELLED when it was seen (or when
+    `evaluate` returns True: the cancel stopped it within its chunk), else ''.
 
     Only a cancel stops a prefill: the time budget is for decoding, so that a request at a new
     place answers (later) instead of spending its budget on the prompt and showing nothing. What
@@ -368,5 +369,6 @@ def prefill_chunks(tokens: Sequence[int], start: int, chunk: int, cancel: thread
     for position in range(start, len(tokens), chunk):
         if cancel.is_set():
             return StopReason.CANCELLED
-        evaluate(list(tokens[position : position + chunk]), position)
+        if evaluate(list(tokens[position : position + chunk]), position):
+            return StopReason.CANCELLED
     return ""

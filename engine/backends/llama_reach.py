@@ -11,7 +11,12 @@ fails when a llama-cpp-python release moves or reshapes one.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+# llama_decode's return when its abort callback stopped it (llama.h).
+DECODE_ABORTED = 2
 
 
 def memory(llm: Any) -> Any:
@@ -110,5 +115,61 @@ def load_sequence(llm: Any, data: bytearray, tokens: list[int] | tuple[int, ...]
     return True
 
 
-__all__ = ["clear", "evaluate_rows", "forget_from", "is_eog", "live_tokens", "load_sequence", "logits_row", "memory",
-           "save_sequence", "set_live", "set_threads"]
+def can_abort(flag: object) -> bool:
+    """Whether llama.cpp can stop a batch when `flag` is set: a native.CancelFlag, and the C
+    callback that reads it built."""
+    from native.cancel import CancelFlag, callback_address
+
+    return isinstance(flag, CancelFlag) and callback_address() is not None
+
+
+@contextmanager
+def abort_on(llm: Any, flag: Any) -> Iterator[None]:
+    """Inside, llama.cpp stops a batch as soon as `flag` (a native.CancelFlag, `can_abort`) is
+    set: llama_decode drops the cells of the batch it had not finished and `Llama.eval` raises
+    (`aborted`). After, calls run to their end again."""
+    import llama_cpp
+
+    from native.cancel import callback_address
+
+    address = callback_address()
+    assert address is not None, "abort_on needs the C reader: ask can_abort first"
+    callback = ctypes.cast(address, llama_cpp.ggml_abort_callback)
+    llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, ctypes.c_void_p(flag.address))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, None)  # (reads nothing: never stops)
+
+
+def aborted(error: BaseException) -> bool:
+    """`Llama.eval` raised because the abort callback stopped llama_decode."""
+    return isinstance(error, RuntimeError) and str(error) == f"llama_decode returned {DECODE_ABORTED}"
+
+
+def held_positions(llm: Any) -> int:
+    """How many positions the live sequence's cells hold (after an abort: the micro-batches that
+    finished; `Llama.eval` counted none of the call's tokens)."""
+    import llama_cpp
+
+    return int(llama_cpp.llama_memory_seq_pos_max(memory(llm), 0)) + 1
+
+
+__all__ = [
+    "DECODE_ABORTED",
+    "abort_on",
+    "aborted",
+    "can_abort",
+    "clear",
+    "evaluate_rows",
+    "forget_from",
+    "held_positions",
+    "is_eog",
+    "live_tokens",
+    "load_sequence",
+    "logits_row",
+    "memory",
+    "save_sequence",
+    "set_live",
+    "set_threads",
+]
