@@ -116,3 +116,29 @@ def test_open_line_passes_over_a_blank_first_token_only_when_another_is_close():
     # A request's stop token is blank too (the answer would end there), for that request only.
     assert open_line_choice(np.array([16.0, 15.0, 16.5, 16.2]), blank, stops=[2], lead=1.0) == 3
     assert not blank[2]
+
+
+def test_prefill_chunks_cuts_the_first_chunk_apart_and_stops_where_the_cancel_is_seen():
+    from engine.backends.base import prefill_chunks
+
+    calls: list[tuple[int, int]] = []
+
+    def evaluate(chunk: list[int], position: int) -> bool:
+        calls.append((position, len(chunk)))
+        return False
+
+    tokens = list(range(300))
+    assert prefill_chunks(tokens, 10, 128, threading.Event(), evaluate, first=32) == ""
+    assert calls == [(10, 32), (42, 128), (170, 128), (298, 2)]
+    calls.clear()
+    assert prefill_chunks(tokens, 10, 128, threading.Event(), evaluate) == ""
+    assert calls == [(10, 128), (138, 128), (266, 34)]
+    # a chunk that the cancel stopped within (evaluate says so) ends the prefill there
+    cancel = threading.Event()
+    calls.clear()
+    stopped = prefill_chunks(tokens, 0, 128, cancel, lambda chunk, position: calls.append((position, len(chunk)))
+                             or position > 0, first=32)
+    assert stopped == "cancelled" and calls == [(0, 32), (32, 128)]
+    calls.clear()
+    cancel.set()  # seen before the first chunk: nothing evaluated
+    assert prefill_chunks(tokens, 0, 128, cancel, evaluate, first=32) == "cancelled" and calls == []

@@ -358,17 +358,21 @@ def common_prefix(held: Sequence[int], tokens: Sequence[int]) -> int:
 
 
 def prefill_chunks(tokens: Sequence[int], start: int, chunk: int, cancel: threading.Event,
-                   evaluate: Callable[[list[int], int], bool | None]) -> str:
-    """Evaluate `tokens[start:]` as `evaluate(chunk, position)` calls of at most `chunk` tokens,
-    with the cancel flag checked before each; StopReason.CANCELLED when it was seen (or when
-    `evaluate` returns True: the cancel stopped it within its chunk), else ''.
+                   evaluate: Callable[[list[int], int], bool | None], *, first: int | None = None) -> str:
+    """Evaluate `tokens[start:]` as `evaluate(chunk, position)` calls of at most `chunk` tokens
+    (the first of at most `first`, if given), with the cancel flag checked before each;
+    StopReason.CANCELLED when it was seen (or when `evaluate` returns True: the cancel stopped
+    it within its chunk), else ''.
 
     Only a cancel stops a prefill: the time budget is for decoding, so that a request at a new
     place answers (later) instead of spending its budget on the prompt and showing nothing. What
     was evaluated before a cancel stays in the cache for the next request at the same place."""
-    for position in range(start, len(tokens), chunk):
+    position = start
+    while position < len(tokens):
         if cancel.is_set():
             return StopReason.CANCELLED
-        if evaluate(list(tokens[position : position + chunk]), position):
+        size = first if first and position == start else chunk
+        if evaluate(list(tokens[position : position + size]), position):
             return StopReason.CANCELLED
+        position += size
     return ""

@@ -48,12 +48,14 @@ from .lookup import NEAR_TIE
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens evaluated per llama.cpp call. A request's cancel (native.CancelFlag) stops a
-# call within it, so its calls are large: prefill of 150 tokens takes ~13 % less time in calls of
-# 128 than of 32 (the weights are read once per call). What an aborted call had evaluated is
-# lost, so they are not larger. Other callers see a cancel only between calls: theirs stay small
-# enough that it is seen within about 0.2 s on two cores — among them warm-ups, whose finished
-# calls a request preempting them goes on from.
+# Prompt tokens evaluated per llama.cpp call. A call that runs to its end is small enough that a
+# cancel waits for it at most ~0.2 s on two cores, and what it evaluated stays for the next
+# request: warm-ups, and a request's first call — typing supersedes a request every keystroke,
+# and its next request goes on from those cells (with every call stoppable, a prompt longer than a
+# keystroke's worth would never be done while the user types). A request's later calls are
+# large, and its cancel (native.CancelFlag) stops one at once: prefill of 150 tokens takes ~13 %
+# less time in calls of 128 than of 32 (the weights are read once per call). What a stopped call
+# had evaluated is lost, so they are not larger.
 PREFILL_CHUNK = 32
 ABORTABLE_CHUNK = 128
 # Moving a run of KV cells goes through positions this far up, so that no run lands on cells
@@ -286,10 +288,11 @@ class LlamaCppBackend(Backend):
         stats.reuse_ms = (time.perf_counter() - started) * 1000
 
         abortable = reach.can_abort(request.cancel)
+        begun = llm.n_tokens  # the request's first call, at this position, runs to its end
 
         def evaluate(chunk: list[int], position: int) -> bool:
             chunk_started = time.perf_counter()
-            if not abortable:
+            if not abortable or position == begun:
                 llm.eval(chunk)
             elif not self._eval_abortable(chunk, request.cancel):
                 held = reach.held_positions(llm)  # the call's finished micro-batches, if any
@@ -305,16 +308,17 @@ class LlamaCppBackend(Backend):
                 self._compact()
             return False
 
-        chunk = ABORTABLE_CHUNK if abortable else PREFILL_CHUNK
+        chunk, first = (ABORTABLE_CHUNK, PREFILL_CHUNK) if abortable else (PREFILL_CHUNK, None)
         shared = self._shared_head(request.prompt)
         if llm.n_tokens < len(shared) and tokens[: len(shared)] == shared and shared not in self.states:
             # The prompt's shared parts are evaluated first and their state kept: the next prompt
             # of its kind starts from it (Prompt.shared_parts).
-            reason = prefill_chunks(shared, llm.n_tokens, chunk, request.cancel, evaluate)
+            reason = prefill_chunks(shared, llm.n_tokens, chunk, request.cancel, evaluate, first=first)
             if reason:
                 return reason
             self.save_live("shared")
-        return prefill_chunks(tokens, llm.n_tokens, chunk, request.cancel, evaluate)
+            first = None
+        return prefill_chunks(tokens, llm.n_tokens, chunk, request.cancel, evaluate, first=first)
 
     def _shared_head(self, prompt: Prompt) -> list[int]:
         """The ids of the prompt's shared parts (none when it has none)."""
