@@ -34,6 +34,11 @@ class CancelFlag(threading.Event):
     def address(self) -> int:
         return ctypes.addressof(self._byte)
 
+    @property
+    def seen_set(self) -> bool:
+        """What the C reader sees (the byte)."""
+        return bool(self._byte.value)
+
     def set(self) -> None:
         self._byte.value = 1  # before the Event: a thread woken by it sees the byte set too
         super().set()

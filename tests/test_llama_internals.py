@@ -22,7 +22,7 @@ LIBRARY_FUNCTIONS = {
     "llama_get_memory": 1, "llama_memory_seq_rm": 4, "llama_memory_seq_add": 5, "llama_set_n_threads": 3,
     "llama_state_seq_get_size": 2, "llama_state_seq_get_data": 4, "llama_state_seq_set_data": 4,
     "llama_vocab_is_eog": 2, "llama_print_system_info": 0, "llama_model_default_params": 0, "llama_memory_clear": 2,
-    "llama_set_abort_callback": 3, "llama_memory_seq_pos_max": 2,
+    "llama_set_abort_callback": 3, "llama_memory_seq_pos_max": 2, "llama_log_set": 2,
 }
 
 
@@ -40,6 +40,10 @@ def test_the_ctypes_functions_fimble_calls_are_there_with_their_arity():
     callback = lib.ggml_abort_callback
     assert callback._argtypes_ == (ctypes.c_void_p,) and callback._restype_ is ctypes.c_bool
     assert "llama_decode returned {return_code}" in inspect.getsource(llama_cpp._internals.LlamaContext.decode)
+    # llama_reach.quiet_stopped_batches hands every other log line to llama-cpp-python's own callback
+    from llama_cpp import _logger
+
+    assert isinstance(_logger.llama_log_callback, llama_cpp.llama_log_callback)
     # _model_params swaps this default while a model loads: it must still be read from the module
     assert "llama_model_default_params" in inspect.getsource(llama_cpp.Llama.__init__)
     assert hasattr(lib.llama_model_default_params(), "use_extra_bufts")

@@ -159,6 +159,7 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model.path}: {exc}") from exc
         self.tokenizer = native_tokenizer(self.model.path)
+        reach.quiet_stopped_batches()
 
     # -- tokens ------------------------------------------------------------------------------
 

@@ -123,6 +123,33 @@ def can_abort(flag: object) -> bool:
     return isinstance(flag, CancelFlag) and callback_address() is not None
 
 
+# The flag abort_on has given llama.cpp, while it may stop a batch (the log filter reads it).
+_stopping_on: Any = None
+# What llama.cpp logs when it drops a stopped batch's cells: expected, not the user's concern.
+_DROPPED_BATCH = b"decode: removing memory module entries"
+_log_filter: Any = None
+
+
+def quiet_stopped_batches() -> None:
+    """Route llama.cpp's log through llama-cpp-python's as before, except the line it writes each
+    time a batch is stopped by `abort_on` (one per superseded request: noise in the editor's log)."""
+    global _log_filter
+    import llama_cpp
+    from llama_cpp import _logger
+
+    if _log_filter is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def log(level: int, text: bytes, user_data: Any) -> None:
+        if _stopping_on is not None and _stopping_on.seen_set and text.startswith(_DROPPED_BATCH):
+            return
+        _logger.llama_log_callback(level, text, user_data)
+
+    _log_filter = log  # (kept: llama.cpp holds only the pointer)
+    llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
+
+
 @contextmanager
 def abort_on(llm: Any, flag: Any) -> Iterator[None]:
     """Inside, llama.cpp stops a batch as soon as `flag` (a native.CancelFlag, `can_abort`) is
@@ -134,11 +161,14 @@ def abort_on(llm: Any, flag: Any) -> Iterator[None]:
 
     address = callback_address()
     assert address is not None, "abort_on needs the C reader: ask can_abort first"
+    global _stopping_on
     callback = ctypes.cast(address, llama_cpp.ggml_abort_callback)
     llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, ctypes.c_void_p(flag.address))
+    _stopping_on = flag
     try:
         yield
     finally:
+        _stopping_on = None
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, None)  # (reads nothing: never stops)
 
 
@@ -169,6 +199,7 @@ __all__ = [
     "load_sequence",
     "logits_row",
     "memory",
+    "quiet_stopped_batches",
     "save_sequence",
     "set_live",
     "set_threads",
