@@ -115,12 +115,29 @@ def load_sequence(llm: Any, data: bytearray, tokens: list[int] | tuple[int, ...]
     return True
 
 
+_abort_reader: Any = None  # native/_cancel.c's reader as llama.cpp's callback type (`_abort_callback`)
+
+
+def _abort_callback() -> Any:
+    """The C reader of a CancelFlag's byte as a `ggml_abort_callback`, made once; None without
+    the C build."""
+    global _abort_reader
+    if _abort_reader is None:
+        import llama_cpp
+
+        from native.cancel import callback_address
+
+        address = callback_address()
+        _abort_reader = False if address is None else ctypes.cast(address, llama_cpp.ggml_abort_callback)
+    return _abort_reader or None
+
+
 def can_abort(flag: object) -> bool:
     """Whether llama.cpp can stop a batch when `flag` is set: a native.CancelFlag, and the C
     callback that reads it built."""
-    from native.cancel import CancelFlag, callback_address
+    from native.cancel import CancelFlag
 
-    return isinstance(flag, CancelFlag) and callback_address() is not None
+    return isinstance(flag, CancelFlag) and _abort_callback() is not None
 
 
 # The flag abort_on has given llama.cpp, while it may stop a batch (the log filter reads it).
@@ -157,12 +174,9 @@ def abort_on(llm: Any, flag: Any) -> Iterator[None]:
     (`aborted`). After, calls run to their end again."""
     import llama_cpp
 
-    from native.cancel import callback_address
-
-    address = callback_address()
-    assert address is not None, "abort_on needs the C reader: ask can_abort first"
     global _stopping_on
-    callback = ctypes.cast(address, llama_cpp.ggml_abort_callback)
+    callback = _abort_callback()
+    assert callback is not None, "abort_on needs the C reader: ask can_abort first"
     llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, ctypes.c_void_p(flag.address))
     _stopping_on = flag
     try:
