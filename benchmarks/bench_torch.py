@@ -30,7 +30,7 @@ def sync() -> None:
 def bench_ours(backend: object, prompt_ids: list[int], new_tokens: int) -> tuple[float, float]:
     import torch
 
-    from engine.backends.base import Deadline, GenerationRequest
+    from engine.backends.base import GenerationRequest
     from engine.backends.sampling import sample
     from engine.prompt import Prompt, Text
 
@@ -38,7 +38,7 @@ def bench_ours(backend: object, prompt_ids: list[int], new_tokens: int) -> tuple
     backend.cached = []  # type: ignore[attr-defined]
     sync()
     started = time.perf_counter()
-    logits, _, _ = backend.prefill(prompt_ids, request, Deadline(None))  # type: ignore[attr-defined]
+    logits, _, _ = backend.prefill(prompt_ids, request)  # type: ignore[attr-defined]
     sync()
     prefill_s = time.perf_counter() - started
     none = torch.tensor([], dtype=torch.long)

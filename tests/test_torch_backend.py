@@ -401,3 +401,19 @@ def test_the_text_stream_decodes_a_few_ids_at_a_time(torch_backend):
     stream = TextStream(counting)
     assert "".join(stream.push(i) for i in ids) == vocab.tok.decode(ids) == text
     assert len(ids) > 40 and max(decoded_lengths) <= 6
+
+
+@pytest.mark.model
+def test_the_speed_benchmarks_drive_the_backend_they_measure(torch_backend, monkeypatch):
+    """benchmarks/bench_torch.py (and gpu_check.py, which a lent GPU runs) call prefill and
+    decode_one directly: a changed signature must fail here, not on the GPU machine."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    sys.modules.pop("bench_torch", None)
+    from bench_torch import bench_ours
+
+    ids = torch_backend.vocab.encode("def f(x):\n    return x + 1\n" * 4)
+    prefill, decode = bench_ours(torch_backend, ids, 4)
+    assert prefill > 0 and decode > 0
+    assert len(torch_backend.cached) == len(ids) + 4 and torch_backend.cached[:len(ids)] == ids
