@@ -54,12 +54,31 @@ class Heal:
         return strip_indentation(generated, self.text) if self.text and not self.masked else generated
 
 
+class HeadCheck:
+    """Whether the text before an anchor is as it was. The tree's edits since say it at once; the
+    hash (a copy of a 2 MB head, then its hash, at every request) is taken only where they do not
+    (another history, more edits than the tree keeps) or where one touched the head and may have
+    undone itself. Each check that holds moves the mark on, so that typing on at one place never
+    outruns the edits kept."""
+
+    def __init__(self, tree: SyntaxTree, offset: int) -> None:
+        self.offset = offset
+        self.hash = hash(tree.text[:offset])
+        self.mark = tree.mark()
+
+    def holds(self, tree: SyntaxTree) -> bool:
+        if tree.unchanged_before(self.offset, self.mark) or hash(tree.text[: self.offset]) == self.hash:
+            self.mark = tree.mark()
+            return True
+        return False
+
+
 @dataclass(frozen=True)
 class Anchor:
     """Where the FIM prefix of the last prompt for a document ended, and what it was."""
 
     offset: int  # document offset of the line start where the middle begins
-    head_hash: int  # hash of the document text before `offset`
+    head: HeadCheck  # the document text before `offset`, as it was
     prefix: str  # the prompt's prefix (pinned lines + window), ending at `offset`
     suffix: str  # the prompt's suffix: the text after the cursor, cut to the budget
     context: tuple[Part, ...]  # extra context placed before the prefix
@@ -76,14 +95,15 @@ class Anchor:
         """The options an anchor (and a document's context) was built under: a change drops it."""
         return (settings.context_tokens, settings.model, settings.backend)
 
-    def fits(self, text: str, offset: int, settings: Settings) -> bool:
+    def fits(self, tree: SyntaxTree, offset: int, settings: Settings) -> bool:
         """Still usable: only text between the anchor and the cursor changed, and not too much."""
+        text = tree.text
         if offset < self.offset or Anchor.key(settings) != self.settings_key:
             return False
         middle = text[self.offset : offset]
         if len(middle) > ANCHOR_MAX_CHARS or middle.count("\n") > ANCHOR_MAX_LINES:
             return False
-        return text.startswith(self.suffix, offset) and hash(text[: self.offset]) == self.head_hash
+        return text.startswith(self.suffix, offset) and self.head.holds(tree)
 
 
 # Prompt tokens per second assumed until the backend has measured its own (two CPU cores).
@@ -203,7 +223,7 @@ class PromptBuilder:
         anchor is cut short where the whole window would take long; with `whole`, a short anchor
         kept is not reused."""
         anchor = memory.anchor if reuse else None
-        if anchor is None or not anchor.fits(tree.text, offset, settings) or (whole and anchor.short):
+        if anchor is None or not anchor.fits(tree, offset, settings) or (whole and anchor.short):
             anchor = self._new_anchor(settings, tree, offset, others, path, memory)
             if short_window is not None and self.info.fim is not None:
                 cost = short_window.new_tokens(self._prompt(anchor, ""))
@@ -221,7 +241,7 @@ class PromptBuilder:
         (else None). Not kept yet: `memory.anchor` becomes it once its prompt is evaluated, so
         that a request in between still finds the short prompt it was answered from."""
         current = memory.anchor
-        if current is None or not current.short or not current.fits(tree.text, offset, settings):
+        if current is None or not current.short or not current.fits(tree, offset, settings):
             return None
         anchor = self._new_anchor(settings, tree, offset, others, path, memory)
         return anchor, self._built(anchor, tree, offset, cursor, healer, True)
@@ -281,8 +301,8 @@ class PromptBuilder:
         local_prefix = pinned + window.prefix
         context, snippets = self._document_context(settings, tree, offset, others, path, memory,
                                                    local_prefix + window.suffix)
-        return Anchor(start, hash(text[:start]), local_prefix, window.suffix, context, snippets, Anchor.key(settings),
-                      short=short_budget is not None)
+        return Anchor(start, HeadCheck(tree, start), local_prefix, window.suffix, context, snippets,
+                      Anchor.key(settings), short=short_budget is not None)
 
     def _pinned_rows(self, tree: SyntaxTree, offset: int, first_line: int, budget: int, short: bool,
                      lines: list[str]) -> list[int]:

@@ -68,7 +68,7 @@ def ancestors(tree: SyntaxTree, byte: int) -> list[Any]:
 
 def _enclosing(tree: SyntaxTree, offset: int, types: frozenset[str], *, inclusive_end: bool) -> Any:
     """The innermost node of one of `types` that holds the cursor, or None."""
-    byte = len(tree.text[:offset].encode("utf-8", errors="surrogatepass"))
+    byte = tree.byte_at(offset)
     for node in ancestors(tree, byte):
         inside = node.start_byte < byte < node.end_byte or (inclusive_end and node.start_byte < byte == node.end_byte)
         if node.type in types and inside:
@@ -118,7 +118,7 @@ def pinned_lines(tree: SyntaxTree, offset: int, first_line: int, *, imports: boo
         for child in tree.tree.root_node.children:
             if child.type in IMPORT_TYPES and child.start_point[0] < first_line:
                 rows.update(range(child.start_point[0], min(child.end_point[0], first_line - 1) + 1))
-    byte = len(tree.text[:offset].encode("utf-8", errors="surrogatepass"))
+    byte = tree.byte_at(offset)
     for node in ancestors(tree, byte)[:-1]:  # not the root: Python's is a `module` too
         if node.type in DEFINITION_TYPES and node.start_byte < byte <= node.end_byte:
             body = node.child_by_field_name("body")

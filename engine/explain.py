@@ -111,9 +111,11 @@ def target(text: str, start_line: int, end_line: int, syntax: Any) -> str:
     end_line = max(start_line, min(end_line, len(lines) - 1))
     if start_line == end_line:
         node = None
+        offset = min(sum(len(line) + 1 for line in lines[:start_line]) + len(lines[start_line]) // 2, len(text))
+        if syntax is not None:
+            syntax.focus(offset)  # (a large text is parsed around that line)
         if syntax is not None and syntax.tree is not None:
-            offset = sum(len(line) + 1 for line in lines[:start_line]) + len(lines[start_line]) // 2
-            node = _definition_at(syntax, min(offset, len(text)))
+            node = _definition_at(syntax, offset)
         if node is not None:
             start_line, end_line = node.start_point[0], node.end_point[0]
         else:
@@ -123,7 +125,7 @@ def target(text: str, start_line: int, end_line: int, syntax: Any) -> str:
 
 def _definition_at(syntax: Any, offset: int) -> Any:
     """The innermost definition holding `offset` (with its decorators), never the whole file."""
-    byte = len(syntax.text[:offset].encode("utf-8", errors="surrogatepass"))
+    byte = syntax.byte_at(offset)
     path = ancestors(syntax, byte)[:-1]  # not the root: Python's is a `module` too
     for i, node in enumerate(path):
         if node.type in DEFINITION_TYPES and node.start_byte < byte <= node.end_byte:

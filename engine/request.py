@@ -62,7 +62,11 @@ class CompletionRequest:
 
     def place(self) -> tuple[int, SyntaxTree]:
         """The cursor's offset in the text, and the text's tree (the caller's, or parsed now)."""
-        return self.cursor_offset(), self.tree if self.tree is not None else SyntaxTree(self.text, self.language)
+        offset = self.cursor_offset()
+        if self.tree is None:
+            return offset, SyntaxTree(self.text, self.language)
+        self.tree.focus(offset)  # (a large text is parsed around the cursor)
+        return offset, self.tree
 
     def cursor_offset(self) -> int:
         if self.offset is not None:

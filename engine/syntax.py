@@ -10,11 +10,13 @@ from __future__ import annotations
 import bisect
 import importlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePath
 from typing import Any
+
+from .syntax_window import WHOLE_PARSE_MAX, TreeEdit, Window, statement_starts
 
 # LSP languageId → (grammar module, function returning the language pointer, block style).
 # Block style says how a block ends: by indentation, by a closing brace, or by a keyword.
@@ -116,7 +118,7 @@ def parse(spec: LanguageSpec, text: str) -> Any:
 READ_CHUNK = 1 << 16
 
 
-def parse_yielding(parser: Any, text: str, old: Any = None) -> Any:
+def parse_yielding(parser: Any, text: str, old: Any = None, spans: Sequence[tuple[int, int, int]] = ()) -> Any:
     """`parser.parse(text as UTF-8, old)`, letting other threads run while it parses.
 
     tree-sitter's parse of bytes holds the GIL throughout (18-120 ms for a 2 MB document on the
@@ -125,10 +127,26 @@ def parse_yielding(parser: Any, text: str, old: Any = None) -> Any:
     chunk and every hundred parser operations, and the interpreter hands the GIL over there when
     another thread has waited a switch interval. An ASCII text (a byte is a character) is
     encoded a chunk at a time as the parser reads it — an incremental parse reads little of
-    it — instead of 2 MB at once with the GIL held. The tree is the same."""
+    it — instead of 2 MB at once with the GIL held. The tree is the same.
+
+    `spans` (first byte, start, end in code points) are the parts the parser's included ranges
+    cover: a text that is not ASCII is then encoded only there."""
     if text.isascii():  # (O(1): CPython knows)
         def read(byte: int, point: Any) -> bytes:
             return text[byte : byte + READ_CHUNK].encode("ascii")
+    elif spans:
+        pieces = [(first, text[start:end].encode("utf-8", errors="surrogatepass")) for first, start, end in spans]
+        everything: list[bytes] = []
+
+        def read(byte: int, point: Any) -> bytes:
+            for first, data in pieces:
+                if first <= byte < first + len(data):
+                    return data[byte - first : byte - first + READ_CHUNK]
+            if byte == pieces[-1][0] + len(pieces[-1][1]):
+                return b""  # the end of the last range: the end of the input, for the parser
+            if not everything:  # (not seen in practice: reads stay inside the ranges)
+                everything.append(text.encode("utf-8", errors="surrogatepass"))
+            return everything[0][byte : byte + READ_CHUNK]
     else:
         data = text.encode("utf-8", errors="surrogatepass")
 
@@ -174,6 +192,9 @@ class SyntaxTree:
     large file costs the event loop microseconds, not the tens of milliseconds a reparse of a
     2 MB file takes. A snapshot's fresh tree is handed back to the document it came from while
     the document has not changed since, so the next parse starts from it.
+
+    A text over WHOLE_PARSE_MAX code points is parsed in a `Window` around its focus (`focus()`,
+    else the last edit) and its head; node positions stay those of the whole text.
     """
 
     def __init__(self, text: str, language_id: str | None, *, parse: bool = True) -> None:
@@ -185,6 +206,31 @@ class SyntaxTree:
         self._lock = threading.Lock()  # edits (event loop) against adopting a parse (worker)
         self._origin: SyntaxTree | None = None
         self._checkpoints: list[tuple[int, int, int]] | None = None  # see _byte_and_row
+        self._window: Window | None = None  # what the tree covers, for a text over WHOLE_PARSE_MAX
+        self._focus = 0  # where the next window goes: focus() or the last edit
+        self._starts: list[int] | None = None  # top-level statement starts, for the window's bounds
+        self._version = 0  # edits so far
+        self._edits: list[TreeEdit] = []  # the last EDITS_KEPT of them (see _adopt, unchanged_before)
+        self._lineage = object()  # this text's history: shared with its snapshots, until one is edited
+
+    @property
+    def window(self) -> Window | None:
+        """The part of the text the tree covers, or None: all of it."""
+        return self._window if len(self.text) > WHOLE_PARSE_MAX else None
+
+    def focus(self, offset: int) -> None:
+        """Say where the tree is about to be read. A text over WHOLE_PARSE_MAX is then parsed in a
+        window around `offset` (a new one when `offset` is near the current one's edge)."""
+        if self.spec is None or len(self.text) <= WHOLE_PARSE_MAX:
+            return
+        with self._lock:
+            self._focus = offset
+            if self._window is None or not self._window.covers(offset, len(self.text)):
+                self._window, self._tree, self._stale = None, None, True
+
+    def byte_at(self, offset: int) -> int:
+        """The UTF-8 byte offset of code point `offset`, counted from a checkpoint near it."""
+        return offset if self.text.isascii() else self._byte_and_row(self.text, offset)[0]
 
     @property
     def parsed(self) -> bool:
@@ -206,13 +252,43 @@ class SyntaxTree:
         if self._parser is None:
             self._parser = self.spec.parser()
         text, old = self.text, self._tree
-        tree = parse_yielding(self._parser, text, old)
+        spans: list[tuple[int, int, int]] = []
+        if len(text) > WHOLE_PARSE_MAX:
+            if self._window is None:
+                if self._starts is None:  # once: the whole text, for where its statements start
+                    self._starts = statement_starts(parse_yielding(self.spec.parser(), text, old), text)
+                self._window = Window.around(text, self._focus, self._starts)
+                old, self._parser = None, self.spec.parser()
+            ranges = self._ranges(text, self._window)
+            self._parser.included_ranges = [r for r, _, _ in ranges]
+            spans = [(r.start_byte, start, end) for r, start, end in ranges]
+        elif self._window is not None:  # shrunk back under the bound: the whole text, afresh
+            self._window, self._starts, old, self._parser = None, None, None, self.spec.parser()
+        tree = parse_yielding(self._parser, text, old, spans)
         self._tree, self._stale = tree, False
-        origin = self._origin
-        if origin is not None:
-            with origin._lock:
-                if origin.text is text and origin._stale:
-                    origin._tree, origin._stale = tree.copy(), False
+        if self._origin is not None:
+            self._origin._adopt(tree, self._window, self._starts, self._version, text)
+
+    def _ranges(self, text: str, window: Window) -> list[tuple[Any, int, int]]:
+        """The window as tree-sitter ranges, each with its (start, end) in code points."""
+        import tree_sitter
+
+        spans = [(0, window.head_end), (window.start, window.end)] if window.head_end else [(0, window.end)]
+        ranges = []
+        for start, end in spans:
+            (start_byte, start_point), (end_byte, end_point) = self._point(text, start), self._point(text, end)
+            ranges.append((tree_sitter.Range(tree_sitter.Point(*start_point), tree_sitter.Point(*end_point),
+                                             start_byte, end_byte), start, end))
+        return ranges
+
+    def _point(self, text: str, offset: int) -> tuple[int, tuple[int, int]]:
+        """Code point `offset` as tree-sitter counts it: (byte, (row, column in bytes))."""
+        byte, row = self._byte_and_row(text, offset)
+        line_start = text.rfind("\n", 0, offset) + 1
+        # The column in bytes: by subtraction, not by encoding the line up to the offset (on a
+        # 2 M-character line that was the cost of a keystroke).
+        column = offset - line_start if text.isascii() else byte - self._byte_and_row(text, line_start)[0]
+        return byte, (row, column)
 
     def edit(self, start: int, end: int, new_text: str) -> None:
         """Replace text[start:end] (code points) with new_text; the tree is told now, parsed later."""
@@ -220,28 +296,65 @@ class SyntaxTree:
             old = self.text
             # One join: `a + b + c` copied the 2 MB head twice (once for each +).
             self.text = "".join((old[:start], new_text, old[end:]))
-            if self._tree is None:
-                self._checkpoints = None
+            self._focus = start + len(new_text)
+            if self._origin is not None:  # an edited snapshot is a text of its own from here
+                self._origin, self._lineage, self._edits = None, object(), []
+            if self.spec is None:
+                self._version += 1
+                self._edits = []  # (no log without a parse: unchanged_before says it does not know)
                 return
-            start_byte, row = self._byte_and_row(old, start)
+            start_byte, start_point = self._point(old, start)
             old_end_byte = start_byte + len(self._bytes(old[start:end]))
             new_end_byte = start_byte + len(self._bytes(new_text))
-            line_start = old.rfind("\n", 0, start) + 1
-            # The column in bytes: by subtraction, not by encoding the line up to the cursor (on a
-            # 2 M-character line that was the cost of a keystroke).
-            column = start - line_start if old.isascii() else start_byte - self._byte_and_row(old, line_start)[0]
-            start_point = (row, column)
-            self._tree.edit(
-                start_byte=start_byte,
-                old_end_byte=old_end_byte,
-                new_end_byte=new_end_byte,
-                start_point=start_point,
-                old_end_point=_advance(start_point, old[start:end]),
-                new_end_point=_advance(start_point, new_text),
-            )
+            change = TreeEdit(start, end, len(new_text), {
+                "start_byte": start_byte, "old_end_byte": old_end_byte, "new_end_byte": new_end_byte,
+                "start_point": start_point, "old_end_point": _advance(start_point, old[start:end]),
+                "new_end_point": _advance(start_point, new_text)})
+            self._tree, self._window, self._starts = change.apply(self._tree, self._window, self._starts)
             self._stale = True
-            self._move_checkpoints(start, end, len(new_text), start_byte, old_end_byte, new_end_byte, row,
-                                   old.count("\n", start, end), new_text.count("\n"))
+            self._version += 1
+            self._edits.append(change)
+            if len(self._edits) > self.EDITS_KEPT:
+                del self._edits[0]
+            self._move_checkpoints(start, end, len(new_text), start_byte, old_end_byte, new_end_byte,
+                                   start_point[0], old.count("\n", start, end), new_text.count("\n"))
+
+    def mark(self) -> tuple[object, int]:
+        """This text's place in its history, for `unchanged_before`."""
+        return self._lineage, self._version
+
+    def unchanged_before(self, offset: int, mark: tuple[object, int]) -> bool | None:
+        """Whether text[:offset] is as it was at `mark`: every edit since began at or after
+        `offset`. O(edits), not O(text). None when the edits are not known (another history,
+        or more of them than are kept)."""
+        lineage, version = mark
+        behind = self._version - version
+        if lineage is not self._lineage or behind < 0 or behind > len(self._edits):
+            return None
+        return all(change.start >= offset for change in self._edits[len(self._edits) - behind:])
+
+    # A parse on the worker can take long enough (the first of a 2 MB file: ~250 ms) for the
+    # document to be edited meanwhile; its tree is still adopted, these edits replayed on it.
+    EDITS_KEPT = 256
+
+    def _adopt(self, tree: Any, window: Window | None, starts: list[int] | None, version: int, text: str) -> None:
+        """Take a snapshot's fresh parse (of `text`, this tree's text at `version`)."""
+        with self._lock:
+            if self.text is text and self._stale:
+                self._tree, self._stale, self._window, self._starts = tree.copy(), False, window, starts
+                return
+            behind = self._version - version
+            if behind > len(self._edits) or (self._tree is not None and self._starts is not None):
+                return  # (this tree was parsed since, or too many edits to replay)
+            take_tree = self._tree is None
+            mine = tree.copy() if take_tree else None
+            window = window if take_tree else None
+            for change in self._edits[len(self._edits) - behind:]:
+                mine, window, starts = change.apply(mine, window, starts)
+            if take_tree and mine is not None:
+                self._tree, self._window = mine, window
+            if self._starts is None:
+                self._starts = starts
 
     # Checkpoints (offset, byte, row) into the current text, so that an edit finds its byte offset
     # and tree-sitter row by counting from a nearby one instead of from the top: O(distance).
@@ -300,7 +413,10 @@ class SyntaxTree:
             copy = SyntaxTree.__new__(SyntaxTree)
             copy.spec, copy.text, copy._parser, copy._lock = self.spec, self.text, None, threading.Lock()
             copy._tree = self._tree.copy() if self._tree is not None else None
-            copy._stale, copy._origin, copy._checkpoints = self._stale, self, None
+            copy._stale, copy._origin = self._stale, self
+            copy._checkpoints = list(self._checkpoints) if self._checkpoints is not None else None
+            copy._window, copy._focus, copy._starts = self._window, self._focus, self._starts
+            copy._version, copy._edits, copy._lineage = self._version, list(self._edits), self._lineage
         return copy
 
 
