@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,6 +57,20 @@ def process_memory() -> dict[str, float | None]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     current = None
     with contextlib.suppress(OSError, ValueError, IndexError):
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        current = round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+        pages = int(os.pread(_statm(), 128, 0).split()[1])
+        current = round(pages * _PAGE_SIZE / 2**20, 1)
     return {"rssMb": current, "peakRssMb": round(peak, 1)}
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_statm_fd: dict[int, int] = {}  # pid → descriptor (a forked child opens its own)
+
+
+def _statm() -> int:
+    """This process's /proc/PID/statm, opened once: a status is then one read, not an open, a
+    read and a close (each system call gives the GIL up, and the event loop waits to get it
+    back while the model worker runs Python)."""
+    pid = os.getpid()
+    if pid not in _statm_fd:
+        _statm_fd[pid] = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+    return _statm_fd[pid]

@@ -123,3 +123,21 @@ def test_a_document_over_the_cap_says_so_and_gets_no_completion(server):
     status = server.request("fimble/status", {"uri": uri})["result"]
     assert status["document"]["overSizeCap"] is True and status["document"]["parsed"] is False
     assert status["requests"][-1]["why"].startswith("over 2,000,000 characters")
+
+
+def test_status_memory_is_read_from_one_descriptor_and_follows_allocations():
+    """`rssMb` is one read of /proc/PID/statm on a descriptor kept open (a status request used to
+    open, read and close it: each a system call that gives the GIL up on the event loop)."""
+    import os
+
+    from lsp_server import status
+
+    before = status.process_memory()["rssMb"]
+    descriptor = status._statm()
+    ballast = bytearray(64 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident
+    after = status.process_memory()["rssMb"]
+    assert before is not None and after is not None and after - before >= 48
+    assert status._statm() == descriptor and os.readlink(f"/proc/self/fd/{descriptor}").endswith(
+        f"/{os.getpid()}/statm")
+    del ballast
