@@ -26,12 +26,16 @@ from .text import split_lines
 # explanations of unrelated code (eval/RESULTS.md). It no longer asks for "the edge cases it
 # handles": judged by the 1.5B, half the explanations that lost a task the docstring passes had
 # invented one ("an empty list, where both the sum and product are 0"); a special case is named
-# only where the code has a branch for it.
+# only where the code has a branch for it. It asks for the statements as written: the 0.5B model
+# described what a function's name suggests ("the 4th Fibonacci number" for fib4, "the sum is
+# below zero" for a running balance).
 SYSTEM = (
     "You are fimble, a concise assistant that explains code. Answer in Markdown: one short paragraph "
     "saying what the code does, then a few bullet points naming the inputs and the result. Be exact: give "
     "the rule or formula the code follows, the literal values it compares with or returns, where each range "
-    "starts and ends (inclusive or not), and the condition of each branch. Mention a special case only when "
+    "starts and ends (inclusive or not), and the condition of each branch. Describe the statements as they are "
+    "written (the value each variable starts with, what each loop goes over and where it stops, what each "
+    "condition tests), not what the function's name suggests. Mention a special case only when "
     "the code has a branch for it, and say what that branch returns; never guess. Under 120 words. Write any "
     "formula inline, in single backticks with the code's own names: no code blocks, never LaTeX. Do not "
     "repeat the code."
@@ -81,9 +85,20 @@ def generate(backend: Backend, info: ModelInfo, settings: Settings, code: str, l
     prompt = chat_prompt(messages(code, language), info.chat_template, bos_token=info.bos_token,
                          eos_token=info.eos_token, add_bos=info.add_bos)
     request = GenerationRequest.from_settings(prompt, settings, max_tokens=max_tokens, time_budget_s=TIME_BUDGET_S,
-                                              cancel=cancel or threading.Event())
+                                              cancel=cancel or threading.Event(), stop_when=long_enough)
     result = backend.generate(request, on_text)
     return GenerationResult(clean(result.text, code), result.stats)
+
+
+# The prompt asks for under 120 words; the 0.5B model can go on for 300 (a step-by-step breakdown
+# that ends in what the function is "useful for"). At the first line end past this many words the
+# explanation stops: its paragraphs and list items stay whole.
+STOP_WORDS = 140
+
+
+def long_enough(text: str) -> bool:
+    """`stop_when` for an explanation (checked at each line end)."""
+    return word_count(text) >= STOP_WORDS
 
 
 def fit(code: str, count: Callable[[str], int], budget: int) -> str:
@@ -190,7 +205,29 @@ def clean(answer: str, code: str = "") -> str:
         parts[i] = _MATH.sub(lambda m: f"`{_plain_math(next(g for g in m.groups() if g is not None))}`", parts[i])
     for i in range(1, len(parts), 2):
         parts[i] = _block(parts[i], code)
-    return re.sub(r"\n{3,}", "\n\n", "".join(parts)).strip()
+    return _without_loop(re.sub(r"\n{3,}", "\n\n", "".join(parts)).strip())
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _without_loop(answer: str) -> str:
+    """The answer up to where two sentences in a row repeat two earlier ones word for word: a
+    small model can loop on a paragraph until its token limit (one 0.5B explanation said the same
+    three sentences five times). One sentence said twice is left: branches are often described
+    alike ("If it is not, it returns `False`.")."""
+    pairs: set[tuple[str, str]] = set()
+    previous, previous_start, start = "", 0, 0
+    for match in [*_SENTENCE_END.finditer(answer), None]:
+        end = match.start() if match is not None else len(answer)
+        sentence = answer[start:end].strip()
+        if (previous, sentence) in pairs:
+            return answer[:previous_start].rstrip()
+        pairs.add((previous, sentence))
+        previous, previous_start = sentence, start
+        if match is not None:
+            start = match.end()
+    return answer
 
 
 FORMULA_CHARS = 100  # a one-line block no longer than this is a formula, not a program

@@ -190,3 +190,29 @@ def test_compare_shows_fidelity_ceiling_ratio_and_the_lost_tasks(tmp_path):
     assert "| fidelity / ceiling | 0.7143 | 0.8571 |" in rows
     assert "| judge | qwen2.5-coder-1.5b | qwen2.5-coder-1.5b |" in rows
     assert "| tasks lost (docstring passes) | 2: 3, 12 | 0 |" in rows
+
+
+def test_a_long_explanation_stops_at_the_first_line_end_past_the_word_limit():
+    """The prompt asks for under 120 words; a model that goes on is stopped at a line end past
+    STOP_WORDS (a paragraph or list item stays whole), and what it streamed is what is shown."""
+    from engine.backends.fake import FakeBackend
+    from engine.models import ModelInfo
+
+    items = "".join(f"- Step {i}: it adds {i} to each of the values in the list and keeps it for later.\n"
+                    for i in range(20))  # 19 words each
+    streamed: list[str] = []
+    backend = FakeBackend().queue("The function walks the list.\n\n" + items)
+    settings = Settings(backend="fake", max_tokens=2000)  # (the fake backend's token is a character)
+    result = explain.generate(backend, ModelInfo(None, None, "", "", False), settings, "def f(xs): pass", "python",
+                              on_text=streamed.append)
+    words = explain.word_count(result.text)
+    assert result.stats.stop_reason == "stop" and explain.STOP_WORDS <= words < explain.STOP_WORDS + 19
+    assert result.text.endswith("for later.") and "".join(streamed).strip() == result.text
+
+
+def test_a_looping_answer_is_cut_where_the_loop_begins_and_a_repeated_branch_is_kept():
+    loop = "It sorts the array by the count of ones. The key is a lambda that counts them. "
+    assert explain.clean("The function sorts numbers. " + loop * 5) == ("The function sorts numbers. " + loop).strip()
+    branches = ("If the key is lower case, it goes on. If it is not, it returns `False`. If the key is upper "
+                "case, it goes on. If it is not, it returns `False`. Finally it returns `True`.")
+    assert explain.clean(branches) == branches
