@@ -190,8 +190,8 @@ class SyntaxTree:
     tree-sitter in bytes and points; it does not parse. The tree is parsed again, incrementally,
     when it is next read — on the model worker, through a `snapshot()` — so a keystroke in a
     large file costs the event loop microseconds, not the tens of milliseconds a reparse of a
-    2 MB file takes. A snapshot's fresh tree is handed back to the document it came from while
-    the document has not changed since, so the next parse starts from it.
+    2 MB file takes. A snapshot's fresh tree is handed back to the document it came from, so the
+    next parse starts from it; edits made meanwhile (the last EDITS_KEPT) are replayed on it.
 
     A text over WHOLE_PARSE_MAX code points is parsed in a `Window` around its focus (`focus()`,
     else the last edit) and its head; node positions stay those of the whole text.
