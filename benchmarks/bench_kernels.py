@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.backends import llama_reach as reach
 from engine.backends.cpu_load import usable_cores
-from engine.backends.llama_cpp import _model_params, amx_compiled_in
+from engine.backends.llama_reach import amx_compiled_in, model_params
 from engine.models import resolve_model
 
 HYPOTENUSE = ("import math\n\n\ndef hypotenuse(a: float, b: float) -> float:\n"
@@ -81,7 +81,7 @@ def main() -> None:
     text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
     threads = usable_cores()
     for extra in ([False] if amx else [True, False]):
-        with _model_params(use_extra_bufts=extra):
+        with model_params(use_extra_bufts=extra):
             llm = Llama(model_path=str(resolve_model(None).path), n_ctx=2048, n_batch=512, n_threads=threads,
                         n_threads_batch=threads, verbose=False)
         tokens = llm.tokenize(text.encode())[: max(args.tokens, 544)]

@@ -239,7 +239,7 @@ def test_llama_cpp_amx_kernels_are_left_out_where_they_would_run(real_service):
     machines): the model is loaded without llama.cpp's extra weight buffers there, and answers."""
     import llama_cpp
 
-    from engine.backends.llama_cpp import amx_compiled_in
+    from engine.backends.llama_reach import amx_compiled_in
 
     llm = real_service._backend.llm
     assert amx_compiled_in() == (b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info())
@@ -268,13 +268,13 @@ def test_an_open_line_is_written_on_rather_than_left_blank(real_service, monkeyp
 def test_the_extra_buffers_choice_lasts_only_for_the_load():
     import llama_cpp.llama_cpp as lib
 
-    from engine.backends.llama_cpp import _model_params
+    from engine.backends.llama_reach import model_params
 
     default = lib.llama_model_default_params
-    with _model_params(use_extra_bufts=False):
+    with model_params(use_extra_bufts=False):
         assert lib.llama_model_default_params().use_extra_bufts is False
     assert lib.llama_model_default_params is default and lib.llama_model_default_params().use_extra_bufts
-    with pytest.raises(RuntimeError), _model_params(use_extra_bufts=False):
+    with pytest.raises(RuntimeError), model_params(use_extra_bufts=False):
         raise RuntimeError("a failed load")
     assert lib.llama_model_default_params is default
 

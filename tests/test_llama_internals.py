@@ -44,7 +44,7 @@ def test_the_ctypes_functions_fimble_calls_are_there_with_their_arity():
     from llama_cpp import _logger
 
     assert isinstance(_logger.llama_log_callback, llama_cpp.llama_log_callback)
-    # _model_params swaps this default while a model loads: it must still be read from the module
+    # llama_reach.model_params swaps this default while a model loads: it must still be read from the module
     assert "llama_model_default_params" in inspect.getsource(llama_cpp.Llama.__init__)
     assert hasattr(lib.llama_model_default_params(), "use_extra_bufts")
 

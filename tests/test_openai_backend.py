@@ -53,8 +53,8 @@ def llama_server(model_path: Path) -> Iterator[str]:
     port = free_port()
     # llama_cpp.server loads its model as fimble does (engine/backends/llama_cpp.py): where llama.cpp's
     # AMX kernels would run, without them (they die of an illegal instruction).
-    serve = ("import runpy\nfrom engine.backends.llama_cpp import _model_params, amx_compiled_in\n"
-             "with _model_params(use_extra_bufts=not amx_compiled_in()):\n"
+    serve = ("import runpy\nfrom engine.backends.llama_reach import amx_compiled_in, model_params\n"
+             "with model_params(use_extra_bufts=not amx_compiled_in()):\n"
              "    runpy.run_module('llama_cpp.server', run_name='__main__')\n")
     proc = subprocess.Popen(
         [sys.executable, "-c", serve, "--model", str(model_path), "--host", "127.0.0.1",

@@ -269,7 +269,7 @@ def test_an_unprivileged_user_gets_the_same_sandbox_and_verdicts(tmp_path):
     try:
         folder.chmod(0o755)
         (folder / "eval").mkdir(mode=0o755)
-        for name in ("__init__.py", "jail.py", "sandbox.py", "hostile.py"):
+        for name in ("__init__.py", "jail.py", "jail_kernel.py", "sandbox.py", "hostile.py"):
             shutil.copy(REPO / "eval" / name, folder / "eval" / name)
             (folder / "eval" / name).chmod(0o644)
         proc = subprocess.run([python, "-I", "-c", UNPRIVILEGED_RUN, str(folder)], capture_output=True, text=True,

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import codecs
 import logging
-import threading
 import time
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator
 from dataclasses import replace
 from typing import Any
 
@@ -75,40 +73,6 @@ RATE_WEIGHT = 0.25
 RATE_POSITIONS = 2048
 
 
-def amx_compiled_in() -> bool:
-    """Whether this llama.cpp would put the weights in its AMX buffers: built with AMX (pip builds
-    it with -march=native) on a CPU that has it. Its AMX matrix kernels die of an illegal
-    instruction at the first prompt (`tilezero`: the tile configuration is lost, ggml-org/llama.cpp
-    PR 26954; seen on this project's Xeon machines with llama-cpp-python 0.3.36), so they are left
-    out with llama.cpp's other extra weight buffers, and the plain CPU kernels run."""
-    import llama_cpp
-
-    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
-
-
-_params_lock = threading.Lock()
-
-
-@contextmanager
-def _model_params(use_extra_bufts: bool) -> Iterator[None]:
-    """`Llama` takes no `use_extra_bufts`: the defaults it reads get it while the model loads."""
-    import llama_cpp.llama_cpp as lib
-
-    default = lib.llama_model_default_params
-
-    def params() -> Any:
-        chosen = default()
-        chosen.use_extra_bufts = use_extra_bufts
-        return chosen
-
-    with _params_lock:
-        lib.llama_model_default_params = params
-        try:
-            yield
-        finally:
-            lib.llama_model_default_params = default
-
-
 class LlamaCppBackend(Backend):
     name = "llama_cpp"
 
@@ -146,7 +110,7 @@ class LlamaCppBackend(Backend):
         threads = self.settings.n_threads or usable_cores()
         self._threads = threads
         try:
-            with _model_params(use_extra_bufts=not amx_compiled_in()):
+            with reach.model_params(use_extra_bufts=not reach.amx_compiled_in()):
                 self.llm = Llama(
                     model_path=str(self.model.path),
                     n_ctx=self.settings.n_ctx,

@@ -3,7 +3,8 @@
 A `Llama` keeps its tokens (`input_ids`, `n_tokens`), its context, batch and model objects
 (`_ctx`, `_batch`, `_model`) to itself; the backend needs them to move and drop KV cells, save
 and restore a sequence's state, verify a draft's batch with logits for every position, and set
-threads per request. These functions are the only code that touches them — the backend
+threads per request, and a model's load parameters (`model_params`: `Llama` reads a module
+default it takes no argument for). These functions are the only code that touches them — the backend
 (engine/backends/llama_cpp.py) and the benchmarks call these — and tests/test_llama_internals.py
 fails when a llama-cpp-python release moves or reshapes one.
 """
@@ -11,6 +12,7 @@ fails when a llama-cpp-python release moves or reshapes one.
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -218,3 +220,37 @@ __all__ = [
     "set_live",
     "set_threads",
 ]
+
+
+def amx_compiled_in() -> bool:
+    """Whether this llama.cpp would put the weights in its AMX buffers: built with AMX (pip builds
+    it with -march=native) on a CPU that has it. Its AMX matrix kernels die of an illegal
+    instruction at the first prompt (`tilezero`: the tile configuration is lost, ggml-org/llama.cpp
+    PR 26954; seen on this project's Xeon machines with llama-cpp-python 0.3.36), so they are left
+    out with llama.cpp's other extra weight buffers, and the plain CPU kernels run."""
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def model_params(use_extra_bufts: bool) -> Iterator[None]:
+    """`Llama` takes no `use_extra_bufts`: the defaults it reads get it while the model loads."""
+    import llama_cpp.llama_cpp as lib
+
+    default = lib.llama_model_default_params
+
+    def params() -> Any:
+        chosen = default()
+        chosen.use_extra_bufts = use_extra_bufts
+        return chosen
+
+    with _PARAMS_LOCK:
+        lib.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = default
