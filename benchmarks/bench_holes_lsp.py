@@ -20,7 +20,10 @@ and the task's tests run on each in the sandbox. The server runs with its defaul
 `--set` says otherwise; `--ceiling` turns the interactive features off (firstAnswerMs 0,
 newPlaceMs 0, timeBudgetMs 0: the pipeline given time). `--compare` runs the defaults just
 opened, the defaults with the file open --open-wait seconds (5 if not given), and the ceiling,
-on the same holes, and reports delivered / ceiling (final pass@1 over the ceiling's).
+on the same holes, and reports delivered / ceiling (final pass@1 over the ceiling's). `--peer
+PATH/TO/llama-server` adds the peer on the same holes in the same run: llama-server asked as
+llama.vim asks (benchmarks/peer_llama_server.py), each file as just opened, the cursor as above;
+what it returns is what llama.vim shows, and it has no follow-up, so its first is its final.
 
 Hole sets (`--holes`; `--data` takes any file of the infilling format instead):
 - block: a block body of 2–6 lines of a HumanEval solution where it has one, else a span (eval.holes.multiline_holes);
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -216,6 +220,46 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options
     return rows
 
 
+def peer_fill(args: argparse.Namespace, problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The peer on the same holes: one llama.vim request at the cursor of each file (its cache
+    holds the file before, not this one: a file just opened), the answer inserted at the cursor."""
+    from peer_llama_server import Request, infill_request, start  # beside this script
+
+    from engine.models import resolve_model
+
+    model = str(resolve_model(args.model).path)
+    server = start(args.peer, model, args.peer_port, os.cpu_count() or 1)
+    rows = []
+    try:
+        for number, problem in enumerate(problems):
+            hole = place_cursor(problem, args.cursor, args.seed)
+            lines = hole.document.split("\n")
+            at = position_at(hole.document, len(hole.before))
+            request = Request(args.peer_port, infill_request(lines, at.line, at.character))
+            request.start()
+            request.join()
+            answer = str((request.result or {}).get("content", ""))
+            latency_ms = ((request.done or request.sent) - request.sent) * 1000
+            timings = (request.result or {}).get("timings", {})
+            program = hole.program(answer)
+            rows.append({"task_id": problem["task_id"], "sample": 0, "completion": answer, "program": program,
+                         "final_completion": answer, "final_program": program,
+                         "exact": answer.strip() == hole.expected.strip(),
+                         "final_exact": answer.strip() == hole.expected.strip(),
+                         "shown": bool(answer.strip()), "final_shown": bool(answer.strip()),
+                         "latency_ms": round(latency_ms, 1), "final_ms": round(latency_ms, 1), "cursor": args.cursor,
+                         "follow_up": None, "followed": "none", "follow_ups": {},
+                         "reason": "peer", "stop": "empty" if not answer.strip() else "peer",
+                         "prompt_tokens_evaluated": timings.get("prompt_n"),
+                         "generated_tokens": timings.get("predicted_n")})
+            print(f"{number + 1}/{len(problems)} {problem['task_id']}: peer {len(answer)} chars in {latency_ms:.0f} ms",
+                  file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return rows
+
+
 def holes_for(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.data:
         return load_problems(args.data)
@@ -231,11 +275,11 @@ def holes_for(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def run_one(args: argparse.Namespace, problems: list[dict[str, Any]], out: Path, options: dict[str, Any],
-            open_wait: float, label: str) -> dict[str, Any]:
+            open_wait: float, label: str, peer: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "holes.jsonl", problems)
     started = time.perf_counter()
-    samples = asyncio.run(fill(args, problems, options, open_wait))
+    samples = peer_fill(args, problems) if peer else asyncio.run(fill(args, problems, options, open_wait))
     generation_s = time.perf_counter() - started
     write_jsonl(out / "samples.jsonl", samples)
     by_id = {p["task_id"]: p for p in problems}
@@ -251,7 +295,8 @@ def run_one(args: argparse.Namespace, problems: list[dict[str, Any]], out: Path,
         if not s["final_shown"]:
             why = str(s["stop"])  # the first answer's reason: a postprocessing rule, a budget, the model's end
             empties[why] = empties.get(why, 0) + 1
-    meta = {"configuration": label, "mode": "fim through the language server", "cursor": args.cursor,
+    meta = {"configuration": label, "mode": "llama-server /infill as llama.vim asks" if peer
+            else "fim through the language server", "cursor": args.cursor,
             "holes": args.data or args.holes, "model": args.model or "default", "options": options,
             "open_wait_s": open_wait, "enter_after_s": args.enter_after, "generation_s": round(generation_s, 1),
             "shown": sum(s["shown"] for s in samples), "final_shown": sum(s["final_shown"] for s in samples),
@@ -290,6 +335,8 @@ def main() -> int:
     parser.add_argument("--follow-s", type=float, default=20.0, help="how long to wait for fimble/completionReady")
     parser.add_argument("--ceiling", action="store_true", help="the interactive features off (the pipeline given time)")
     parser.add_argument("--compare", action="store_true", help="defaults just opened, defaults open a while, ceiling")
+    parser.add_argument("--peer", metavar="LLAMA_SERVER", help="also run llama-server, asked as llama.vim asks")
+    parser.add_argument("--peer-port", type=int, default=8012)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args()
@@ -298,6 +345,8 @@ def main() -> int:
     problems = problems[: args.limit] if args.limit else problems
     options: dict[str, Any] = parse_set_arguments(args.options)
     if not args.compare:
+        if args.peer:
+            run_one(args, problems, out / "peer", {}, 0.0, "peer: llama-server, llama.vim's request", peer=True)
         run_one(args, problems, out, {**options, **(CEILING if args.ceiling else {})}, args.open_wait,
                 "ceiling" if args.ceiling else f"defaults, open {args.open_wait:g} s"
                 + (f", Enter {args.enter_after:g} s after the line above" if args.enter_after is not None else ""))
@@ -307,6 +356,9 @@ def main() -> int:
             f"open {wait:g} s": run_one(args, problems, out / "open-a-while", options, wait,
                                         f"defaults, open {wait:g} s"),
             "ceiling": run_one(args, problems, out / "ceiling", {**options, **CEILING}, 0.0, "ceiling")}
+    if args.peer:
+        runs["peer"] = run_one(args, problems, out / "peer", {}, 0.0, "peer: llama-server, llama.vim's request",
+                               peer=True)
     ceiling = runs["ceiling"]["final_pass@1"]
     table = {name: {"first_pass@1": r["first_pass@1"], "final_pass@1": r["final_pass@1"],
                     "delivered/ceiling": round(r["final_pass@1"] / ceiling, 3) if ceiling else None,

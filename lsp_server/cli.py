@@ -47,8 +47,11 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None
             bar.close()
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="GGUF file, Hugging Face folder, or a known name (default: qwen2.5-coder-0.5b)")
+def _add_model_options(parser: argparse.ArgumentParser, explaining: bool = False) -> None:
+    parser.add_argument("--model", help=(
+        "the explaining model: GGUF file, Hugging Face folder, or a known name (default: explainModel, "
+        "the largest known model assembled, else qwen2.5-coder-0.5b)" if explaining else
+        "GGUF file, Hugging Face folder, or a known name (default: qwen2.5-coder-0.5b)"))
     parser.add_argument("--backend", help="llama_cpp (default), torch or openai")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="any option by its LSP name, e.g. --set maxTokens=64 (repeatable)")
@@ -254,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("file")
     explain.add_argument("--line", type=int, required=True)
     explain.add_argument("--end-line", type=int)
-    _add_model_options(explain)
+    _add_model_options(explain, explaining=True)
     explain.set_defaults(func=cmd_explain)
 
     model = sub.add_parser("model", help="where the model is; assemble or verify it")
@@ -288,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     from eval.explain import add_arguments as add_explain_arguments
 
     add_explain_arguments(explain_eval)
-    _add_model_options(explain_eval)
+    _add_model_options(explain_eval, explaining=True)
     explain_eval.set_defaults(func=cmd_eval_explain)
     repo = eval_sub.add_parser("repo", help="holes cut from your own repository, completed as in the editor: exact "
                                             "match, edit similarity, parses, latency")
