@@ -233,9 +233,9 @@ def peer_fill(args: argparse.Namespace, problems: list[dict[str, Any]]) -> list[
     try:
         for number, problem in enumerate(problems):
             hole = place_cursor(problem, args.cursor, args.seed)
-            lines = hole.document.split("\n")
-            at = position_at(hole.document, len(hole.before))
-            request = Request(args.peer_port, infill_request(lines, at.line, at.character))
+            # (row and column in code points, as llama.vim's request slices the line)
+            row, column = hole.before.count("\n"), len(hole.before) - hole.before.rfind("\n") - 1
+            request = Request(args.peer_port, infill_request(hole.document.split("\n"), row, column))
             request.start()
             request.join()
             answer = str((request.result or {}).get("content", ""))
