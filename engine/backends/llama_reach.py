@@ -201,27 +201,6 @@ def held_positions(llm: Any) -> int:
     return int(llama_cpp.llama_memory_seq_pos_max(memory(llm), 0)) + 1
 
 
-__all__ = [
-    "DECODE_ABORTED",
-    "abort_on",
-    "aborted",
-    "can_abort",
-    "clear",
-    "evaluate_rows",
-    "forget_from",
-    "held_positions",
-    "is_eog",
-    "live_tokens",
-    "load_sequence",
-    "logits_row",
-    "memory",
-    "quiet_stopped_batches",
-    "save_sequence",
-    "set_live",
-    "set_threads",
-]
-
-
 def amx_compiled_in() -> bool:
     """Whether this llama.cpp would put the weights in its AMX buffers: built with AMX (pip builds
     it with -march=native) on a CPU that has it. Its AMX matrix kernels die of an illegal
@@ -254,3 +233,26 @@ def model_params(use_extra_bufts: bool) -> Iterator[None]:
             yield
         finally:
             lib.llama_model_default_params = default
+
+
+__all__ = [
+    "DECODE_ABORTED",
+    "abort_on",
+    "aborted",
+    "amx_compiled_in",
+    "can_abort",
+    "clear",
+    "evaluate_rows",
+    "forget_from",
+    "held_positions",
+    "is_eog",
+    "live_tokens",
+    "load_sequence",
+    "logits_row",
+    "memory",
+    "model_params",
+    "quiet_stopped_batches",
+    "save_sequence",
+    "set_live",
+    "set_threads",
+]
