@@ -13,7 +13,9 @@ anyway), the document opened, then at the end of its last line (`--shape lines`:
 lines; `one-line`: one 2 M-character line, minified code) one keystroke after another: a
 didChange, an inline-completion request, and a `fimble/status` request whose round trip is the
 loop's lag. `--rate R` sends R keystrokes a second without waiting (a flood; a status request
-every tenth), then counts the completion requests answered or cancelled.
+every tenth), then counts the completion requests answered or cancelled. It then prints what the
+server's own clock says of its event loop (`fimble/status` `loop`): the time from reading each
+message to the end of its handler, by method, and the inline completion's own steps.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def lsp_loop(args: argparse.Namespace) -> None:
         if gap:
             time.sleep(gap)
     answered = sum(1 for msg_id in completions if client.wait(msg_id, timeout=120)[1].get("id") == msg_id)
+    _, reply = client.wait(client.send("fimble/status", {"history": 0}))
     client.proc.kill()
     lags.sort()
     print(f"document: {len(text):,} chars, {len(lines) - 1:,} lines ({args.shape}); {args.edits} keystrokes at the end "
@@ -132,6 +135,10 @@ def lsp_loop(args: argparse.Namespace) -> None:
     print(f"loop lag (status round trip): p50 {statistics.median(lags):.1f} ms, "
           f"p95 {lags[max(0, int(len(lags) * 0.95) - 1)]:.1f} ms, max {lags[-1]:.1f} ms; "
           f"completion requests answered or cancelled: {answered}/{len(completions)}")
+    print("the server's event loop per message (its own clock, the last 512 of each kind):")
+    for kind, figures in sorted(reply["result"]["loop"].items()):
+        print(f"  {kind}: {figures['count']}, p50 {figures['p50Ms']:.2f} ms, p95 {figures['p95Ms']:.2f} ms, "
+              f"max {figures['maxMs']:.2f} ms")
 
 
 def main() -> None:

@@ -160,7 +160,41 @@ def parse_yielding(parser: Any, text: str, old: Any = None, spans: Sequence[tupl
 
 
 def _go_on(byte: int, has_error: bool) -> bool:
+    FOREGROUND.wait_turn()
     return False  # (True would cancel the parse)
+
+
+class Foreground:
+    """Work that must answer at once (the language server's event loop handling a message) keeps
+    background Python out while it runs: a long parse on the model worker waits at its next
+    progress callback (`wait_turn`) instead of taking turns at the GIL with it. Taking turns, each
+    side got the interpreter for a switch interval at a time, and a keystroke's 0.5 ms of work on
+    the loop took several times that."""
+
+    # At most this long a wait: a foreground that never ends its turn must not stop the parse.
+    MOST_WAIT_S = 0.05
+
+    def __init__(self) -> None:
+        self._free = threading.Event()
+        self._free.set()
+        self._holder: int | None = None
+
+    def __enter__(self) -> Foreground:
+        self._holder = threading.get_ident()
+        self._free.clear()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._holder = None
+        self._free.set()
+
+    def wait_turn(self) -> None:
+        """On a background thread: wait while the foreground works (never on the holder's own)."""
+        if not self._free.is_set() and self._holder != threading.get_ident():
+            self._free.wait(self.MOST_WAIT_S)
+
+
+FOREGROUND = Foreground()
 
 
 def iter_nodes(node: Any) -> Iterator[Any]:

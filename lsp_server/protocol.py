@@ -16,6 +16,8 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidRequest
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
+from .loop_time import LoopTime
+
 
 class Answered:
     """Stands in for a message that was already answered with an error (pygls skips it: a
@@ -32,6 +34,7 @@ class FimbleProtocol(LanguageServerProtocol):
         super().__init__(*args, **kwargs)
         # Commands whose handler takes the whole ExecuteCommandParams (set by the server).
         self.whole_params_commands: dict[str, Callable[[types.ExecuteCommandParams], Any]] = {}
+        self.loop_time = LoopTime()  # the event loop's time per message (wire.dispatch)
 
     # pygls: `exit` calls sys.exit, ending the process. Over TCP one client's `exit` must end
     # only its own connection; the listener serves the next client.

@@ -28,7 +28,7 @@ from engine.models import fimble_home
 from engine.reasons import Outcome, StopReason, is_filtered
 from engine.service import CompletionResult, CompletionService
 
-from . import loading, status
+from . import loading, loop_time, status
 from .acceptance import ACCEPTED_COMMAND, STATS_FILE, Acceptance
 from .documents import MAX_PARSED_CHARS, DocumentStore
 from .explaining import EXPLAIN_COMMAND, Explainer, needs_reload
@@ -309,8 +309,8 @@ def create_server() -> FimbleServer:
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: FimbleServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
-        """Ghost text at the cursor."""
-        return await ls.inline_completion(params)
+        """Ghost text at the cursor (its own steps on the event loop timed apart from its dispatch)."""
+        return await ls.protocol.loop_time.timed(loop_time.INLINE_STEPS, ls.inline_completion(params))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: FimbleServer, params: types.DidChangeConfigurationParams) -> None:
@@ -333,8 +333,8 @@ def create_server() -> FimbleServer:
     @server.feature(STATUS_METHOD)
     def status(ls: FimbleServer, params: Any) -> dict[str, Any]:
         """Model, load state, caches and the last requests with their outcome."""
-        def param(name: str) -> Any:
-            return getattr(params, name, None) or (params.get(name) if isinstance(params, dict) else None)
+        def param(name: str) -> Any:  # (a dict, or the object pygls makes of a custom method's params)
+            return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
 
         uri, history = param("uri"), param("history")
         return ls.status(uri if isinstance(uri, str) else None, history if isinstance(history, int) else 20)

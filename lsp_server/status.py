@@ -40,6 +40,7 @@ def of(server: FimbleServer, uri: str | None = None, history: int = 20) -> dict[
                   "documentsKept": server.documents.prompts_kept(),
                   "warmed": dict(server.idle.warmed)},
         "memory": process_memory(),
+        "loop": server.protocol.loop_time.summary(),
         "outcomes": dict(server.outcomes),
         "followUps": dict(server.idle.follow_ups),
         "rules": dict(service.rule_counts),

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from engine.syntax import FOREGROUND
 
 log = logging.getLogger("fimble")
 
@@ -186,18 +189,25 @@ def _id_of(text: str) -> Any:
 
 
 def dispatch(protocol: Any, body: bytes) -> None:
-    """Hand one body to the pygls protocol, or answer it with the error it earned."""
+    """Hand one body to the pygls protocol, or answer it with the error it earned. While it is
+    handled, the model worker's parse waits its turn (`FOREGROUND`), and the time it took is
+    the protocol's `loop_time` (where it keeps one)."""
+    started = time.perf_counter()
     message, error = parse_body(body)
     if error is not None:
         protocol._send_data(error)
         return
     try:
-        structured = protocol.structure_message(message)
-        protocol.handle_message(structured)
+        with FOREGROUND:
+            structured = protocol.structure_message(message)
+            protocol.handle_message(structured)
     except Exception as exc:  # a handler's bug must not take the connection down
         log.exception("could not handle a message")
         if isinstance(message, dict) and "id" in message and "method" in message:
             protocol._send_data(error_response(message["id"], -32603, f"internal error: {type(exc).__name__}"))
+    if (loop_time := getattr(protocol, "loop_time", None)) is not None:
+        method = message.get("method") if isinstance(message, dict) else None
+        loop_time.add(method if isinstance(method, str) else "response", time.perf_counter() - started)
 
 
 async def read_loop(read: Callable[[], Awaitable[bytes]], protocol: Any,

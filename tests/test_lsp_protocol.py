@@ -120,3 +120,19 @@ def test_every_request_is_answered_while_the_model_loads(model_path):
         time.sleep(0.05)
     assert states[-1] == "ready" and "loading" in states
     assert raw.close() == 0
+
+
+def test_status_reports_the_event_loops_time_per_message_and_history_zero_lists_no_request(server):
+    answered = server.request("textDocument/inlineCompletion", {
+        "textDocument": {"uri": URI}, "position": {"line": 1, "character": 4}, "context": {"triggerKind": 1}})
+    assert "result" in answered
+    status = server.request("fimble/status", {"history": 0})["result"]
+    assert status["requests"] == []  # (0 was read as "not given", and the last 20 came back)
+    assert server.request("fimble/status", {"history": 1})["result"]["requests"]
+    loop = status["loop"]
+    assert loop["textDocument/didOpen"]["count"] == 1
+    assert loop["textDocument/inlineCompletion"]["count"] >= 1
+    assert loop["textDocument/inlineCompletion steps"]["count"] >= 1  # the handler's own steps, apart
+    assert loop["fimble/status"]["count"] >= 1
+    for figures in loop.values():
+        assert 0 <= figures["p50Ms"] <= figures["p95Ms"] <= figures["maxMs"]
