@@ -340,8 +340,12 @@ class SyntaxTree:
         """Replace text[start:end] (code points) with new_text; the tree is told now, parsed later."""
         with self._lock:
             old = self.text
-            # One join: `a + b + c` copied the 2 MB head twice (once for each +).
-            self.text = "".join((old[:start], new_text, old[end:]))
+            # The head is copied once: CPython grows a string that nothing else holds in place
+            # (`+=`), where a join copied the sliced head a second time and `a + b + c` a third.
+            text = old[:start]
+            text += new_text
+            text += old[end:]
+            self.text = text
             self._focus = start + len(new_text)
             if self._origin is not None:  # an edited snapshot is a text of its own from here
                 self._origin, self._lineage, self._edits = None, object(), []

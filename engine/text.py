@@ -29,6 +29,15 @@ def line_starts(text: str) -> list[int]:
     return [0, *(m.end() for m in _NEWLINE.finditer(text))]
 
 
+_BREAKS = frozenset("\r\n")
+
+
+def _joins_break(text: str, line_start: int) -> bool:
+    """The line starting at `line_start` is now empty between a lone \r and a \n: they are one
+    \r\n, and the line is gone (what deleting all of such a line does)."""
+    return line_start > 0 and text[line_start - 1] == "\r" and text.startswith("\n", line_start)
+
+
 def _line_breaks(text: str, start: int, end: int) -> list[int]:
     """Where each line that begins in text[start:end] after a break begins: what `_NEWLINE`'s
     matches there end at, found with str.find (C) — a 2 M-character line with no break in it is
@@ -122,12 +131,22 @@ class LineIndex:
             self.ascii = False
             self.narrow = self.narrow and inserted_text is not None and max(inserted_text) <= "\uffff"
         count = len(self._starts)
+        delta = inserted - removed
+        if first_line == last_line and inserted_text is not None and not _BREAKS.intersection(inserted_text) \
+                and not _joins_break(new_text, self.start(first_line)):
+            # Typed inside one line: no line begins or ends (a range on one line holds no break),
+            # the lines below only move. The line is not read again: on a 2 M-character line
+            # that read was the rest of a keystroke's cost.
+            if first_line + 1 < count and delta:
+                self._marks = sorted([*self._marks, (first_line + 1, delta)])
+                if len(self._marks) > self.MAX_MARKS:
+                    self._fold()
+            return
         # Lines first_line - 1 … last_line + 1 are read again (a \r\n may have formed or split at
         # either end); every line below them only moved.
         top = max(first_line - 1, 0)
         bottom = min(last_line + 2, count)  # the first line not read again
         region_start = self.start(top)
-        delta = inserted - removed
         region_end = self.start(bottom) + delta if bottom < count else len(new_text)
         fresh = [region_start, *_line_breaks(new_text, region_start, region_end)]
         if bottom < count and fresh[-1] == region_end:

@@ -53,10 +53,10 @@ pieces = st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", "é", "😀", 
 
 @settings(max_examples=300, deadline=None)
 @given(pieces, st.lists(st.tuples(st.integers(0, 12), st.integers(0, 6), st.integers(0, 12), st.integers(0, 6),
-                                  pieces), max_size=40))
+                                  pieces, st.booleans()), max_size=40))
 def test_the_line_index_follows_edits_like_a_full_rescan(text, edits):
     index = LineIndex(text)
-    for sl, sc, el, ec, new in edits:
+    for sl, sc, el, ec, new, told in edits:  # (told the inserted text: typing in one line reads nothing)
         start = index.offset(text, sl, sc, "utf-16")
         end = index.offset(text, el, ec, "utf-16")
         assert start == offset_at(text, sl, sc, "utf-16") and end == offset_at(text, el, ec, "utf-16")
@@ -66,7 +66,7 @@ def test_the_line_index_follows_edits_like_a_full_rescan(text, edits):
         count = len(index)
         first, last = min(sl, count - 1), min(el, count - 1)
         text = text[:start] + new + text[end:]
-        index.edit(text, first, last, len(new), end - start)
+        index.edit(text, first, last, len(new), end - start, new if told else None)
         assert [index.start(i) for i in range(len(index))] == line_starts(text)
 
 
@@ -151,3 +151,17 @@ def test_an_index_keeps_converting_after_edits_ascii_or_not():
     assert not index.ascii and not index.narrow
     for line, character in ((1, 1), (1, 2), (1, 3), (1, 9), (2, 1)):
         assert index.offset(text, line, character, "utf-16") == offset_at(text, line, character, "utf-16")
+
+
+@pytest.mark.parametrize("text, edit, new", [
+    ("a\rb\nc", (1, 0, 1, 1), ""),  # the line between a lone \r and a \n emptied: one \r\n, a line gone
+    ("a\rbc\nd", (1, 1, 1, 2), ""),  # part of it: the lines stay
+    ("a\rb\nc", (1, 0, 1, 1), "xy"),  # replaced
+    ("x" * 50 + "\ny", (0, 10, 0, 10), "typed"),  # typed in a long line: the line below moves
+])
+def test_an_edit_inside_one_line_keeps_the_line_index_right(text, edit, new):
+    index = LineIndex(text)
+    start, end = (index.offset(text, line, char, "utf-16") for line, char in (edit[:2], edit[2:]))
+    text = text[:start] + new + text[end:]
+    index.edit(text, edit[0], edit[2], len(new), end - start, new)
+    assert [index.start(i) for i in range(len(index))] == line_starts(text)
