@@ -356,9 +356,10 @@ def keep_large_blocks() -> bool:
 
     Every keystroke builds a document's new text (one `str`, 2 MB for a 2 MB file) and frees the
     old one. By default glibc maps such a block afresh and unmaps it when freed, so each edit
-    paid ~500 page faults on the event loop (p95 0.9 ms a join, 2 ms in the server); kept on the
-    heap, a freed block is the next one's, its pages already there (p95 0.13 ms). What stays
-    mapped is bounded by HEAP_KEEPS_FREE. False where the C library is not glibc."""
+    paid ~360 page faults on the event loop (DocumentStore.change on 2 MB: p50 0.8 / p95 3.7 ms);
+    kept on the heap, a freed block is the next one's, its pages already there (9 faults,
+    0.29 / 0.36 ms). What stays free on the heap is bounded by HEAP_KEEPS_FREE. False where the
+    C library is not glibc."""
     import ctypes
     import ctypes.util
 
