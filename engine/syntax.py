@@ -114,11 +114,8 @@ def parse(spec: LanguageSpec, text: str) -> Any:
     return spec.parser().parse(text.encode("utf-8", errors="surrogatepass"))
 
 
-# Bytes handed to tree-sitter per read while it parses (see parse_yielding). Each read is a
-# point where the parse gives the GIL up to a thread that asks: 4 KiB rather than 64 KiB put the
-# event loop's round trip on one 2 M-character line at p95 4.2-4.8 ms instead of 4.9-6.5 ms
-# (bench_edit.py --lsp --shape one-line), at no cost to the parse (1.0 ms an edit either way).
-READ_CHUNK = 1 << 12
+# Bytes handed to tree-sitter per read while it parses (see parse_yielding).
+READ_CHUNK = 1 << 16
 
 
 def parse_yielding(parser: Any, text: str, old: Any = None, spans: Sequence[tuple[int, int, int]] = ()) -> Any:
