@@ -58,7 +58,7 @@ def run_stdio(server: Any, stdin: BinaryIO, stdout: BinaryIO) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        if fd >= 0 and _pollable(fd):
+        if fd >= 0 and _pollable(fd, _fileno(stdout)):
             try:
                 await wire.read_loop(_nonblocking_reader(loop, fd), protocol)
             finally:
@@ -91,17 +91,27 @@ def run_stdio(server: Any, stdin: BinaryIO, stdout: BinaryIO) -> None:
         server.shutdown()
 
 
-def _pollable(fd: int) -> bool:
+def _pollable(fd: int, out_fd: int = -1) -> bool:
     """A pipe or a socket (what an editor gives its server): the event loop can wait on it. A
     terminal or a file is read on a thread instead (making a terminal non-blocking would reach
-    the shell that shares it)."""
+    the shell that shares it), and so is one socket that is stdin and stdout both (non-blocking
+    reads would make the responses' writes non-blocking too)."""
     import stat
 
     try:
-        mode = os.fstat(fd).st_mode
+        given = os.fstat(fd)
+        if out_fd >= 0 and os.path.samestat(given, os.fstat(out_fd)):
+            return False
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    return stat.S_ISFIFO(given.st_mode) or stat.S_ISSOCK(given.st_mode)
+
+
+def _fileno(stream: BinaryIO) -> int:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return -1
 
 
 def _nonblocking_reader(loop: asyncio.AbstractEventLoop, fd: int) -> Callable[[], Awaitable[bytes]]:

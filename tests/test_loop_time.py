@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -171,6 +172,15 @@ def test_pipes_and_sockets_are_polled_and_files_are_read_on_a_thread():
         os.close(write_end)
     with tempfile.TemporaryFile() as file:
         assert not transport._pollable(file.fileno())
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert transport._pollable(ours.fileno())
+        # One socket for stdin and stdout: reading it non-blocking would make writes fail.
+        same = os.dup(ours.fileno())
+        try:
+            assert not transport._pollable(ours.fileno(), same)
+        finally:
+            os.close(same)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
