@@ -7,6 +7,7 @@ A line is ended by \\n, \\r\\n or \\r, as LSP says.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -138,7 +139,7 @@ class LineIndex:
             # the lines below only move. The line is not read again: on a 2 M-character line
             # that read was the rest of a keystroke's cost.
             if first_line + 1 < count and delta:
-                self._marks = sorted([*self._marks, (first_line + 1, delta)])
+                bisect.insort(self._marks, (first_line + 1, delta))
                 if len(self._marks) > self.MAX_MARKS:
                     self._fold()
             return

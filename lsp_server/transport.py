@@ -46,10 +46,7 @@ def run_stdio(server: Any, stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Serve the editor on the other end of stdin/stdout until it closes them or sends `exit`."""
     protocol = server.protocol
     protocol.set_writer(_StdoutWriter(stdout))
-    try:
-        fd = stdin.fileno()
-    except (OSError, ValueError, AttributeError):
-        fd = -1
+    fd = _fileno(stdin)
 
     def read_some(size: int) -> bytes:
         # os.read on the descriptor, not the buffered file: a daemon thread blocked inside the
@@ -108,6 +105,7 @@ def _pollable(fd: int, out_fd: int = -1) -> bool:
 
 
 def _fileno(stream: BinaryIO) -> int:
+    """The stream's descriptor, or -1 (a stream in memory, a closed one)."""
     try:
         return stream.fileno()
     except (OSError, ValueError, AttributeError):
