@@ -66,7 +66,8 @@ from eval.harness import execute
 from eval.holes import CURSOR_MODES, body_holes, line_run_holes, multiline_holes, place_cursor, span_holes
 
 _TIMINGS = ("prompt_tokens", "prompt_tokens_evaluated", "generated_tokens", "first_token_ms", "decode_ms",
-            "stop_reason", "healed", "window", "prompt_ms", "prefill_ms", "reuse_ms", "total_ms", "queued_ms")
+            "stop_reason", "healed", "window", "prompt_ms", "prefill_ms", "reuse_ms", "total_ms", "queued_ms",
+            "threads")
 
 
 def _position(text: str, offset: int) -> types.Position:

@@ -12,7 +12,7 @@ from test_cpu_load import busy_processes
 
 from engine.backends import GenerationRequest
 from engine.backends.cpu_load import usable_cores
-from engine.backends.llama_cpp import ABORTABLE_CHUNK, PREFILL_CHUNK
+from engine.backends.llama_cpp import ABORTABLE_CHUNK, FIRST_CALL
 from engine.cache import LRUCache
 from engine.config import Settings
 from engine.errors import BackendError, ModelError
@@ -86,16 +86,16 @@ def test_a_requests_cancel_stops_the_prompt_within_a_batch_and_the_cache_stays_r
     reach.clear(backend.llm)
     stopped = backend.generate(replace(request, cancel=_SeenFirstByLlamaCpp()))
     assert stopped.stats.stop_reason == "cancelled" and stopped.text == ""
-    assert stopped.stats.prompt_tokens > PREFILL_CHUNK + ABORTABLE_CHUNK
-    assert stopped.stats.prompt_tokens_evaluated == PREFILL_CHUNK  # the first batch, not the second
-    assert reach.held_positions(backend.llm) == PREFILL_CHUNK and len(reach.live_tokens(backend.llm)) == PREFILL_CHUNK
+    assert stopped.stats.prompt_tokens > FIRST_CALL + ABORTABLE_CHUNK
+    assert stopped.stats.prompt_tokens_evaluated == FIRST_CALL  # the first batch, not the second
+    assert reach.held_positions(backend.llm) == FIRST_CALL and len(reach.live_tokens(backend.llm)) == FIRST_CALL
     assert "removing memory module entries" not in capfd.readouterr().err  # (llama.cpp's line for it)
     answer = backend.generate(replace(request, cancel=CancelFlag()))  # the same prompt, from the stopped state
     reach.clear(backend.llm)
     fresh = backend.generate(replace(request, cancel=CancelFlag()))  # from an empty cache
     assert answer.stats.stop_reason == fresh.stats.stop_reason != "cancelled"
-    assert answer.stats.prompt_tokens_reused == PREFILL_CHUNK
-    assert answer.stats.prompt_tokens_evaluated + PREFILL_CHUNK == fresh.stats.prompt_tokens_evaluated
+    assert answer.stats.prompt_tokens_reused == FIRST_CALL
+    assert answer.stats.prompt_tokens_evaluated + FIRST_CALL == fresh.stats.prompt_tokens_evaluated
     # (batched in other places, the sums may differ in their last bits: the first line is compared)
     assert answer.text.strip() and answer.text.split("\n")[0] == fresh.text.split("\n")[0]
 

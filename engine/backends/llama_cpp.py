@@ -46,15 +46,20 @@ from .lookup import NEAR_TIE
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens evaluated per llama.cpp call. A call that runs to its end is small enough that a
-# cancel waits for it at most ~0.2 s on two cores, and what it evaluated stays for the next
-# request: warm-ups, and a request's first call — typing supersedes a request every keystroke,
-# and its next request goes on from those cells (with every call stoppable, a prompt longer than a
-# keystroke's worth would never be done while the user types). A request's later calls are
-# large, and its cancel (native.CancelFlag) stops one at once: prefill of 150 tokens takes ~13 %
-# less time in calls of 128 than of 32 (the weights are read once per call). What a stopped call
+# Prompt tokens evaluated per llama.cpp call. The weights are read once per call, so fewer,
+# larger calls prefill faster: 160 tokens take ~650 ms in one call and ~7 % more as 32 + 128, ~13 %
+# more as five calls of 32 (two cores). A warm-up's calls run to their end and are small, so that
+# a request waits for one at most ~0.2 s on two cores, and what they evaluated stays for it.
+# A request's first call also runs to its end, and holds up to FIRST_CALL tokens: the whole new
+# part of a prompt at a new place in a HumanEval-sized file (~120–200 tokens) in one call. Typing
+# supersedes a request every keystroke, and the next request goes on from those cells (the
+# prompt only grows at its end while the user types, engine/anchor.py; with every call stoppable,
+# a prompt longer than a keystroke's worth would never be done while the user types). The price:
+# a request that supersedes it, or a cancel, may wait for that call, ~0.65 s at most on two cores.
+# A request's later calls are stoppable (native.CancelFlag stops one at once); what a stopped call
 # had evaluated is lost, so they are not larger.
 PREFILL_CHUNK = 32
+FIRST_CALL = 160
 ABORTABLE_CHUNK = 128
 # Moving a run of KV cells goes through positions this far up, so that no run lands on cells
 # another run has still to leave (llama.cpp moves cells by position range).
@@ -273,7 +278,7 @@ class LlamaCppBackend(Backend):
                 self._compact()
             return False
 
-        chunk, first = (ABORTABLE_CHUNK, PREFILL_CHUNK) if abortable else (PREFILL_CHUNK, None)
+        chunk, first = (ABORTABLE_CHUNK, FIRST_CALL) if abortable else (PREFILL_CHUNK, None)
         shared = self._shared_head(request.prompt)
         if llm.n_tokens < len(shared) and tokens[: len(shared)] == shared and shared not in self.states:
             # The prompt's shared parts are evaluated first and their state kept: the next prompt
@@ -481,4 +486,4 @@ def pick_token(logits: Any, temperature: float, rng: Any) -> int:
     return int(rng.choice(len(probs), p=probs / probs.sum()))
 
 
-__all__ = ["PREFILL_CHUNK", "LlamaCppBackend", "near_tie", "pick_token"]
+__all__ = ["ABORTABLE_CHUNK", "FIRST_CALL", "PREFILL_CHUNK", "LlamaCppBackend", "near_tie", "pick_token"]
