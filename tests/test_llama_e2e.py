@@ -12,7 +12,7 @@ from test_cpu_load import busy_processes
 
 from engine.backends import GenerationRequest
 from engine.backends.cpu_load import usable_cores
-from engine.backends.llama_cpp import ABORTABLE_CHUNK, FIRST_CALL
+from engine.backends.llama_cpp import ABORTABLE_CHUNK, FIRST_CALL_S, PREFILL_CHUNK
 from engine.cache import LRUCache
 from engine.config import Settings
 from engine.errors import BackendError, ModelError
@@ -80,24 +80,41 @@ def test_a_requests_cancel_stops_the_prompt_within_a_batch_and_the_cache_stays_r
     from engine.backends import llama_reach as reach
 
     backend = real_service.load()
-    body = "".join(f"def unrelated_{i}(value):\n    return value * {i} - {i * 3}\n\n" for i in range(20))
+    # (~800 tokens: more than a first call and a batch after it)
+    body = "".join(f"def unrelated_{i}(value):\n    return value * {i} - {i * 3}\n\n" for i in range(40))
     prompt = real_service.info.fim.build(body + "def triple(value):\n", "\n")
     request = GenerationRequest.from_settings(prompt, real_service.settings, max_tokens=12)
     reach.clear(backend.llm)
+    first = backend.first_call_tokens()  # what evaluates in FIRST_CALL_S at the speed measured so far
+    assert first >= PREFILL_CHUNK
     stopped = backend.generate(replace(request, cancel=_SeenFirstByLlamaCpp()))
     assert stopped.stats.stop_reason == "cancelled" and stopped.text == ""
-    assert stopped.stats.prompt_tokens > FIRST_CALL + ABORTABLE_CHUNK
-    assert stopped.stats.prompt_tokens_evaluated == FIRST_CALL  # the first batch, not the second
-    assert reach.held_positions(backend.llm) == FIRST_CALL and len(reach.live_tokens(backend.llm)) == FIRST_CALL
+    assert stopped.stats.prompt_tokens > first + ABORTABLE_CHUNK
+    assert stopped.stats.prompt_tokens_evaluated == first  # the first batch, not the second
+    assert reach.held_positions(backend.llm) == first and len(reach.live_tokens(backend.llm)) == first
     assert "removing memory module entries" not in capfd.readouterr().err  # (llama.cpp's line for it)
     answer = backend.generate(replace(request, cancel=CancelFlag()))  # the same prompt, from the stopped state
     reach.clear(backend.llm)
     fresh = backend.generate(replace(request, cancel=CancelFlag()))  # from an empty cache
     assert answer.stats.stop_reason == fresh.stats.stop_reason != "cancelled"
-    assert answer.stats.prompt_tokens_reused == FIRST_CALL
-    assert answer.stats.prompt_tokens_evaluated + FIRST_CALL == fresh.stats.prompt_tokens_evaluated
+    assert answer.stats.prompt_tokens_reused == first
+    assert answer.stats.prompt_tokens_evaluated + first == fresh.stats.prompt_tokens_evaluated
     # (batched in other places, the sums may differ in their last bits: the first line is compared)
     assert answer.text.strip() and answer.text.split("\n")[0] == fresh.text.split("\n")[0]
+
+
+def test_a_requests_first_call_is_what_evaluates_in_its_time(real_service):
+    """The first call's size follows the measured prompt speed (the 1.5B's, a busy machine's):
+    a keystroke waits for it FIRST_CALL_S at most. Until measured, and never under, PREFILL_CHUNK."""
+    backend = real_service.load()
+    measured = backend._rate
+    try:
+        for rate, tokens in ((None, PREFILL_CHUNK), (240.0, int(240 * FIRST_CALL_S)), (75.0, int(75 * FIRST_CALL_S)),
+                             (20.0, PREFILL_CHUNK)):
+            backend._rate = rate
+            assert backend.first_call_tokens() == tokens
+    finally:
+        backend._rate = measured
 
 
 def test_time_budget_holds(real_service):

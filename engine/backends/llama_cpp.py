@@ -50,16 +50,18 @@ log = logging.getLogger(__name__)
 # larger calls prefill faster: 160 tokens take ~650 ms in one call and ~7 % more as 32 + 128, ~13 %
 # more as five calls of 32 (two cores). A warm-up's calls run to their end and are small, so that
 # a request waits for one at most ~0.2 s on two cores, and what they evaluated stays for it.
-# A request's first call also runs to its end, and holds up to FIRST_CALL tokens: the whole new
-# part of a prompt at a new place in a HumanEval-sized file (~120–200 tokens) in one call. Typing
+# A request's first call also runs to its end, and holds what evaluates in FIRST_CALL_S at the
+# measured prompt speed (`prefill_rate`; 32 tokens until measured): with the default model on two
+# idle cores ~150–180 tokens, the whole new part of a prompt at a new place in a HumanEval-sized file
+# (~120–200 tokens) in one call; the 1.5B, or one thread on a busy machine, fewer. Typing
 # supersedes a request every keystroke, and the next request goes on from those cells (the
 # prompt only grows at its end while the user types, engine/anchor.py; with every call stoppable,
 # a prompt longer than a keystroke's worth would never be done while the user types). The price:
-# a request that supersedes it, or a cancel, may wait for that call, ~0.65 s at most on two cores.
+# a request that supersedes it, or a cancel, may wait for that call, FIRST_CALL_S at most.
 # A request's later calls are stoppable (native.CancelFlag stops one at once); what a stopped call
 # had evaluated is lost, so they are not larger.
 PREFILL_CHUNK = 32
-FIRST_CALL = 160
+FIRST_CALL_S = 0.75
 ABORTABLE_CHUNK = 128
 # Moving a run of KV cells goes through positions this far up, so that no run lands on cells
 # another run has still to leave (llama.cpp moves cells by position range).
@@ -278,7 +280,7 @@ class LlamaCppBackend(Backend):
                 self._compact()
             return False
 
-        chunk, first = (ABORTABLE_CHUNK, FIRST_CALL) if abortable else (PREFILL_CHUNK, None)
+        chunk, first = (ABORTABLE_CHUNK, self.first_call_tokens()) if abortable else (PREFILL_CHUNK, None)
         shared = self._shared_head(request.prompt)
         if llm.n_tokens < len(shared) and tokens[: len(shared)] == shared and shared not in self.states:
             # The prompt's shared parts are evaluated first and their state kept: the next prompt
@@ -289,6 +291,10 @@ class LlamaCppBackend(Backend):
             self.save_live("shared")
             first = None
         return prefill_chunks(tokens, llm.n_tokens, chunk, request.cancel, evaluate, first=first)
+
+    def first_call_tokens(self) -> int:
+        """A request's first prefill call, in tokens: what evaluates in FIRST_CALL_S (see above)."""
+        return max(PREFILL_CHUNK, int((self._rate or 0.0) * FIRST_CALL_S))
 
     def _shared_head(self, prompt: Prompt) -> list[int]:
         """The ids of the prompt's shared parts (none when it has none)."""
@@ -486,4 +492,4 @@ def pick_token(logits: Any, temperature: float, rng: Any) -> int:
     return int(rng.choice(len(probs), p=probs / probs.sum()))
 
 
-__all__ = ["ABORTABLE_CHUNK", "FIRST_CALL", "PREFILL_CHUNK", "LlamaCppBackend", "near_tie", "pick_token"]
+__all__ = ["ABORTABLE_CHUNK", "FIRST_CALL_S", "PREFILL_CHUNK", "LlamaCppBackend", "near_tie", "pick_token"]
