@@ -30,9 +30,6 @@ def line_starts(text: str) -> list[int]:
     return [0, *(m.end() for m in _NEWLINE.finditer(text))]
 
 
-_BREAKS = frozenset("\r\n")
-
-
 def _joins_break(text: str, line_start: int) -> bool:
     """The line starting at `line_start` is now empty between a lone \r and a \n: they are one
     \r\n, and the line is gone (what deleting all of such a line does)."""
@@ -133,8 +130,8 @@ class LineIndex:
             self.narrow = self.narrow and inserted_text is not None and max(inserted_text) <= "\uffff"
         count = len(self._starts)
         delta = inserted - removed
-        if first_line == last_line and inserted_text is not None and not _BREAKS.intersection(inserted_text) \
-                and not _joins_break(new_text, self.start(first_line)):
+        if first_line == last_line and inserted_text is not None and "\n" not in inserted_text \
+                and "\r" not in inserted_text and not _joins_break(new_text, self.start(first_line)):
             # Typed inside one line: no line begins or ends (a range on one line holds no break),
             # the lines below only move. The line is not read again: on a 2 M-character line
             # that read was the rest of a keystroke's cost.
