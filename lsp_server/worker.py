@@ -65,8 +65,7 @@ class ModelWorker:
 
     def submit(self, key: str, run: Callable[[threading.Event], Any], *, supersede: bool = True) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        # A request's cancel can stop llama.cpp within a batch (native.CancelFlag); an idle job's
-        # stays a plain Event, so that a preempted warm-up keeps every batch it began.
+        # A request's cancel can stop llama.cpp within a batch (native.CancelFlag).
         job = Job(key, run, loop.create_future(), loop, cancel=CancelFlag())
         with self._cv:
             self._last_activity = time.monotonic()
@@ -90,7 +89,9 @@ class ModelWorker:
         `resume` runs again when all else is done. (A long warm-up started between keystrokes
         would only be preempted again: it waits for the user to pause.)"""
         loop = asyncio.get_running_loop()
-        job = Job(key, run, loop.create_future(), loop, resume=resume, quiet_s=quiet_s)
+        # Its cancel stops its model call at once: a request often follows the edit that asked for
+        # a warm-up by a few milliseconds, and would otherwise wait for the warm-up's call.
+        job = Job(key, run, loop.create_future(), loop, cancel=CancelFlag(idle=True), resume=resume, quiet_s=quiet_s)
         with self._cv:
             self._last_activity = time.monotonic()
             old = self._idle.pop(key, None)

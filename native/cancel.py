@@ -1,6 +1,7 @@
 """`native.CancelFlag`: a cancel flag that C code reads while it runs, without the GIL.
 
     flag = CancelFlag()            # a threading.Event
+    CancelFlag(idle=True)          # the flag of work no one waits for (a warm-up)
     callback_address()             # the C function `bool (*)(void *flag)`, or None without the C build
     flag.address                   # what to pass it as `flag`
 
@@ -24,11 +25,16 @@ except ImportError:  # pragma: no cover - depends on the build
 
 
 class CancelFlag(threading.Event):
-    """A threading.Event whose state is also one byte at a fixed address (`address`)."""
+    """A threading.Event whose state is also one byte at a fixed address (`address`).
 
-    def __init__(self) -> None:
+    `idle`: the flag of work no one waits for (a warm-up between keystrokes). A request arriving
+    stops every model call of such work at once; a request's own first call runs to its end
+    (engine/backends/llama_cpp.py)."""
+
+    def __init__(self, *, idle: bool = False) -> None:
         super().__init__()
         self._byte = ctypes.c_ubyte(0)
+        self.idle = idle
 
     @property
     def address(self) -> int:

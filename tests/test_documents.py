@@ -168,16 +168,17 @@ async def test_idle_jobs_run_only_when_nothing_waits_and_yield_to_real_ones():
     assert await document is False
 
 
-async def test_a_request_gets_a_cancel_llama_cpp_reads_mid_batch_and_an_idle_job_a_plain_one():
+async def test_a_request_and_an_idle_job_get_cancels_llama_cpp_reads_mid_batch():
     """A request's cancel stops llama.cpp within a batch of prompt tokens (native.CancelFlag);
-    an idle job's is seen between batches only, so a preempted warm-up keeps what it began."""
+    so does an idle job's, marked `idle`: the backend makes no call of it run to its end, so that
+    a request arriving during a warm-up does not wait for the warm-up's call."""
     from native.cancel import CancelFlag
 
     worker = ModelWorker()
     request = await worker.submit("a", lambda cancel: cancel)
     idle = await worker.submit_idle("warm:a", lambda cancel: cancel)
-    assert isinstance(request, CancelFlag) and not request.is_set()
-    assert isinstance(idle, threading.Event) and not isinstance(idle, CancelFlag)
+    assert isinstance(request, CancelFlag) and not request.is_set() and not request.idle
+    assert isinstance(idle, CancelFlag) and not idle.is_set() and idle.idle
     gate, running = threading.Event(), threading.Event()
     first = worker.submit("a", lambda cancel: running.set() or (gate.wait(5) and cancel))
     await asyncio.get_running_loop().run_in_executor(None, running.wait)

@@ -66,8 +66,8 @@ class _SeenFirstByLlamaCpp(CancelFlag):
     """Set from the start, but the backend's own checks (`is_set`, before each batch and token)
     are told it is not: only llama.cpp, reading the byte within a batch, can see it."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, idle: bool = False) -> None:
+        super().__init__(idle=idle)
         self.set()
 
     def is_set(self) -> bool:
@@ -101,6 +101,23 @@ def test_a_requests_cancel_stops_the_prompt_within_a_batch_and_the_cache_stays_r
     assert answer.stats.prompt_tokens_evaluated + first == fresh.stats.prompt_tokens_evaluated
     # (batched in other places, the sums may differ in their last bits: the first line is compared)
     assert answer.text.strip() and answer.text.split("\n")[0] == fresh.text.split("\n")[0]
+
+
+def test_a_warm_ups_first_call_is_stopped_within_it(real_service):
+    """Idle work (its cancel a CancelFlag with `idle`) makes no call that runs to its end: a
+    request arriving just after the edit that started the place's warm-up does not wait for it."""
+    from engine.backends import llama_reach as reach
+
+    backend = real_service.load()
+    body = "".join(f"def unrelated_{i}(value):\n    return value * {i} - {i * 3}\n\n" for i in range(6))
+    prompt = real_service.info.fim.build(body + "def triple(value):\n", "\n")
+    reach.clear(backend.llm)
+    stopped = backend.warm(prompt, _SeenFirstByLlamaCpp(idle=True), preemptible=True)
+    assert stopped.stop_reason == "cancelled" and stopped.prompt_tokens > PREFILL_CHUNK
+    assert stopped.prompt_tokens_evaluated == 0 and reach.live_tokens(backend.llm) == []
+    whole = backend.warm(prompt, CancelFlag(idle=True))  # not stopped: the whole prompt, in small calls
+    assert whole.stop_reason == "prefilled" and whole.prompt_tokens_evaluated == whole.prompt_tokens
+    assert len(reach.live_tokens(backend.llm)) == whole.prompt_tokens
 
 
 def test_a_requests_first_call_is_what_evaluates_in_its_time(real_service):

@@ -48,8 +48,10 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens evaluated per llama.cpp call. The weights are read once per call, so fewer,
 # larger calls prefill faster: 160 tokens take ~650 ms in one call and ~7 % more as 32 + 128, ~13 %
-# more as five calls of 32 (two cores). A warm-up's calls run to their end and are small, so that
-# a request waits for one at most ~0.2 s on two cores, and what they evaluated stays for it.
+# more as five calls of 32 (two cores). Idle work's calls (a warm-up, a follow-up: its cancel a
+# CancelFlag with `idle`) are small and all stoppable: a request arriving stops the call at once
+# (an editor asks a few milliseconds after the edit that started the place's warm-up), and loses
+# at most one small call's work, which its own first call evaluates faster.
 # A request's first call also runs to its end, and holds what evaluates in FIRST_CALL_S at the
 # measured prompt speed (`prefill_rate`; 32 tokens until measured): with the default model on two
 # idle cores ~150–180 tokens, the whole new part of a prompt at a new place in a HumanEval-sized file
@@ -260,7 +262,8 @@ class LlamaCppBackend(Backend):
         stats.reuse_ms = (time.perf_counter() - started) * 1000
 
         abortable = reach.can_abort(request.cancel)
-        begun = llm.n_tokens  # the request's first call, at this position, runs to its end
+        idle = abortable and getattr(request.cancel, "idle", False)
+        begun = -1 if idle else llm.n_tokens  # a request's first call, at this position, runs to its end
 
         def evaluate(chunk: list[int], position: int) -> bool:
             chunk_started = time.perf_counter()
@@ -280,7 +283,7 @@ class LlamaCppBackend(Backend):
                 self._compact()
             return False
 
-        chunk, first = (ABORTABLE_CHUNK, self.first_call_tokens()) if abortable else (PREFILL_CHUNK, None)
+        chunk, first = (ABORTABLE_CHUNK, self.first_call_tokens()) if abortable and not idle else (PREFILL_CHUNK, None)
         shared = self._shared_head(request.prompt)
         if llm.n_tokens < len(shared) and tokens[: len(shared)] == shared and shared not in self.states:
             # The prompt's shared parts are evaluated first and their state kept: the next prompt
