@@ -1,19 +1,20 @@
 """The docstring moment: an empty body under a definition's header and docstring is asked for as
 an instruction, not as fill-in-the-middle.
 
-Enter after a new function's docstring, nothing yet in its body, is natural language → code:
-the task instruct models are tuned for. Fill-in-the-middle there is pulled by the code below the
+Enter after a new function's docstring, nothing yet in its body, is natural language → code: the
+task instruct models are tuned for. Fill-in-the-middle there is pulled by the code below the
 function (a `__main__` block calling it) into calls of the function itself. So at that place the
 prompt is the model's chat template asking to complete the function (the instruction of
-`fimble eval humaneval --mode chat`), with the file's imports and the definition as the code,
-and the assistant's answer begun for it: a code fence, the lines the model itself writes above
-the function (its imports: `ask_head`, asked first), then the definition's header and docstring
-as they stand in the file. The model goes on with the body, at the body's
-indentation, and the answer is cut at the closing fence; what it writes then goes through the
-same healing, postprocessing, early answers and caches as a fill-in-the-middle answer. The
-place's warm-up (idle work after the edit) builds the same prompt (`instruct_place`), so the
-request finds the head asked and its prompt evaluated, or goes on from where the warm-up was;
-an edit on the line that closes the docstring warms it one Enter ahead (`enter_after_docstring`).
+`fimble eval humaneval --mode chat`), with the file's imports and the definition as the code, and the
+assistant's answer begun for it: a code fence, the lines the model itself writes above the
+function (its imports: `ask_head`, asked first; what it wrote last under the same imports is
+drafted, `HeadGuesses`), then the definition's header and docstring as they stand in the file. The
+model goes on with the body, at the body's indentation, and the answer is cut at the closing
+fence; what it writes then goes through the same healing, postprocessing, early answers and caches
+as a fill-in-the-middle answer. The place's warm-up (idle work after the edit) builds the same
+prompt (`instruct_place`), so the request finds the head asked and its prompt evaluated, or goes
+on from where the warm-up was; an edit on the line that closes the docstring warms it one Enter
+ahead (`enter_after_docstring`).
 
 Where fill-in-the-middle is right instead — a body half written, code below the cursor in the
 same block, any other language for now — `docstring_moment` says None.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .anchor import Built, Heal, PromptMemory
@@ -45,6 +47,8 @@ MAX_IMPORT_LINES = 20
 # What the model writes above the function (`own_head`): at most this many tokens, up to these.
 HEAD_TOKENS = 48
 HEAD_STOPS = ("def ", "class ", "async ", FENCE)
+# Sets of imports whose head is remembered (`HeadGuesses`).
+HEADS_KEPT = 64
 QUOTES = ('"', "'")  # what a docstring ends with
 _IMPORT = re.compile(r"(?:from\s+([\w.]+)\s+)?import\s+(.+)")
 _DEFINITIONS = frozenset({"function_definition"})
@@ -267,30 +271,61 @@ def instruct_built(moment: DocstringMoment, tree: SyntaxTree, offset: int, curso
     return Built(instruct_prompt(moment, info, head), site, [], HeadImports.of(head, text, before))
 
 
+class HeadGuesses:
+    """What the model wrote above a function (up to HEAD_STOPS) under each set of the file's
+    imports, across documents: the guess drafted when it is asked again (the model writes much the
+    same lines under the same imports: under `from typing import List`, that line; under none, its
+    own habit). A guess is verified as any draft, so a wrong one changes nothing but the time."""
+
+    def __init__(self) -> None:
+        self._written: OrderedDict[str, str] = OrderedDict()
+
+    def guess(self, moment: DocstringMoment) -> str:
+        """The expected answer to the head's question: the head written last under these imports
+        (else the imports themselves), then the definition's first line up to its name's end
+        (past HEAD_STOPS' `def `, where the answer stops)."""
+        written = self._written.get(moment.imports)
+        if written is None:
+            written = moment.imports + "\n\n" if moment.imports else ""
+        return written + moment.header.split("(", 1)[0]
+
+    def remember(self, moment: DocstringMoment, written: str) -> None:
+        self._written.pop(moment.imports, None)
+        self._written[moment.imports] = written
+        while len(self._written) > HEADS_KEPT:
+            self._written.popitem(last=False)
+
+
 def instruct_place(moment: DocstringMoment, tree: SyntaxTree, offset: int, cursor: CursorInfo, info: ModelInfo,
                    memory: PromptMemory, backend: Backend, settings: Settings, cancel: threading.Event,
-                   reuse: bool) -> Built | None:
+                   reuse: bool, heads: HeadGuesses | None = None) -> Built | None:
     """The docstring moment's prompt: the model's head asked first (or taken from `memory`), then
     the body's prompt below it. None: cancelled. The completion and the place's warm-up both
     build it, so that a warm-up at the moment evaluates the question the request will ask (a
     fill-in-the-middle prompt evaluated there would be thrown away)."""
-    head = ask_head(moment, memory, info, backend, settings, cancel, reuse)
+    head = ask_head(moment, memory, info, backend, settings, cancel, reuse, heads)
     return None if head is None else instruct_built(moment, tree, offset, cursor, info, head)
 
 
 def ask_head(moment: DocstringMoment, memory: PromptMemory, info: ModelInfo, backend: Backend, settings: Settings,
-             cancel: threading.Event, reuse: bool) -> str | None:
+             cancel: threading.Event, reuse: bool, heads: HeadGuesses | None = None) -> str | None:
     """What the model writes above the function (`own_head`), asked once for each question and
-    kept in the document's memory (greedy only: sampled answers each sample their own). None:
-    cancelled."""
+    kept in the document's memory (greedy only: sampled answers each sample their own), with
+    `heads`' guess drafted. None: cancelled."""
     question = moment.imports + "\n" + moment.header
     if memory.head is not None and memory.head[0] == question:
         return memory.head[1]
     out = backend.generate(GenerationRequest.from_settings(
         instruct_prompt(moment, info), settings, cancel=cancel, reuse=reuse, stop=list(HEAD_STOPS),
-        max_tokens=HEAD_TOKENS, time_budget_s=None))
+        max_tokens=HEAD_TOKENS, time_budget_s=None, expected=heads.guess(moment) if heads is not None else ""))
     if out.stats.stop_reason == StopReason.CANCELLED:
         return None
-    head = own_head(out.text, out.stats.stop_reason == StopReason.SEQUENCE)
-    memory.head = (question, head) if settings.temperature <= 0 else None
+    whole = out.stats.stop_reason == StopReason.SEQUENCE
+    head = own_head(out.text, whole)
+    if settings.temperature <= 0:
+        memory.head = (question, head)
+        if heads is not None and whole:
+            heads.remember(moment, out.text)
+    else:
+        memory.head = None
     return head

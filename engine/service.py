@@ -28,7 +28,7 @@ from .backends import Backend, GenerationRequest, GenerationResult, GenerationSt
 from .cache import LRUCache
 from .config import Settings
 from .context import LINE, CursorInfo, OpenDocument, analyze_cursor, line_at
-from .instruct import FENCE, MIN_BODY_TOKENS, HeadImports, docstring_moment, instruct_place
+from .instruct import FENCE, MIN_BODY_TOKENS, HeadGuesses, HeadImports, docstring_moment, instruct_place
 from .loaded import LoadedModel
 from .models import ModelInfo
 from .postprocess import RULES, Site, postprocess
@@ -47,6 +47,7 @@ class CompletionService(LoadedModel):
         # How often each postprocessing rule changed a completion, for fimble/status and eval.
         self.rule_counts: dict[str, int] = {name: 0 for name, _ in RULES}
         self.cache = LRUCache()
+        self.heads = HeadGuesses()  # the model's lines above a function, by imports (engine/instruct.py)
 
     def build_prompt(self, tree: SyntaxTree, offset: int, cursor: CursorInfo, others: Sequence[OpenDocument] = (),
                      path: str = "", memory: PromptMemory | None = None, reuse: bool = False, healing: bool = True,
@@ -69,7 +70,7 @@ class CompletionService(LoadedModel):
         if settings.docstring_prompt == "instruct" and not request.raw and self.info.chat_template is not None \
                 and (moment := docstring_moment(tree, offset)) is not None:
             return instruct_place(moment, tree, offset, cursor, self.info, memory, self.load(), settings,
-                                  request.cancel, reuse), "instruct"
+                                  request.cancel, reuse, self.heads), "instruct"
         built = self.build_prompt(tree, offset, cursor, request.others, request.path, memory, reuse=reuse,
                                   healing=not request.raw, settings=settings, short_start=request.interactive,
                                   whole=request.refine)

@@ -3,10 +3,12 @@ model the promise that matters: greedy output unchanged, fewer model calls where
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine.backends.base import GenerationRequest
-from engine.backends.lookup import LONG_DRAFT, LONG_MATCH, SHORT_DRAFT, PromptLookup
+from engine.backends.lookup import EXPECTED_DRAFT, LONG_DRAFT, LONG_MATCH, SHORT_DRAFT, PromptLookup
 
 
 def test_a_short_match_drafts_a_batch_of_four_from_its_latest_earlier_occurrence():
@@ -35,6 +37,24 @@ def test_no_match_no_draft_and_the_draft_never_proposes_unknown_tokens():
     lookup = PromptLookup([1, 2, 9, 1, 2], max_draft=8)
     assert lookup.draft() == [9, 1, 2]  # cut at the end of the history
     assert PromptLookup([1, 2, 9, 1, 2], max_draft=0).draft() == []
+
+
+def test_an_expected_answer_is_drafted_while_the_answer_follows_it():
+    expected = list(range(100, 100 + EXPECTED_DRAFT + 5))
+    lookup = PromptLookup([1, 2, 3, 1, 2], max_draft=7, expected=expected)
+    lookup.append(100)  # (the first token is the model's own, from the prompt's logits)
+    assert lookup.draft() == expected[1 : 1 + EXPECTED_DRAFT]  # wider than a lookup draft
+    assert lookup.draft(most=3) == expected[1:4]  # (the room left in the context)
+    for token in expected[1:5]:
+        lookup.append(token)
+    assert lookup.draft() == expected[5 : 5 + EXPECTED_DRAFT]
+    lookup.append(7)  # the answer departs from it: never drafted again
+    lookup.append(100)
+    assert lookup.draft() == []
+    departs = PromptLookup([1, 2, 3, 1, 2], max_draft=7, expected=expected)
+    departs.append(3)  # at its first token: prompt lookup as before
+    assert departs.draft() == [1, 2, 3]
+    assert PromptLookup([1], max_draft=0, expected=expected).draft() == []  # drafting off
 
 
 def test_the_prompt_indexed_at_once_drafts_as_if_appended_token_by_token():
@@ -83,6 +103,14 @@ def test_llama_cpp_greedy_output_is_unchanged_and_drafts_are_accepted(real_servi
     assert fast.text == plain.text and 'unit: str = "cm"' in plain.text, (plain.text, fast.text)
     assert plain.stats.draft_tokens == 0
     assert fast.stats.draft_accepted >= 5 and fast.stats.generated_tokens == plain.stats.generated_tokens
+    # An answer expected (what was written there before) is drafted whole: the same output, in
+    # fewer steps; expecting another answer changes nothing but the drafts.
+    expected = backend.generate(replace(request(fim, 7), expected=plain.text))
+    assert expected.text == plain.text and expected.stats.draft_accepted > fast.stats.draft_accepted
+    # (all but the first token and the text's end, which the model writes merged with the stop's "\n")
+    assert expected.stats.draft_accepted >= plain.stats.generated_tokens - 3
+    wrong = backend.generate(replace(request(fim, 7), expected=plain.text[:4] + "zzz_other = 1"))
+    assert wrong.text == plain.text
     # Sampling is never drafted: it is decoded as before.
     sampled = backend.generate(GenerationRequest(prompt=fim.build(COPYING, "\n"), max_tokens=10, temperature=0.7,
                                                  time_budget_s=None, draft_tokens=8, seed=3))

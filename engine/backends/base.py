@@ -58,6 +58,9 @@ class GenerationRequest:
     # Prompt-lookup speculative decoding (engine/backends/lookup.py): at most this many drafted
     # tokens verified per step; 0 is off. Greedy decoding only.
     draft_tokens: int = 0
+    # What the answer likely is (what the model wrote at a place like this before): drafted first,
+    # while the answer follows it, and verified like prompt-lookup drafts (with `draft_tokens`).
+    expected: str = ""
     # The cursor sits on a line of indentation alone, cut from the prompt (anchor.split_for_healing):
     # the answer is for this line. Greedy decoding passes over a first token that would leave it
     # blank (a newline, the end) when one that writes on it is within OPEN_LINE_LEAD logits.

@@ -13,9 +13,10 @@ The order of one generation:
 2. the open line: after Enter (greedy, no heal), a first token that would leave the cursor's line
    blank gives way to one that writes on it when the two are close (base.open_line_choice);
 3. greedy with drafts (`request.draft_tokens`): each step evaluates the token just chosen and a
-   draft after it in one batch (engine/backends/lookup.py), keeping drafted tokens while each is
-   the argmax after the one before; from the first batch on, choices whose best two logits are a
-   near-tie are counted (where the output can part from one-token-at-a-time decoding);
+   draft after it in one batch (engine/backends/lookup.py; the expected answer first, while the
+   answer follows it), keeping drafted tokens while each is the argmax after the one before;
+   from the first batch on, choices whose best two logits are a near-tie are counted (where the
+   output can part from one-token-at-a-time decoding);
 4. otherwise the backend's own sampler, one token at a time (`Steps.sampled`).
 """
 
@@ -84,9 +85,10 @@ class Steps(Protocol):
 
 
 def decode(steps: Steps, tokens: list[int], request: GenerationRequest, stats: GenerationStats, sink: TextSink,
-           started: float) -> tuple[str, str]:
+           started: float, expected: list[int] | None = None) -> tuple[str, str]:
     """Generate after `tokens` (evaluated: the last row of logits follows them) into `sink`:
     (the text, the reason it stopped). `started`: when the request began (stats.first_token_ms).
+    `expected`: the ids of `request.expected`, drafted first (engine/backends/lookup.py).
     The backend has refused a prompt that leaves no room (base.room_after)."""
     deadline = Deadline(request.time_budget_s)
     healing = HealingState(steps.healer if request.heal else None, request.heal)
@@ -116,7 +118,7 @@ def decode(steps: Steps, tokens: list[int], request: GenerationRequest, stats: G
             tokens = [*tokens, first]
             steps.evaluate([first])
     if not reason and request.draft_tokens and greedy:
-        reason = _with_lookup(steps, tokens, request.draft_tokens, emit, stats)
+        reason = _with_lookup(steps, tokens, request.draft_tokens, emit, stats, expected or [])
     elif not reason:
         generator = steps.sampled(tokens)
         try:
@@ -146,9 +148,9 @@ def _heal(steps: Steps, tokens: list[int], healing: HealingState, request: Gener
 
 
 def _with_lookup(steps: Steps, tokens: list[int], max_draft: int, emit: Callable[[int], str],
-                 stats: GenerationStats) -> str:
+                 stats: GenerationStats, expected: list[int]) -> str:
     """Greedy decoding with prompt-lookup drafts (step 3 of the module docstring)."""
-    lookup = PromptLookup(tokens, max_draft)
+    lookup = PromptLookup(tokens, max_draft, expected)
     n_ctx = steps.n_ctx()
     token, batched = steps.best(-1, lead=False)[0], False
     while True:

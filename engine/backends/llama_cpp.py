@@ -365,8 +365,9 @@ class LlamaCppBackend(Backend):
             stats.stop_reason = reason
             return GenerationResult("", stats)
         decode_start = time.perf_counter()
+        expected = self.tokenize(request.expected) if request.expected else None
         text, stats.stop_reason = decode(LlamaSteps(self, request), tokens, request, stats,
-                                         TextSink(request, on_text), started)
+                                         TextSink(request, on_text), started, expected)
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         return GenerationResult(text, stats)
 

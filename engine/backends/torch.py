@@ -334,8 +334,9 @@ class TorchBackend(Backend):
             stats.stop_reason = reason or StopReason.CANCELLED
             return GenerationResult("", stats)
         decode_start = time.perf_counter()
+        expected = self.vocab.encode(request.expected) if request.expected and self.vocab is not None else None
         text, stats.stop_reason = decode(TorchSteps(self, request, tokens, logits), tokens, request, stats,
-                                         TextSink(request, on_text), started)
+                                         TextSink(request, on_text), started, expected)
         stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         return GenerationResult(text, stats)
 
