@@ -282,12 +282,12 @@ class HeadGuesses:
 
     def guess(self, moment: DocstringMoment) -> str:
         """The expected answer to the head's question: the head written last under these imports
-        (else the imports themselves), then the definition's first line up to its name's end
-        (past HEAD_STOPS' `def `, where the answer stops)."""
+        (else the imports themselves), then the definition's first word (`def`: the token after
+        it, where the answer stops at HEAD_STOPS, comes from the draft's own batch)."""
         written = self._written.get(moment.imports)
         if written is None:
             written = moment.imports + "\n\n" if moment.imports else ""
-        return written + moment.header.split("(", 1)[0]
+        return written + moment.header.split(maxsplit=1)[0]
 
     def remember(self, moment: DocstringMoment, written: str) -> None:
         self._written.pop(moment.imports, None)

@@ -188,25 +188,25 @@ def test_an_import_of_its_own_comes_with_the_body(service, fake_backend):
 
 def test_the_head_written_last_under_the_same_imports_is_drafted(service, fake_backend):
     """The model writes much the same lines above a function under the same imports: the head
-    it wrote last under them, then the definition's name, is the answer expected at the next
+    it wrote last under them, then the definition's `def`, is the answer expected at the next
     moment in any document (drafted, engine/backends/lookup.py); before any, the imports."""
     text = HEAD + "    " + BELOW
     row = text[: len(HEAD)].count("\n")
     fake_backend.queue("import math\n\n\ndef area(", "    return math.pi * r ** 2\n```")
     service.complete(CompletionRequest(text, row, 4, language="python", path="/w/a.py"))
-    assert fake_backend.requests[0].expected == "import math\n\ndef area"  # (nothing written yet)
+    assert fake_backend.requests[0].expected == "import math\n\ndef"  # (nothing written yet)
     other = text.replace("area", "volume")
     fake_backend.queue("import math\nimport sys\n\n\ndef volume(", "    return r ** 3\n```")
     service.complete(CompletionRequest(other, row, 4, language="python", path="/w/b.py"))
-    assert fake_backend.requests[2].expected == "import math\n\n\ndef volume"
+    assert fake_backend.requests[2].expected == "import math\n\n\ndef"
     fake_backend.queue("import math\n\n\ndef cube(", "    return r ** 3\n```")
     service.complete(CompletionRequest(text.replace("area", "cube"), row, 4, language="python", path="/w/c.py"))
-    assert fake_backend.requests[4].expected == "import math\nimport sys\n\n\ndef cube"
+    assert fake_backend.requests[4].expected == "import math\nimport sys\n\n\ndef"
     # Other imports: their own guess.
     bare = text.replace("import math\n\n\n", "")
     fake_backend.queue("def area(", "    return 3.14 * r ** 2\n```")
     service.complete(CompletionRequest(bare, row - 3, 4, language="python", path="/w/d.py"))
-    assert fake_backend.requests[6].expected == "def area"
+    assert fake_backend.requests[6].expected == "def"
 
 
 def test_a_sampled_head_is_asked_each_time(service, fake_backend):
