@@ -132,5 +132,7 @@ def test_torch_greedy_output_is_unchanged_and_drafts_are_accepted(model_path, re
         fast = backend.generate(request(fim, 7))
         assert fast.text == plain.text and fast.text.strip(), (plain.text, fast.text)
         assert fast.stats.draft_accepted >= 5 and fast.stats.generated_tokens == plain.stats.generated_tokens
+        expected = backend.generate(replace(request(fim, 7), expected=plain.text))
+        assert expected.text == plain.text and expected.stats.draft_accepted > fast.stats.draft_accepted
     finally:
         backend.close()
