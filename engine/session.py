@@ -77,6 +77,13 @@ class IdleJob:
     def counted_as(self) -> str:
         return COUNTED_AS[self.kind]
 
+    @property
+    def for_the_next_request(self) -> bool:
+        """Its prompt is the one the next request at the place evaluates (the place just edited,
+        or the next suggestion after an accepted one): a request arriving loses nothing by
+        stopping its model call at once (lsp_server/worker.py `stop_at_once`)."""
+        return self.kind in (JobKind.WARM_PLACE, JobKind.PRECOMPUTE)
+
 
 def job_key(kind: JobKind, uri: str) -> str:
     return f"{_KEY_PREFIX[kind]}:{uri}"

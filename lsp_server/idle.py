@@ -36,7 +36,8 @@ class IdleWork:
 
     def run(self, job: IdleJob, run: Callable[[Any], Any], done: Callable[[asyncio.Future[Any]], None] | None = None,
             ) -> None:
-        future = self.server.worker.submit_idle(job.key, run, resume=job.resume, quiet_s=job.quiet_s)
+        future = self.server.worker.submit_idle(job.key, run, resume=job.resume, quiet_s=job.quiet_s,
+                                                stop_at_once=job.for_the_next_request)
         future.add_done_callback(done or self._count(job.counted_as))
 
     def _count(self, kind: str) -> Callable[[asyncio.Future[Any]], None]:

@@ -82,16 +82,21 @@ class ModelWorker:
         return job.future
 
     def submit_idle(self, key: str, run: Callable[[threading.Event], Any], *,
-                    resume: bool = False, quiet_s: float = 0.0) -> asyncio.Future[Any]:
+                    resume: bool = False, quiet_s: float = 0.0, stop_at_once: bool = False) -> asyncio.Future[Any]:
         """Run `run` when the worker has nothing else to do, and has had nothing for `quiet_s`
         seconds; the latest job for `key` wins, and later idle jobs run first (the place just
         edited before a document's warm-up) and preempt a running one. A preempted job with
         `resume` runs again when all else is done. (A long warm-up started between keystrokes
-        would only be preempted again: it waits for the user to pause.)"""
+        would only be preempted again: it waits for the user to pause.)
+
+        `stop_at_once`: its cancel stops its model call within it (native.CancelFlag with `idle`),
+        for work whose prompt the next request evaluates anyway (the place just edited: a request
+        follows the edit by a few milliseconds, and would otherwise wait for the call). Other idle
+        work's cancel is a plain Event: a preempted call runs to its end and what it evaluated
+        stays (a document's or a whole window's prompt, evaluated a pause at a time)."""
         loop = asyncio.get_running_loop()
-        # Its cancel stops its model call at once: a request often follows the edit that asked for
-        # a warm-up by a few milliseconds, and would otherwise wait for the warm-up's call.
-        job = Job(key, run, loop.create_future(), loop, cancel=CancelFlag(idle=True), resume=resume, quiet_s=quiet_s)
+        cancel = CancelFlag(idle=True) if stop_at_once else threading.Event()
+        job = Job(key, run, loop.create_future(), loop, cancel=cancel, resume=resume, quiet_s=quiet_s)
         with self._cv:
             self._last_activity = time.monotonic()
             old = self._idle.pop(key, None)

@@ -168,17 +168,20 @@ async def test_idle_jobs_run_only_when_nothing_waits_and_yield_to_real_ones():
     assert await document is False
 
 
-async def test_a_request_and_an_idle_job_get_cancels_llama_cpp_reads_mid_batch():
+async def test_a_requests_cancel_and_a_place_warm_ups_stop_llama_cpp_mid_batch():
     """A request's cancel stops llama.cpp within a batch of prompt tokens (native.CancelFlag);
-    so does an idle job's, marked `idle`: the backend makes no call of it run to its end, so that
-    a request arriving during a warm-up does not wait for the warm-up's call."""
+    so does the warm-up of the place just edited (`stop_at_once`, marked `idle`: the backend makes
+    no call of it run to its end), whose prompt the request evaluates anyway. Other idle work's is
+    a plain Event: a preempted call of it runs to its end, and what it evaluated stays."""
     from native.cancel import CancelFlag
 
     worker = ModelWorker()
     request = await worker.submit("a", lambda cancel: cancel)
-    idle = await worker.submit_idle("warm:a", lambda cancel: cancel)
+    place = await worker.submit_idle("warm:a", lambda cancel: cancel, stop_at_once=True)
+    widening = await worker.submit_idle("widen:a", lambda cancel: cancel)
     assert isinstance(request, CancelFlag) and not request.is_set() and not request.idle
-    assert isinstance(idle, CancelFlag) and not idle.is_set() and idle.idle
+    assert isinstance(place, CancelFlag) and not place.is_set() and place.idle
+    assert isinstance(widening, threading.Event) and not isinstance(widening, CancelFlag)
     gate, running = threading.Event(), threading.Event()
     first = worker.submit("a", lambda cancel: running.set() or (gate.wait(5) and cancel))
     await asyncio.get_running_loop().run_in_executor(None, running.wait)

@@ -32,6 +32,10 @@ def test_an_edit_asks_for_the_whole_window_after_a_pause_then_the_place():
     assert session.jobs_after_edit(warm=True, typed_through=False) == [
         IdleJob(JobKind.WIDEN, f"widen:{URI}", WIDEN_QUIET_S, resume=True),
         IdleJob(JobKind.WARM_PLACE, f"warm:{URI}")]
+    # The place's warm-up evaluates the next request's prompt: a request stops it at once; the
+    # whole window, evaluated a pause at a time, keeps each call it began.
+    widen, place = session.jobs_after_edit(warm=True, typed_through=False)
+    assert place.for_the_next_request and not widen.for_the_next_request
     assert session.jobs_after_edit(warm=False, typed_through=False) == []
     # Typed into the suggestion shown: the next request is answered from it; the model goes on.
     assert session.jobs_after_edit(warm=True, typed_through=True) == []

@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens evaluated per llama.cpp call. The weights are read once per call, so fewer,
 # larger calls prefill faster: 160 tokens take ~650 ms in one call and ~7 % more as 32 + 128, ~13 %
-# more as five calls of 32 (two cores). Idle work's calls (a warm-up, a follow-up: its cancel a
-# CancelFlag with `idle`) are small and all stoppable: a request arriving stops the call at once
-# (an editor asks a few milliseconds after the edit that started the place's warm-up), and loses
-# at most one small call's work, which its own first call evaluates faster.
+# more as five calls of 32 (two cores). Idle work's calls are small. A warm-up of the place just
+# edited (its cancel a CancelFlag with `idle`) has every call stoppable: a request arriving stops
+# it at once (an editor asks a few milliseconds after the edit) and evaluates the same prompt in
+# its own first call, faster. Other idle work's calls run to their end (a plain Event), so that a
+# request waits for one at most ~0.2 s on two cores, and what they evaluated stays.
 # A request's first call also runs to its end, and holds what evaluates in FIRST_CALL_S at the
 # measured prompt speed (`prefill_rate`; 32 tokens until measured): with the default model on two
 # idle cores ~150–180 tokens, the whole new part of a prompt at a new place in a HumanEval-sized file
