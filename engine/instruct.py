@@ -287,7 +287,7 @@ class HeadGuesses:
         written = self._written.get(moment.imports)
         if written is None:
             written = moment.imports + "\n\n" if moment.imports else ""
-        return written + moment.header.split(maxsplit=1)[0]
+        return written + next(iter(moment.header.split(maxsplit=1)), "")
 
     def remember(self, moment: DocstringMoment, written: str) -> None:
         self._written.pop(moment.imports, None)
