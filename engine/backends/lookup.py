@@ -73,7 +73,7 @@ class PromptLookup:
         self._index(len(self.tokens) - 1)
         if self._written < len(self.expected) and self.expected[self._written] == token:
             self._written += 1
-        else:
+        elif self.expected:  # departed from it (or past its end): never drafted again
             self.expected = []
 
     def draft(self, most: int | None = None) -> list[int]:
