@@ -46,6 +46,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,42 @@ async def _follow(client: LanguageClient, ready: asyncio.Event, settled: int, se
     return "no ready"
 
 
+@dataclass
+class Asked:
+    """An automatic inline-completion request, as editors send one, and what it got."""
+
+    params: types.InlineCompletionParams
+    items: list[types.InlineCompletionItem]
+    ms: float
+    entry: dict[str, Any]  # its record in fimble/status
+    settled: int  # follow-ups the server had ended before it
+    sent: float
+
+
+async def _ask(client: LanguageClient, uri: str, text: str, offset: int, token: str) -> Asked:
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(text, offset),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+        work_done_token=token)
+    settled = _follow_ups_done(await _status(client))
+    sent = time.perf_counter()
+    items = _items(await client.text_document_inline_completion_async(params))
+    ms = (time.perf_counter() - sent) * 1000
+    return Asked(params, items, ms, _entry(await _status(client, uri), token), settled, sent)
+
+
+async def _final(client: LanguageClient, asked: Asked, ready: asyncio.Event, token: str, args: argparse.Namespace,
+                 ) -> tuple[list[types.InlineCompletionItem], float, str]:
+    """After an answer with a follow-up: wait for completionReady as editors do, then ask again
+    at the same place. (items, ms since the first was sent, "ready" / "no ready")."""
+    followed = await _follow(client, ready, asked.settled, args.follow_s)
+    if followed != "ready":
+        return asked.items, asked.ms, followed
+    asked.params.work_done_token = token
+    items = _items(await client.text_document_inline_completion_async(asked.params))
+    return items, (time.perf_counter() - asked.sent) * 1000, followed
+
+
 async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options: dict[str, Any],
                open_wait: float) -> list[dict[str, Any]]:
     client = LanguageClient("bench-holes", "1")
@@ -180,26 +217,23 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options
         document = opened[:cut] + typed + opened[cut:]
         assert document == hole.document
         cursor = len(hole.before)
-        params = types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), position=_position(document, cursor),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
-            work_done_token=f"first-{number}")
-        settled = _follow_ups_done(await _status(client))
-        sent = time.perf_counter()
-        first_items = _items(await client.text_document_inline_completion_async(params))
-        first_ms = (time.perf_counter() - sent) * 1000
-        entry = _entry(await _status(client, uri), f"first-{number}")
+        first = await _ask(client, uri, document, cursor, f"first-{number}")
+        first_items, first_ms, entry = first.items, first.ms, first.entry
         follow = entry.get("followUp")
         final_items, final_ms, followed = first_items, first_ms, "none"
-        if follow:
-            followed = await _follow(client, ready[uri], settled, args.follow_s)
-            if followed == "ready":
-                params.work_done_token = f"final-{number}"
-                final_items = _items(await client.text_document_inline_completion_async(params))
-                final_ms = (time.perf_counter() - sent) * 1000
+        accepted: dict[str, Any] = {}
+        if args.accept:  # Tab at once, then the suggestion the editor asks for at the new cursor
+            accepted = await _accept_and_ask(client, uri, version + 2, document, cursor,
+                                             first_items[0] if first_items else None, ready[uri], number, args)
+        elif follow:
+            final_items, final_ms, followed = await _final(client, first, ready[uri], f"final-{number}", args)
         status = await _status(client, uri)
         program, inserted = _apply(document, first_items[0] if first_items else None, cursor)
         final_program, final_inserted = _apply(document, final_items[0] if final_items else None, cursor)
+        if accepted:  # the final: the first accepted, then the next suggestion's final accepted too
+            final_program, followed = accepted["program"], accepted["followed"]
+            final_ms = first_ms + (accepted["final_ms"] or 0.0)  # (the Tab itself taken as instant)
+            final_inserted = final_program[cursor: len(final_program) - (len(document) - cursor)]
         client.text_document_did_close(types.DidCloseTextDocumentParams(
             text_document=types.TextDocumentIdentifier(uri=uri)))
         ready.pop(uri, None)
@@ -211,14 +245,53 @@ async def fill(args: argparse.Namespace, problems: list[dict[str, Any]], options
                      "latency_ms": round(first_ms, 1), "final_ms": round(final_ms, 1), "cursor": args.cursor,
                      "follow_up": follow, "followed": followed, "follow_ups": status.get("followUps", {}),
                      "reason": entry.get("outcome"), "stop": entry.get("reason"),
-                     **{k: v for k, v in entry.get("timings", {}).items() if k in _TIMINGS}})
+                     **{k: v for k, v in entry.get("timings", {}).items() if k in _TIMINGS},
+                     **({"next": {k: v for k, v in accepted.items() if k != "program"}} if accepted else {})})
         print(f"{number + 1}/{len(problems)} {problem['task_id']}: first {len(inserted)} chars in {first_ms:.0f} ms "
               f"({entry.get('reason')}, {follow or 'no follow-up'}), final {len(final_inserted)} chars "
-              f"({followed}, {final_ms:.0f} ms)", file=sys.stderr)
+              f"({followed}, {final_ms:.0f} ms)"
+              + (f"; after Tab: {accepted['outcome']} in {accepted['latency_ms']} ms" if accepted else ""),
+              file=sys.stderr)
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
     return rows
+
+
+async def _accept_and_ask(client: LanguageClient, uri: str, version: int, document: str, cursor: int,
+                          item: types.InlineCompletionItem | None, ready: asyncio.Event, number: int,
+                          args: argparse.Namespace) -> dict[str, Any]:
+    """What a user who presses Tab on the first suggestion at once ends up with: the edit VS Code
+    makes (the item's range replaced by its text) and its `fimble.accepted` command, then the
+    automatic request the editor sends at the new cursor, followed like the first (completionReady,
+    then asked again). The program: both accepted."""
+    if item is None:
+        return {"program": document, "shown": False, "latency_ms": None, "final_ms": None, "followed": "none",
+                "outcome": "nothing to accept"}
+    insert = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+    start = offset_at(document, item.range.start.line, item.range.start.character) if item.range else cursor
+    end = offset_at(document, item.range.end.line, item.range.end.character) if item.range else cursor
+    ready.clear()
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(_position(document, start), _position(document, end)), text=insert)]))
+    if item.command is not None:
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command=item.command.command, arguments=item.command.arguments))
+    after, at = document[:start] + insert + document[end:], start + len(insert)
+    asked = await _ask(client, uri, after, at, f"next-{number}")
+    entry = asked.entry
+    final_items, final_ms, followed = asked.items, asked.ms, "none"
+    if entry.get("followUp"):
+        final_items, final_ms, followed = await _final(client, asked, ready, f"next-final-{number}", args)
+    program, _ = _apply(after, final_items[0] if final_items else None, at)
+    timings = entry.get("timings", {})
+    return {"program": program, "shown": bool(asked.items), "latency_ms": round(asked.ms, 1),
+            "final_ms": round(final_ms, 1),
+            "followed": followed, "outcome": entry.get("outcome"), "reason": entry.get("reason"),
+            "type_through": bool(timings.get("type_through")), "window": timings.get("window"),
+            "prompt_tokens_evaluated": timings.get("prompt_tokens_evaluated"), "queued_ms": timings.get("queued_ms")}
 
 
 def peer_fill(args: argparse.Namespace, problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -308,12 +381,28 @@ def run_one(args: argparse.Namespace, problems: list[dict[str, Any]], out: Path,
             "final_exact_match": round(sum(s["final_exact"] for s in samples) / len(samples), 4),
             "followed": {k: sum(s["followed"] == k for s in samples) for k in ("none", "ready", "no ready")},
             "follow_ups": samples[-1]["follow_ups"] if samples else {},
-            "final_empty_by": empties}
+            "final_empty_by": empties,
+            **({"after_tab": _after_tab([s["next"] for s in samples if "next" in s])}
+               if any("next" in s for s in samples) else {})}
     summary = report.summarize(samples, results, meta)
     report.write(out, summary, samples)
     print(label, {k: summary.get(k) for k in ("first_pass@1", "final_pass@1", "tasks", "shown", "final_shown",
-                                               "latency_ms", "final_ms", "followed", "final_empty_by")})
+                                               "latency_ms", "final_ms", "followed", "final_empty_by",
+                                               "after_tab")})
     return summary
+
+
+def _after_tab(nexts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The suggestions asked for right after Tab (`--accept`): how many shown, how soon, from where."""
+    shown = [n["latency_ms"] for n in nexts if n["shown"]]
+    outcomes: dict[str, int] = {}
+    for n in nexts:
+        key = "type-through" if n.get("type_through") else str(n.get("outcome"))
+        outcomes[key] = outcomes.get(key, 0) + 1
+    return {"asked": sum(n["latency_ms"] is not None for n in nexts), "shown": len(shown),
+            "shown_ms": {"p50": round(statistics.median(shown), 1), "p95": round(percentile(shown, 95), 1)}
+            if shown else None, "outcomes": outcomes,
+            "followed": {k: sum(n["followed"] == k for n in nexts) for k in ("none", "ready", "no ready")}}
 
 
 CEILING = {"firstAnswerMs": 0, "newPlaceMs": 0, "timeBudgetMs": 0}
@@ -334,6 +423,8 @@ def main() -> int:
                         help="type the line above's last character first (an automatic request follows, as "
                              "editors send), then Enter after this many seconds")
     parser.add_argument("--follow-s", type=float, default=20.0, help="how long to wait for fimble/completionReady")
+    parser.add_argument("--accept", action="store_true",
+                        help="Tab on the first suggestion at once, then take the next suggestion there (final: both)")
     parser.add_argument("--ceiling", action="store_true", help="the interactive features off (the pipeline given time)")
     parser.add_argument("--compare", action="store_true", help="defaults just opened, defaults open a while, ceiling")
     parser.add_argument("--peer", metavar="LLAMA_SERVER", help="also run llama-server, asked as llama.vim asks")

@@ -71,3 +71,10 @@ class ShownSuggestion:
             if text.endswith(typed, 0, offset) and text.endswith(self.prefix_tail, 0, offset - typed_len):
                 return self.text[typed_len:]
         return None
+
+    def typed_whole(self, text: str, offset: int) -> bool:
+        """Whether the text before `offset` is the old text plus the whole suggestion (accepted
+        to its end) and the text after is unchanged."""
+        return (len(self.suffix_head) == min(len(text) - offset, _CONTEXT_CHARS)
+                and text.startswith(self.suffix_head, offset) and text.endswith(self.text, 0, offset)
+                and text.endswith(self.prefix_tail, 0, offset - len(self.text)))

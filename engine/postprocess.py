@@ -426,15 +426,18 @@ def left_block(text: str, site: Site) -> bool:
                for rule in (single_line, markdown_fence, loop, block_end))
 
 
-def unfinished(text: str, site: Site) -> bool:
+def unfinished(text: str, site: Site, beyond: str = "") -> bool:
     """Would stopping now leave nothing usable? The first line is not finished, or the last
     finished line opens a block whose body has not begun. (The time budget gives such an answer
-    a little longer: a block is never cut before its body.)"""
+    a little longer: a block is never cut before its body.) With `beyond` (lines the editor has
+    already), nothing usable is also no finished line past them."""
     if "\n" not in text:
         return True
     lines = split_lines(text)[:-1]  # whole lines only
     while lines and not lines[-1].strip():
         lines.pop()
+    if beyond and len(lines) <= len(split_lines(beyond)):
+        return True
     last = (_cursor_line_before(site) + lines[-1]) if len(lines) == 1 else (lines[-1] if lines else "")
     return opens_block(last, site.spec)
 

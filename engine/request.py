@@ -114,13 +114,16 @@ class Unfinished:
     range: dict[str, dict[str, int]]
     shown: str  # the answer given early (or cut by the time budget), as the editor has it
     max_tokens: int  # the whole answer's bound
+    ended: bool = False  # its rest is decoded: nothing more to go on with
+    continued: bool = False  # a request took it over (the user accepted it to its end, DocumentSession.continuation)
 
 
-def judges(heal: Heal, site: Site, before: str = "") -> dict[str, Callable[[str], bool]]:
+def judges(heal: Heal, site: Site, before: str = "", beyond: str = "") -> dict[str, Callable[[str], bool]]:
     """The streaming judges of a completion at `site` (engine/postprocess.py), for a backend's
-    text that follows `before`: `stop_when` (it has left its block), `unfinished` (nothing usable yet)."""
+    text that follows `before`: `stop_when` (it has left its block), `unfinished` (nothing usable
+    yet; with `beyond`, the answer the editor was given, nothing usable past its lines)."""
     return {"stop_when": lambda so_far: left_block(heal.inserted(before + so_far), site),
-            "unfinished": lambda so_far: unfinished(heal.inserted(before + so_far), site)}
+            "unfinished": lambda so_far: unfinished(heal.inserted(before + so_far), site, beyond)}
 
 
 def extended(prompt: Prompt, text: str) -> Prompt:

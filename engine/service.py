@@ -190,35 +190,49 @@ class CompletionService(LoadedModel):
                 self.rule_counts[rule] = self.rule_counts.get(rule, 0) + 1
         return outcome.text, filtered(outcome.emptied_by) if outcome.emptied_by else stop
 
-    def rest_of_answer(self, pending: Unfinished, cancel: threading.Event) -> CompletionResult | None:
+    def rest_of_answer(self, pending: Unfinished, cancel: threading.Event,
+                       answer_after_s: float | None = None) -> CompletionResult | None:
         """Decode the rest of an answer given early (`CompletionResult.unfinished`), from its prompt
         and the text it had (the KV cache holds both: only the last token or two is evaluated
         again), and make the whole answer what the exact cache gives at that place. None when
-        cancelled: `pending` is extended with what was decoded, and the next call goes on from there."""
+        cancelled: `pending` is extended with what was decoded, and the next call goes on from there.
+
+        `answer_after_s`: a request waits for it (the user accepted the early answer to its end):
+        once decoding has run that long and a usable line follows the lines shown, the whole so
+        far is answered early again (StopReason.EARLY, `pending` extended and carried on)."""
         settings, backend = self.settings, self.load()
         heal, site, raw = pending.heal, pending.site, pending.raw
         # Idle work, preempted by any request: bounded by maxTokens, not by the time budget.
         request = GenerationRequest.from_settings(
             pending.prompt, settings, cancel=cancel, max_tokens=max(1, pending.max_tokens - pending.generated),
-            time_budget_s=None, **judges(heal, site, raw))
+            time_budget_s=None, answer_after_s=answer_after_s,
+            **judges(heal, site, raw, pending.shown if answer_after_s is not None else ""))
         result = backend.generate(request)
         stop = result.stats.stop_reason
         generated = pending.generated + result.stats.generated_tokens
-        if stop == StopReason.CANCELLED:
+        if stop in (StopReason.CANCELLED, StopReason.EARLY):
             if result.text:
                 pending.prompt, pending.raw = extended(pending.prompt, result.text), raw + result.text
                 pending.generated = generated
-            return None
+            if stop == StopReason.CANCELLED:
+                return None
         text, reason = self._postprocess(heal.inserted(raw + result.text), stop, pending.mode, site)
+        timings = {**{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
+                   "generated_tokens": generated}
+        if stop == StopReason.EARLY:
+            # The whole so far; where judged as a whole it does not grow what was shown, the
+            # shown answer stays (the rest comes with the next call).
+            if text.startswith(pending.shown) and len(text) > len(pending.shown):
+                pending.shown = text
+            return CompletionResult(pending.shown, pending.range, StopReason.EARLY, timings, pending)
+        pending.ended = True
         if not text.strip() and pending.shown:
             # Judged as a whole, nothing is left: what the editor shows stays the place's answer.
             text, reason = pending.shown, StopReason.EARLY
         # Otherwise the whole is the place's answer, whether it extends what was shown or, judged
         # as a whole, differs from it (the server offers it in the place of the early one).
         self.cache.put(pending.cache_key, text, reason)
-        return CompletionResult(text, pending.range, reason, {
-            **{k: round(v, 1) if isinstance(v, float) else v for k, v in result.stats.as_dict().items()},
-            "generated_tokens": generated})
+        return CompletionResult(text, pending.range, reason, timings)
 
     def refine(self, request: CompletionRequest) -> CompletionResult:
         """The answer at `request`'s place from the whole window and the whole decode, with no

@@ -11,7 +11,8 @@ the whole policy is unit-tested on its own (tests/test_session.py).
 Everything kept for the document lives here — the suggestion shown (type-through), the prompt's
 anchor and repository context, the docstring moment's head — and goes with the session when the
 document closes. (An early answer's unfinished rest travels with the answer,
-`CompletionResult.unfinished`, into the one FINISH job the session's job key allows per document.)
+`CompletionResult.unfinished`, into the one FINISH job the session's job key allows per document;
+the session points at it while that job has it, for `continuation`.)
 A new between-keystrokes behaviour is a new field, method or job kind here, and the one place in
 lsp_server/idle.py that runs a job of that kind.
 """
@@ -21,10 +22,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from .anchor import PromptMemory
 from .cache import ShownSuggestion
 from .reasons import Outcome
+
+if TYPE_CHECKING:
+    from .request import Unfinished
 
 # A short window is widened, and a short window's answer refined, once the user has paused this
 # long: between keystrokes the work would only be preempted, and each preemption saves and
@@ -105,6 +110,8 @@ class DocumentSession:
     # The place's answer and the text around it, for type-through: a whole object swapped in (the
     # model worker replaces it after idle work while the event loop reads it).
     suggestion: ShownSuggestion | None = None
+    # The answer given early whose rest the FINISH job decodes, while it does (`continuation`).
+    unfinished: Unfinished | None = None
     # The anchor of the last place asked about and the repository context (engine/anchor.py):
     # written by the model worker, dropped with the session when the document closes.
     prompts: PromptMemory = field(default_factory=PromptMemory)
@@ -149,9 +156,21 @@ class DocumentSession:
         rest = suggestion.rest(text, offset) if suggestion is not None else None
         return rest if rest is not None and rest.strip() else None
 
+    def continuation(self, text: str, offset: int) -> Unfinished | None:
+        """The answer given early that the user has just accepted to its end (Tab: the cursor
+        after it, the rest of the document as it was) while its rest is still to be decoded: the
+        next suggestion there is that rest. (Asked anew, the place is the end of a finished line,
+        where a suggestion only finishes the line: nothing.) None otherwise."""
+        pending = self.unfinished
+        if pending is None or pending.ended:
+            return None
+        shown = ShownSuggestion.at(pending.text, pending.offset, pending.shown)
+        return pending if shown is not None and shown.typed_whole(text, offset) else None
+
     # -- the idle work it asks for ---------------------------------------------------------------
 
-    def jobs_after_edit(self, warm: bool, typed_through: bool, ends_docstring: bool = False) -> list[IdleJob]:
+    def jobs_after_edit(self, warm: bool, typed_through: bool, ends_docstring: bool = False,
+                        continues: bool = False) -> list[IdleJob]:
         """After an edit: the whole window where the place had a short one (after a pause), then
         the place's prompt, or the next suggestion when the edit accepted the one shown. Nothing
         when the user typed into the suggestion shown: the next request is answered from it, and
@@ -159,8 +178,10 @@ class DocumentSession:
         widening comes first: a new idle job preempts a running one, and the place's own warm-up
         must not be the one preempted. `ends_docstring`: the edited line may end a docstring over
         an empty body; in the widening's place, after the request made there, the docstring
-        moment one Enter away (the question asked, its prompt evaluated)."""
-        if not warm or self.last_edit < 0 or (typed_through and not self.accepted):
+        moment one Enter away (the question asked, its prompt evaluated). `continues`: the edit
+        accepted an answer given early to its end (`continuation`): its FINISH job, already
+        there, is the next suggestion's work."""
+        if not warm or self.last_edit < 0 or (typed_through and not self.accepted) or continues:
             return []
         place = JobKind.PRECOMPUTE if self.accepted else JobKind.WARM_PLACE
         first = JobKind.AHEAD if ends_docstring else JobKind.WIDEN

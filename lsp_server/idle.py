@@ -60,7 +60,8 @@ class IdleWork:
         request = doc.request_at(session.last_edit, "utf-32", server.documents.others(uri), interactive=True)
         typed_through = not session.accepted and session.typed_through(text, session.last_edit) is not None
         ends_docstring = server.settings.docstring_prompt == "instruct" and line_ends_in_quote(text, session.last_edit)
-        for job in session.jobs_after_edit(server.settings.warm, typed_through, ends_docstring):
+        continues = session.accepted and session.continuation(text, session.last_edit) is not None
+        for job in session.jobs_after_edit(server.settings.warm, typed_through, ends_docstring, continues):
             self.run(job, _place_work(job.kind, service, session, request))
 
     def follow_up(self, uri: str, request: CompletionRequest, offset: int, answered: CompletionResult,
@@ -79,6 +80,7 @@ class IdleWork:
             return None
         session, pending = doc.session, answered.unfinished
         job = session.follow_up(answered.reason, pending is not None, answered.timings.get("window") == "short")
+        session.unfinished = pending if job is not None and job.kind == JobKind.FINISH else None
         if job is None:
             return None
         asked = request.text
@@ -108,10 +110,13 @@ class IdleWork:
             return None
 
         def done(future: asyncio.Future[Any]) -> None:
-            if future.cancelled() or future.exception() is not None:
+            taken = pending is not None and pending.continued  # by the request after Tab (FimbleServer._go_on)
+            if future.cancelled() or (future.exception() is not None and not taken):
                 return  # superseded by a newer answer for the document
-            result: CompletionResult | None = future.result()
-            if result is None or not still_at(result.text):
+            result: CompletionResult | None = None if taken else future.result()
+            if taken:
+                path_taken = "accepted"
+            elif result is None or not still_at(result.text):
                 path_taken = "moved on"
             elif result.text == shown:
                 path_taken = "same"  # the rest added nothing

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +27,9 @@ from engine.config import Settings, apply_options
 from engine.errors import EngineError
 from engine.models import fimble_home
 from engine.reasons import Outcome, StopReason, is_filtered
+from engine.request import CompletionRequest, Unfinished
 from engine.service import CompletionResult, CompletionService
+from engine.session import DocumentSession, JobKind, job_key
 
 from . import loading, loop_time, status
 from .acceptance import ACCEPTED_COMMAND, STATS_FILE, Acceptance
@@ -180,6 +183,8 @@ class FimbleServer(LanguageServer):
         if session.superseded(serial):
             record(Outcome.CANCELLED, why="superseded while debouncing")
             return EMPTY
+        if (pending := session.continuation(request.text, offset)) is not None:
+            return await self._go_on(uri, doc.language_id, session, request, offset, pending, record)
 
         def complete(cancel: Any) -> CompletionResult:
             queued_ms = round((time.perf_counter() - submitted) * 1000, 1)  # waited for the worker
@@ -214,6 +219,68 @@ class FimbleServer(LanguageServer):
         # The whole of an answer given early, asked for again: still the suggestion shown (counted once).
         new = session.answered(offset, result.text, early=result.reason in (StopReason.EARLY, StopReason.TIME_BUDGET))
         return self._as_list(result.text, result.range, self._shown(uri, doc.language_id, result.text, offset, new=new))
+
+    async def _go_on(self, uri: str, language: str, session: DocumentSession, request: CompletionRequest,
+                     offset: int, pending: Unfinished, record: Callable[..., None]) -> types.InlineCompletionList:
+        """The request right after the user accepted an answer given early to its end, its rest
+        not yet decoded (DocumentSession.continuation): the next suggestion is that rest. The
+        FINISH job's decoding goes on for this request, answered early again once a usable line
+        follows the accepted ones; what is left after that is the next FINISH job's (completionReady)."""
+        service, here = self.service, request.cursor_range(offset)
+        pending.continued = True  # its FINISH job, dropped here, is counted as taken over
+        self.worker.drop_idle(job_key(JobKind.FINISH, uri))
+        asked = replace(request, text=pending.text)  # what the answer was asked about
+        answer_after_s = self.settings.first_answer_ms / 1000 if self.settings.first_answer_ms > 0 else None
+
+        def go_on(cancel: Any) -> tuple[CompletionResult, CompletionResult | None]:
+            queued_ms = round((time.perf_counter() - submitted) * 1000, 1)
+            if (rest := session.typed_through(request.text, offset)) is not None:  # its FINISH job ended first
+                return CompletionResult(rest, here, Outcome.CACHE, {"type_through": True, "queued_ms": queued_ms}), None
+            whole = None if pending.ended else service.rest_of_answer(pending, cancel, answer_after_s)
+            if whole is None:
+                return CompletionResult("", here, Outcome.CANCELLED if cancel.is_set() else Outcome.EMPTY,
+                                        {"queued_ms": queued_ms}), None
+            session.remember(pending.text, pending.offset, whole.text)
+            rest = session.typed_through(request.text, offset) or ""
+            return CompletionResult(rest, here, whole.reason if rest else Outcome.EMPTY,
+                                    {**whole.timings, "continued": True, "queued_ms": queued_ms}), whole
+
+        def again() -> None:
+            """Cancelled: the rest is decoded while idle, as before the request."""
+            pending.continued = False
+            self.idle.follow_up(uri, asked, pending.offset,
+                                CompletionResult(pending.shown, pending.range, StopReason.EARLY, {}, pending),
+                                self._version(uri))
+
+        submitted = time.perf_counter()
+        future = self.worker.submit(uri, go_on)
+        try:
+            result, whole = await future
+        except Superseded:
+            record(Outcome.CANCELLED, why="superseded")
+            again()
+            return EMPTY
+        except asyncio.CancelledError:
+            self.worker.cancel(future)
+            record(Outcome.CANCELLED, why="$/cancelRequest")
+            again()
+            raise
+        if result.reason == Outcome.CANCELLED:
+            record(Outcome.CANCELLED, timings=result.timings)
+            again()
+            return EMPTY
+        pending.continued = False
+        follow_up = self.idle.follow_up(uri, asked, pending.offset, whole, self._version(uri)) if whole else None
+        if result.timings.get("type_through"):
+            self.type_through_hits += 1
+        record(Outcome.CACHE if result.reason == Outcome.CACHE else Outcome.SHOWN if result.text else Outcome.EMPTY,
+               reason=result.reason, timings=result.timings, followUp=follow_up)
+        new = session.answered(offset, result.text, early=whole is not None and whole.unfinished is not None)
+        return self._as_list(result.text, here, self._shown(uri, language, result.text, offset, new=new))
+
+    def _version(self, uri: str) -> int:
+        doc = self.documents.get(uri)
+        return doc.version if doc is not None else -1
 
     @staticmethod
     def _as_list(text: str, where: dict[str, dict[str, int]], item_id: str | None = None,

@@ -214,3 +214,60 @@ def test_an_answer_cut_by_the_time_budget_is_finished_too(fake_backend, qwen_inf
     whole = service.rest_of_answer(cut.unfinished, threading.Event())
     assert whole is not None and fake_backend.requests[-1].time_budget_s is None
     assert whole.text == BODY
+
+
+# -- Tab on an answer given early, before its rest is decoded -----------------------------------
+
+LONGER = "for item in items:\n        result += item\n    result *= 2\n    return result"
+
+
+def test_a_request_goes_on_with_the_rest_and_answers_early_again(service, fake_backend):
+    """The rest asked for by a request (`answer_after_s`): it answers once a usable line follows the
+    lines shown, with the whole so far, and carries the answer on for the rest after that."""
+    fake_backend.queue(LONGER)
+    early = service.complete(at())
+    assert early.text == "for item in items:\n        result += item"
+    pending = early.unfinished
+    assert pending is not None
+    fake_backend.queue(LONGER[len(early.text) + 1 :])
+    grown = service.rest_of_answer(pending, threading.Event(), answer_after_s=0.05)
+    assert grown is not None and grown.reason == StopReason.EARLY and grown.unfinished is pending
+    assert grown.text == "for item in items:\n        result += item\n    result *= 2"  # one usable line more
+    assert pending.shown == grown.text and not pending.ended
+    assert fake_backend.requests[-1].answer_after_s == 0.05
+    fake_backend.queue(LONGER[len(pending.raw) :])
+    whole = service.rest_of_answer(pending, threading.Event())
+    assert whole is not None and whole.text == LONGER and whole.reason == StopReason.EOS and pending.ended
+
+
+@pytest.mark.asyncio
+async def test_tab_on_an_early_answer_shows_its_rest_next(server):
+    """The user accepts the early answer whole at once (one edit inserts it): the request the
+    editor sends at the end of it is answered with the rest of the same answer (no new question
+    there, where a suggestion would only finish a finished line), its FINISH job taken over."""
+    import asyncio
+
+    server, backend, sent = server
+    early_text = "for item in items:\n        result += item"
+    backend.writes(BODY)  # (its FINISH job may have begun the rest when the request comes)
+    early = await server.inline_completion(inline(ROW, COLUMN))
+    assert [item.insert_text for item in early.items] == [early_text]
+    type_text(server, 2, ROW, COLUMN, early_text)  # Tab
+    assert server.documents.get(URI).session.accepted
+    after = await server.inline_completion(inline(ROW + 1, len("        result += item")))
+    assert [item.insert_text for item in after.items] == ["\n    return result"]
+    record = server.history[-1]
+    assert record["timings"]["continued"] is True and record["reason"] == StopReason.EOS, record
+    # The rest's prompt is the answer's own, with the accepted lines: not a new place's question.
+    first = backend.requests[0].prompt.render()
+    assert backend.warmed == [] and all(r.prompt.render().startswith(first + early_text + "\n")
+                                        for r in backend.requests[1:])
+    assert backend.requests[-1].answer_after_s == 0.05  # the request's: it would answer early again
+    for _ in range(300):
+        if server.idle.follow_ups:
+            break
+        await asyncio.sleep(0.01)
+    assert server.idle.follow_ups == {"finish:accepted": 1} and sent == []
+    # The whole is the place's answer: asked at the first place again, from the cache.
+    asked = len(backend.requests)
+    assert server.service.complete(at()).text == BODY and len(backend.requests) == asked

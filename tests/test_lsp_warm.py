@@ -158,6 +158,43 @@ async def test_a_long_answer_comes_early_then_whole(client: LanguageClient):
     assert current["acceptance"]["python"]["shown"] == shown_before + (2 if imports else 1)
 
 
+FIZZ = ('def fizzbuzz(n):\n'
+        '    """Return the numbers 1 to n as strings: "Fizz" for multiples of 3, "Buzz" for multiples of 5,\n'
+        '    "FizzBuzz" for multiples of both."""\n'
+        '    \n\nprint(fizzbuzz(15))\n')
+FIZZ_URI = "file:///work/example/fizz.py"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_tab_on_an_early_answer_shows_its_rest(client: LanguageClient):
+    """The user accepts the early lines at once (Tab: one edit inserts them, then the item's
+    command): the request the editor sends at their end is answered with the rest of the same
+    answer (`continued`), where a new question at the end of a finished line gave nothing; the
+    lines accepted and that rest, in place, parse."""
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(PRIMES_URI)))
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=FIZZ_URI, language_id="python", version=1, text=FIZZ)))
+    first = await client.text_document_inline_completion_async(request(3, 4, "tab-first", FIZZ_URI))
+    record = next(r for r in (await status(client, FIZZ_URI))["requests"] if r.get("token") == "tab-first")
+    assert record["reason"] == "early" and first.items, record
+    item = first.items[0]
+    early = item.insert_text
+    edit(client, 2, 3, 4, 4, early, FIZZ_URI)  # Tab
+    if item.command is not None:
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command=item.command.command, arguments=item.command.arguments))
+    lines = FIZZ.split("\n")
+    row, column = 3 + early.count("\n"), len(("    " + early).split("\n")[-1])
+    after = await client.text_document_inline_completion_async(request(row, column, "tab-next", FIZZ_URI))
+    current = await status(client, FIZZ_URI)
+    record = next(r for r in current["requests"] if r.get("token") == "tab-next")
+    assert after.items and record["outcome"] in ("shown", "cache"), record
+    assert record["timings"].get("continued") or record["timings"].get("type_through"), record
+    rest = after.items[0].insert_text
+    assert rest.startswith("\n") and rest.strip(), rest  # the lines after the accepted ones
+    ast.parse("\n".join([*lines[:3], "    " + early + rest, *lines[4:]]))
+
+
 VOWELS = ('def count_vowels(text):\n'
           '    """Return how many of the characters of text are vowels (a, e, i, o, u), in either case."""\n'
           '\n\nif __name__ == "__main__":\n    print(count_vowels("Hello"))\n')

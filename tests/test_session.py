@@ -128,6 +128,26 @@ def test_the_session_answers_type_through_from_the_place_it_remembers():
     assert session.typed_through(typed, 10) is None
 
 
+def test_an_early_answer_accepted_to_its_end_is_continued_not_asked_anew():
+    from engine.request import Unfinished
+
+    session = DocumentSession(URI)
+    text = "def f(xs):\n    \n\nprint(f([1]))\n"
+    shown = "for x in xs:\n        print(x)"
+    pending = Unfinished(None, shown + "\n", 9, None, None, "multi", "key", text, 15, {}, shown, 128)  # type: ignore[arg-type]
+    session.unfinished = pending
+    accepted = text[:15] + shown + text[15:]
+    assert session.continuation(accepted, 15 + len(shown)) is pending
+    assert session.continuation(accepted, 15 + len(shown) - 1) is None  # the cursor is not at its end
+    assert session.continuation(text[:15] + shown[:-1] + text[15:], 15 + len(shown) - 1) is None  # a start of it
+    assert session.continuation(accepted.replace("print(f", "print(g"), 15 + len(shown)) is None  # else edited
+    session.answered(15, shown, early=True)
+    session.edited(15 + len(shown), shown)
+    assert session.accepted and session.jobs_after_edit(True, True, continues=True) == []  # its FINISH goes on
+    pending.ended = True
+    assert session.continuation(accepted, 15 + len(shown)) is None  # the rest is known: type-through
+
+
 def test_everything_kept_for_a_document_is_in_its_session(fake_backend, qwen_info):
     """Answered in the language server (in process, the fake backend): the suggestion, the
     prompt's anchor and context are the session's; the service keeps nothing per document."""

@@ -42,6 +42,16 @@ class FakeBackend(Backend):
         self.measure = False
         self.rate: float | None = None
         self.warmed: list[str] = []
+        # `writes`: a model that writes one answer, however its decoding is cut and resumed.
+        self._writes: str | None = None
+        self._base: str | None = None
+
+    def writes(self, answer: str) -> FakeBackend:
+        """The next request is answered with `answer`, and a later request whose prompt is that
+        request's plus a start of `answer` with the rest of it: as a model goes on from the text it
+        had (a follow-up), whichever call was cut where (the queue is for anything else)."""
+        self._writes, self._base = answer, None
+        return self
 
     @property
     def prefill_rate(self) -> float | None:
@@ -68,6 +78,15 @@ class FakeBackend(Backend):
         self.outputs.extend(outputs)
         return self
 
+    def _written(self, prompt: str) -> str | None:
+        if self._writes is None:
+            return None
+        if self._base is None:
+            self._base = prompt
+            return self._writes
+        had = prompt[len(self._base):]
+        return self._writes[len(had):] if prompt.startswith(self._base) and self._writes.startswith(had) else None
+
     def load(self) -> None:
         self.loaded = True
 
@@ -77,7 +96,9 @@ class FakeBackend(Backend):
 
     def generate(self, request: GenerationRequest, on_text: TextCallback | None = None) -> GenerationResult:
         self.requests.append(request)
-        output = self.outputs.popleft() if self.outputs else ""
+        output = self._written(request.prompt.render())
+        if output is None:
+            output = self.outputs.popleft() if self.outputs else ""
         stats = GenerationStats(prompt_tokens=self.count_tokens(request.prompt.render()))
         if request.heal and self.fake_healer is not None:
             if not output.startswith(request.heal):
