@@ -145,7 +145,9 @@ class Asked:
     sent: float
 
 
-async def _ask(client: LanguageClient, uri: str, text: str, offset: int, token: str) -> Asked:
+async def _ask(client: LanguageClient, uri: str, text: str, offset: int, token: str, after_tab: bool = False) -> Asked:
+    """`after_tab`: the follow-ups ended are counted after the answer, which ends the follow-up of
+    the answer accepted (taken over: `finish:accepted`), so that only its own follow-up is awaited."""
     params = types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=_position(text, offset),
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
@@ -154,7 +156,8 @@ async def _ask(client: LanguageClient, uri: str, text: str, offset: int, token: 
     sent = time.perf_counter()
     items = _items(await client.text_document_inline_completion_async(params))
     ms = (time.perf_counter() - sent) * 1000
-    return Asked(params, items, ms, _entry(await _status(client, uri), token), settled, sent)
+    status = await _status(client, uri)
+    return Asked(params, items, ms, _entry(status, token), _follow_ups_done(status) if after_tab else settled, sent)
 
 
 async def _final(client: LanguageClient, asked: Asked, ready: asyncio.Event, token: str, args: argparse.Namespace,
@@ -280,7 +283,7 @@ async def _accept_and_ask(client: LanguageClient, uri: str, version: int, docume
         await client.workspace_execute_command_async(types.ExecuteCommandParams(
             command=item.command.command, arguments=item.command.arguments))
     after, at = document[:start] + insert + document[end:], start + len(insert)
-    asked = await _ask(client, uri, after, at, f"next-{number}")
+    asked = await _ask(client, uri, after, at, f"next-{number}", after_tab=True)
     entry = asked.entry
     final_items, final_ms, followed = asked.items, asked.ms, "none"
     if entry.get("followUp"):
