@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from .anchor import Built, Heal, PromptMemory
 from .backends.base import Backend, GenerationRequest
+from .cache import LRUCache
 from .config import Settings
 from .context import CursorInfo, ancestors, line_at
 from .models import ModelInfo
@@ -278,22 +278,18 @@ class HeadGuesses:
     own habit). A guess is verified as any draft, so a wrong one changes nothing but the time."""
 
     def __init__(self) -> None:
-        self._written: OrderedDict[str, str] = OrderedDict()
+        self._written = LRUCache(HEADS_KEPT)  # imports → (the head written, "")
 
     def guess(self, moment: DocstringMoment) -> str:
         """The expected answer to the head's question: the head written last under these imports
         (else the imports themselves), then the definition's first word (`def`: the token after
         it, where the answer stops at HEAD_STOPS, comes from the draft's own batch)."""
-        written = self._written.get(moment.imports)
-        if written is None:
-            written = moment.imports + "\n\n" if moment.imports else ""
+        kept = self._written.get(moment.imports)
+        written = kept[0] if kept is not None else moment.imports + "\n\n" if moment.imports else ""
         return written + next(iter(moment.header.split(maxsplit=1)), "")
 
     def remember(self, moment: DocstringMoment, written: str) -> None:
-        self._written.pop(moment.imports, None)
-        self._written[moment.imports] = written
-        while len(self._written) > HEADS_KEPT:
-            self._written.popitem(last=False)
+        self._written.put(moment.imports, written, "")
 
 
 def instruct_place(moment: DocstringMoment, tree: SyntaxTree, offset: int, cursor: CursorInfo, info: ModelInfo,

@@ -436,7 +436,7 @@ def unfinished(text: str, site: Site, beyond: str = "") -> bool:
     lines = split_lines(text)[:-1]  # whole lines only
     while lines and not lines[-1].strip():
         lines.pop()
-    if beyond and len(lines) <= len(split_lines(beyond)):
+    if beyond and len(lines) <= beyond.count("\n") + 1:
         return True
     last = (_cursor_line_before(site) + lines[-1]) if len(lines) == 1 else (lines[-1] if lines else "")
     return opens_block(last, site.spec)
